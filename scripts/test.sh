@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command (README "Test it"): installs what the tests need on a fresh machine,
+# then runs formatting and lint checks, every Rust test, and the official HubSpot SDKs
+# (Python and Node) through hubgate against the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+say "cargo fmt --check"
+cargo fmt --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+say "cargo test"
+cargo test --all-targets
+
+say "official SDKs through hubgate against the simulator"
+scripts/sdk-test.sh

@@ -1,0 +1,118 @@
+//! The `hubgate` command line: run the gateway, check a config file, start the simulator.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::server::{self, Listeners};
+use crate::{sim, telemetry};
+
+const DEFAULT_CONFIG: &str = "config.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "hubgate",
+    version,
+    about = "A HubSpot API rate-limit gateway: point your HubSpot clients at it and it paces every call within HubSpot's limits.",
+    long_about = None
+)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway (the default when no command is given).
+    Run(RunArgs),
+    /// Validate a config file: exit 0 when valid, or 2 listing every problem
+    /// (file, line, key, what is wrong).
+    CheckConfig {
+        /// The config file to check.
+        path: PathBuf,
+    },
+    /// Start the HubSpot API simulator, for tests and load tests without a HubSpot account.
+    Sim(sim::SimArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Path of the config file; when the default file is missing, built-in defaults apply.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run_gateway(cli.run),
+        Some(Command::Run(args)) => run_gateway(RunArgs {
+            config: args.config.or(cli.run.config),
+        }),
+        Some(Command::CheckConfig { path }) => check_config(&path),
+        Some(Command::Sim(args)) => with_runtime(async move {
+            telemetry::init(&Default::default());
+            sim::run_from_args(args).await
+        }),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_gateway(args: RunArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
+        None => Ok(Config::default()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log);
+    if args.config.is_none() && !Path::new(DEFAULT_CONFIG).exists() {
+        tracing::warn!("no ./config.toml found: running with built-in defaults");
+    }
+    with_runtime(async move {
+        let listeners = Listeners::bind(&config).await?;
+        server::run(config, listeners, server::shutdown_signal()).await
+    })
+}
+
+fn with_runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hubgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

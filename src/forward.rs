@@ -1,0 +1,176 @@
+//! The innermost service: sends a call to the upstream and streams its answer back,
+//! rewriting only what a transparent reverse proxy must.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version};
+
+use crate::body::{self, Body};
+use crate::config::UpstreamTarget;
+use crate::error::GatewayError;
+use crate::guard::BodyLimitExceeded;
+use crate::hop;
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
+use crate::upstream::UpstreamClient;
+
+/// Forwards calls to the configured upstream.
+#[derive(Clone)]
+pub struct Forward {
+    inner: Arc<ForwardInner>,
+}
+
+struct ForwardInner {
+    client: UpstreamClient,
+    target: UpstreamTarget,
+    /// `Host` sent upstream: the upstream's authority, whatever the caller used.
+    host: HeaderValue,
+    response_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Forward {
+    pub fn new(
+        client: UpstreamClient,
+        target: UpstreamTarget,
+        response_timeout: Duration,
+        metrics: Metrics,
+    ) -> anyhow::Result<Forward> {
+        let host = HeaderValue::from_str(target.authority.as_str())?;
+        Ok(Forward {
+            inner: Arc::new(ForwardInner {
+                client,
+                target,
+                host,
+                response_timeout,
+                metrics,
+            }),
+        })
+    }
+}
+
+impl tower::Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The pooled client queues internally; readiness is decided by the layers above.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.forward(request).await })
+    }
+}
+
+impl ForwardInner {
+    async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, GatewayError> {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = self.upstream_uri(&parts.uri)?;
+        // The pooled client picks h1 or h2 per connection by ALPN; it rejects a request
+        // that insists on a version, so callers' h2 requests are handed over as h1.1.
+        parts.version = Version::HTTP_11;
+        hop::strip(&mut parts.headers);
+        // hyper already answered the caller's `Expect: 100-continue` when the body was
+        // first read; passing it on would make the upstream wait for a second go-ahead.
+        parts.headers.remove(header::EXPECT);
+        parts.headers.insert(header::HOST, self.host.clone());
+        let upstream_request = Request::from_parts(parts, body);
+
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(self.response_timeout, self.client.request(upstream_request))
+                .await;
+        let response = match sent {
+            Err(_elapsed) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    upstream: self.target.display(),
+                    timeout_ms: self.response_timeout.as_millis() as u64,
+                })
+            }
+            Ok(Err(e)) => return Err(self.classify_failure(&e)),
+            Ok(Ok(response)) => response,
+        };
+        self.metrics
+            .observe_upstream(response.status(), started.elapsed().as_secs_f64());
+
+        let (mut parts, incoming) = response.into_parts();
+        hop::strip(&mut parts.headers);
+        // The caller's connection has its own protocol; an HTTP/1.0 upstream must not
+        // downgrade it.
+        parts.version = Version::HTTP_11;
+        parts.extensions.insert(Outcome::Forwarded);
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    /// The caller's path and query, byte for byte, below the upstream's base URL.
+    fn upstream_uri(&self, caller_uri: &Uri) -> Result<Uri, GatewayError> {
+        let path_and_query = caller_uri
+            .path_and_query()
+            .map(PathAndQuery::as_str)
+            .unwrap_or("/");
+        let joined = if self.target.base_path.is_empty() {
+            PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
+                path_and_query.as_bytes(),
+            ))
+        } else {
+            PathAndQuery::from_maybe_shared(format!("{}{}", self.target.base_path, path_and_query))
+        }
+        .map_err(|e| GatewayError::BadRequest(format!("the request path is not valid: {e}")))?;
+        Uri::builder()
+            .scheme(self.target.scheme.clone())
+            .authority(self.target.authority.clone())
+            .path_and_query(joined)
+            .build()
+            .map_err(|e| GatewayError::BadRequest(format!("the request path is not valid: {e}")))
+    }
+
+    fn classify_failure(&self, error: &hyper_util::client::legacy::Error) -> GatewayError {
+        if let Some(exceeded) = find_cause::<BodyLimitExceeded>(error) {
+            // The limit is enforced while streaming, so the upstream saw a cut-off body.
+            return GatewayError::BodyTooLarge { max: exceeded.max };
+        }
+        let reason = describe(error);
+        if error.is_connect() {
+            GatewayError::UpstreamConnect {
+                upstream: self.target.display(),
+                reason,
+            }
+        } else {
+            GatewayError::UpstreamFailed {
+                upstream: self.target.display(),
+                reason,
+            }
+        }
+    }
+}
+
+fn find_cause<'e, E: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The innermost cause, short and free of request data, for the caller's error message.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current: &(dyn std::error::Error + 'static) = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}

@@ -1,0 +1,129 @@
+//! Inbound bounds checked before any other work: refuses tunnels and forward-proxy use,
+//! oversized headers and bodies, so nothing behind it sees a call it cannot serve.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{header, Method, Request, Response, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tower::{Layer, Service};
+
+use crate::body::{Body, BoxError};
+use crate::error::GatewayError;
+
+/// The error a streaming request body ends with once it passes `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {max} bytes")]
+pub struct BodyLimitExceeded {
+    pub max: u64,
+}
+
+/// What the guard enforces, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct InboundLimits {
+    /// Host of the upstream: the only host an absolute-form target may name.
+    pub upstream_host: String,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct GuardLayer {
+    limits: std::sync::Arc<InboundLimits>,
+}
+
+impl GuardLayer {
+    pub fn new(limits: InboundLimits) -> Self {
+        GuardLayer {
+            limits: std::sync::Arc::new(limits),
+        }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    limits: std::sync::Arc<InboundLimits>,
+}
+
+impl<S> Service<Request<Body>> for Guard<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        match check(&self.limits, request) {
+            Ok(request) => Box::pin(self.inner.call(request)),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+}
+
+fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>, GatewayError> {
+    if request.method() == Method::CONNECT {
+        return Err(GatewayError::ConnectRefused);
+    }
+    // Over HTTP/2 every request names an authority, like Host in HTTP/1.1; only an
+    // HTTP/1 absolute-form target is a sign of a client using hubgate as a forward proxy.
+    if request.version() < Version::HTTP_2 {
+        if let Some(authority) = request.uri().authority() {
+            if !authority.host().eq_ignore_ascii_case(&limits.upstream_host) {
+                return Err(GatewayError::NotAForwardProxy {
+                    host: authority.host().to_string(),
+                });
+            }
+        }
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge {
+            size: header_bytes,
+            max: limits.max_header_bytes,
+        });
+    }
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max = limits.max_body_bytes;
+    if declared_length.is_some_and(|length| length > max) {
+        return Err(GatewayError::BodyTooLarge { max });
+    }
+    // A body without a declared length is counted while it streams; it is never buffered.
+    let max_usize = usize::try_from(max).unwrap_or(usize::MAX);
+    Ok(request.map(|body| {
+        Limited::new(body, max_usize)
+            .map_err(move |e: BoxError| {
+                if e.is::<LengthLimitError>() {
+                    Box::new(BodyLimitExceeded { max }) as BoxError
+                } else {
+                    e
+                }
+            })
+            .boxed_unsync()
+    }))
+}

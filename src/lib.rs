@@ -1,0 +1,24 @@
+//! hubgate: a HubSpot API rate-limit gateway. Callers change only their base URL; hubgate
+//! forwards every call to HubSpot and keeps them all within HubSpot's budgets.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod guard;
+pub mod hop;
+pub mod metrics;
+pub mod outcome;
+pub mod redact;
+pub mod respond;
+pub mod server;
+pub mod sim;
+pub mod stack;
+pub mod telemetry;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{run, Listeners};

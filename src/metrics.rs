@@ -1,0 +1,102 @@
+//! The gateway's Prometheus metrics, in a registry of its own so that parallel gateways
+//! (tests, embedding) never collide.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::outcome::Outcome;
+
+/// Every metric hubgate exports; cloned handles share the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Calls answered, by how they ended.
+    requests_total: IntCounterVec,
+    /// Upstream answers by status class (2xx, 4xx, ...).
+    upstream_responses_total: IntCounterVec,
+    /// Time from sending a call upstream until its response headers arrived.
+    upstream_duration_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new(
+                "hubgate_requests_total",
+                "Calls answered by hubgate, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let upstream_responses_total = IntCounterVec::new(
+            Opts::new(
+                "hubgate_upstream_responses_total",
+                "Responses received from the upstream, by status class.",
+            ),
+            &["status_class"],
+        )
+        .expect("static metric definition");
+        let upstream_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "hubgate_upstream_duration_seconds",
+                "Time from sending a call upstream until its response headers arrived.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )
+        .expect("static metric definition");
+        for collector in [
+            Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_responses_total.clone()),
+            Box::new(upstream_duration_seconds.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        // Known label values start at zero so dashboards and rate() see them from the start.
+        for outcome in Outcome::ALL {
+            requests_total.with_label_values(&[outcome.as_label()]);
+        }
+        Metrics {
+            registry,
+            requests_total,
+            upstream_responses_total,
+            upstream_duration_seconds,
+        }
+    }
+
+    pub fn count_request(&self, outcome: Outcome) {
+        self.requests_total
+            .with_label_values(&[outcome.as_label()])
+            .inc();
+    }
+
+    pub fn observe_upstream(&self, status: http::StatusCode, seconds: f64) {
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.upstream_responses_total
+            .with_label_values(&[class])
+            .inc();
+        self.upstream_duration_seconds.observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        buffer
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,29 @@
+//! How a call ended, as carried from the layer that decided it to the layer that counts it.
+
+/// Attached to every response as an extension; the access log and metrics read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// HubSpot (or the configured upstream) answered; its status is passed through.
+    Forwarded,
+    /// hubgate refused the call as malformed or outside its bounds.
+    BadRequest,
+    /// The upstream could not be reached, failed, or timed out.
+    UpstreamError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [
+        Outcome::Forwarded,
+        Outcome::BadRequest,
+        Outcome::UpstreamError,
+    ];
+
+    /// The `outcome` label value of `hubgate_requests_total`.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The `hubgate` binary as an operator uses it: help, check-config, a real run with
+//! logs, and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn help_documents_every_command() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for word in ["run", "check-config", "sim", "--config"] {
+        assert!(help.contains(word), "--help mentions {word}: {help}");
+    }
+    let output = Command::new(BIN)
+        .args(["check-config", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(output.stdout).unwrap().contains("exit 0"));
+}
+
+#[test]
+fn the_shipped_config_toml_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let output = Command::new(BIN)
+        .args(["check-config", path])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn check_config_lists_every_problem_with_file_line_and_key() {
+    let file = write_config(
+        "[server]\n\
+         listen = \"not-an-address\"\n\
+         max_body_bytes = 0\n\
+         \n\
+         [upstream]\n\
+         base_url = \"ftp://api.hubapi.com\"\n\
+         respons_timeout_ms = 10\n\
+         [log]\n\
+         format = \"xml\"\n",
+    );
+    let output = Command::new(BIN)
+        .args(["check-config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let path = file.path().display().to_string();
+    for expected in [
+        format!("{path}:2: server.listen:"),
+        format!("{path}:3: server.max_body_bytes:"),
+        format!("{path}:6: upstream.base_url:"),
+        format!("{path}:7: upstream.respons_timeout_ms: unknown key"),
+        format!("{path}:9: log.format:"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_names_the_line_of_a_syntax_or_type_error() {
+    let file = write_config(
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[upstream]\nconnect_timeout_ms = \"fast\"\n",
+    );
+    let output = Command::new(BIN)
+        .args(["check-config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(":5: upstream.connect_timeout_ms:"),
+        "{stderr}"
+    );
+
+    let file = write_config("[server\nlisten = 1\n");
+    let output = Command::new(BIN)
+        .args(["check-config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr).unwrap().contains(":1:"));
+}
+
+#[test]
+fn running_with_a_missing_explicit_config_fails_clearly() {
+    let output = Command::new(BIN)
+        .args(["run", "--config", "/nonexistent/hubgate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("cannot read"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_binary_serves_logs_without_secrets_and_exits_0_on_sigterm() {
+    let upstream = common::echo::start().await;
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let config = write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
+         [upstream]\nbase_url = \"http://{upstream}\"\n[log]\nformat = \"json\"\n"
+    ));
+    let mut child = Command::new(BIN)
+        .args(["--config", config.path().to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("hubgate listening"), "{first}");
+
+    let secret_token = "pat-na1-aaaabbbb-cccc-dddd-eeee-ffff00001111";
+    let request = http::Request::get(format!(
+        "http://127.0.0.1:{proxy_port}/oauth/v1/access-tokens/CJSP5qf1KhICAQEYs-gDIIGOBii1?hapikey=legacy-secret-key&limit=5"
+    ))
+    .header("authorization", format!("Bearer {secret_token}"))
+    .body(http_body_util::Full::new(bytes::Bytes::new()))
+    .unwrap();
+    let (status, _, _) = send(request).await;
+    assert_eq!(status, StatusCode::OK);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "exits after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).unwrap();
+    assert!(
+        logs.contains("/oauth/v1/access-tokens/<redacted>?hapikey=<redacted>&limit=5"),
+        "{logs}"
+    );
+    assert!(logs.contains("\"status\":200"), "{logs}");
+    for secret in [secret_token, "CJSP5qf1KhICAQEYs", "legacy-secret-key"] {
+        assert!(!logs.contains(secret), "{secret} leaked into logs:\n{logs}");
+    }
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "JSON logs"
+    );
+}

@@ -1,0 +1,199 @@
+//! Shared test harness: a gateway on 127.0.0.1:0, small programmable upstreams, and
+//! clients that speak HTTP over real sockets.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hubgate::Config;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// A gateway running in this process on ephemeral loopback ports.
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway forwarding to `upstream_base_url`, after `tune` adjusts the config.
+    pub async fn start(upstream_base_url: &str, tune: impl FnOnce(&mut Config)) -> Gateway {
+        let mut config = Config::default();
+        config.upstream.base_url = upstream_base_url.to_string();
+        tune(&mut config);
+        let problems = config.validate();
+        assert!(problems.is_empty(), "test config invalid: {problems:?}");
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(hubgate::run(
+            config,
+            hubgate::Listeners { proxy, admin },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Gateway {
+            proxy: proxy_addr,
+            admin: admin_addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.proxy, path_and_query)
+    }
+
+    /// Signals shutdown (like SIGTERM) without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = get(&format!("http://{}/metrics", self.admin)).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}
+
+/// Reads one sample's value from Prometheus text, e.g. `hubgate_requests_total{outcome="forwarded"}`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub type Handler = Arc<
+    dyn Fn(
+            Request<Incoming>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A programmable upstream on 127.0.0.1:0 (HTTP/1.1 and h2c), serving until the test ends.
+pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(request).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain HTTP/1.1 client (fresh connection pool per call keeps tests independent).
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+    let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
+        .await
+        .expect("gateway answered within 30 s")
+        .expect("request completed");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+pub async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+    send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Sends raw bytes on a new connection and reads until the peer closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits a raw HTTP/1.1 response with a Content-Length (or no) body into its parts.
+pub fn parse_response(response: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("incomplete response: {response:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    (
+        StatusCode::from_u16(status).unwrap(),
+        headers,
+        Bytes::from(body.to_string()),
+    )
+}
+
+pub fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Asserts the HubSpot error shape hubgate promises for its own errors.
+pub fn assert_hubspot_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+    expected: StatusCode,
+) -> serde_json::Value {
+    assert_eq!(status, expected, "body: {}", String::from_utf8_lossy(body));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let value = json(body);
+    assert_eq!(value["status"], "error");
+    assert!(
+        value["message"].as_str().is_some_and(|m| m.len() > 20),
+        "message explains: {value}"
+    );
+    assert!(value["category"].is_string());
+    let correlation = value["correlationId"].as_str().expect("correlationId");
+    assert_eq!(headers["x-request-id"].to_str().unwrap(), correlation);
+    value
+}
+pub mod echo;
