@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod guard;

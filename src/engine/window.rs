@@ -1,0 +1,430 @@
+//! Owns one exact rolling-window budget: the send log, its admission rule and wait estimates.
+//!
+//! HubSpot's burst and search windows are rolling: at no instant may the last `W` hold more
+//! than `L` requests. A token bucket either overshoots (`B + r·W` per window) or forbids
+//! bursts, so this keeps the send times of the last `capacity` sends instead. A send at
+//! `now` is allowed when the oldest of them has left the window; that is exact, lets a
+//! full burst out at once, and costs one `Tick` per slot.
+//!
+//! Every send occupies the half-open interval `[t, t + span)` with
+//! `span = window + margin_time`, so any `capacity + 1` consecutive sends are at least
+//! `span` apart: no interval of length `window` ever holds more than `capacity`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::time::{micros_ceil, Tick};
+
+/// Configuration of one rolling-window budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WindowSpec {
+    /// Sends HubSpot allows per window (`X-HubSpot-RateLimit-Max`); 0 admits nothing.
+    pub limit: u32,
+    /// Length of HubSpot's rolling window; zero limits sends per microsecond only.
+    pub window: Duration,
+    /// Extra time each send is kept in the window, covering clock skew and network jitter
+    /// between our send and HubSpot's arrival stamp.
+    pub margin_time: Duration,
+    /// Slots per window left unused, for other clients of the same budget and jitter.
+    pub margin_slots: u32,
+}
+
+impl WindowSpec {
+    /// Largest limit the engine honours; larger limits are clamped down to it.
+    ///
+    /// The log stores one tick per slot, so an absurd configured limit must not turn into
+    /// an absurd allocation. HubSpot's largest documented burst is 250; clamping lowers
+    /// throughput but never breaks the limit.
+    pub const MAX_LIMIT: u32 = 65_536;
+
+    /// A spec without safety margins.
+    pub const fn new(limit: u32, window: Duration) -> WindowSpec {
+        WindowSpec {
+            limit,
+            window,
+            margin_time: Duration::ZERO,
+            margin_slots: 0,
+        }
+    }
+
+    /// The same spec with the given margins.
+    pub const fn with_margins(self, margin_time: Duration, margin_slots: u32) -> WindowSpec {
+        WindowSpec {
+            margin_time,
+            margin_slots,
+            ..self
+        }
+    }
+
+    /// Sends admitted per window after the slot margin: `min(limit, MAX_LIMIT) - margin_slots`.
+    pub fn capacity(&self) -> u32 {
+        self.limit
+            .min(Self::MAX_LIMIT)
+            .saturating_sub(self.margin_slots)
+    }
+
+    /// How long one send occupies the window, in microseconds: `window + margin_time`,
+    /// at least 1 so that sends at one tick still count against each other.
+    pub fn span_micros(&self) -> u64 {
+        micros_ceil(self.window)
+            .saturating_add(micros_ceil(self.margin_time))
+            .max(1)
+    }
+
+    /// Wait for the request with `ahead` requests before it on a budget that is idle now.
+    pub fn idle_wait(&self, ahead: usize) -> Duration {
+        SlidingLog::new(*self).estimate_wait(Tick::ZERO, ahead)
+    }
+}
+
+/// The exact rolling-window budget: the send times still able to matter, oldest first.
+#[derive(Debug, Clone)]
+pub struct SlidingLog {
+    /// HubSpot's limit (clamped to `MAX_LIMIT`), kept to translate `-Remaining` headers.
+    limit: u32,
+    /// Sends admitted per window after the slot margin; the log never holds more.
+    capacity: u32,
+    /// How long one send occupies the window (`window + margin_time`), microseconds.
+    span: u64,
+    /// HubSpot said 429: nothing is admitted before this tick, whatever the log says.
+    blocked_until: Tick,
+    /// Send times of the last `capacity` sends (real and phantom), non-decreasing; only the
+    /// oldest matters for admission, the rest are needed to answer after it has left.
+    sends: VecDeque<Tick>,
+}
+
+/// Log entries preallocated on the first send; beyond it the deque grows on demand, so a
+/// huge limit only costs memory when it is really used.
+const PREALLOC_MAX: usize = 1_024;
+
+impl SlidingLog {
+    /// An idle budget; it allocates nothing until the first send.
+    pub fn new(spec: WindowSpec) -> SlidingLog {
+        SlidingLog {
+            limit: spec.limit.min(WindowSpec::MAX_LIMIT),
+            capacity: spec.capacity(),
+            span: spec.span_micros(),
+            blocked_until: Tick::ZERO,
+            sends: VecDeque::new(),
+        }
+    }
+
+    /// Sends admitted per window (limit minus slot margin).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// How long one send occupies the window, including the time margin.
+    pub fn span(&self) -> Duration {
+        Duration::from_micros(self.span)
+    }
+
+    /// The tick before which `block_until` forbids sending.
+    pub fn blocked_until(&self) -> Tick {
+        self.blocked_until
+    }
+
+    /// The recorded send times, oldest first: the whole state a shared store must keep.
+    pub fn sends(&self) -> impl ExactSizeIterator<Item = Tick> + '_ {
+        self.sends.iter().copied()
+    }
+
+    /// Log slots allocated (each one `Tick`, 8 bytes): the budget's heap cost.
+    pub fn log_capacity(&self) -> usize {
+        self.sends.capacity()
+    }
+
+    /// Time never runs backwards inside the log: an earlier `now` than the newest send is
+    /// read as that send's tick, which keeps the log sorted and errs on the safe side.
+    fn effective(&self, now: Tick) -> Tick {
+        match self.sends.back() {
+            Some(&last) if last > now => last,
+            _ => now,
+        }
+    }
+
+    /// When the send at `t` stops counting; `Tick::MAX` (never) when that overflows.
+    fn leaves(&self, t: Tick) -> Tick {
+        match t.0.checked_add(self.span) {
+            Some(v) => Tick(v),
+            None => Tick::MAX,
+        }
+    }
+
+    /// Earliest tick `>= now` at which one send is allowed; `Tick::MAX` means never.
+    pub fn next_free(&self, now: Tick) -> Tick {
+        if self.capacity == 0 {
+            return Tick::MAX;
+        }
+        let now = self.effective(now).max(self.blocked_until);
+        if self.sends.len() >= self.capacity as usize {
+            let oldest = self.sends[self.sends.len() - self.capacity as usize];
+            now.max(self.leaves(oldest))
+        } else {
+            now
+        }
+    }
+
+    /// Whether one send is allowed at `now`, without recording it: `Err(not_before)`.
+    ///
+    /// Nothing is ever admitted at `Tick::MAX`: it stands for "never", and refusing there
+    /// keeps saturated arithmetic at the end of time from admitting an extra send.
+    pub fn check(&self, now: Tick) -> Result<(), Tick> {
+        let free = self.next_free(now);
+        if free == Tick::MAX || free > self.effective(now) {
+            Err(free)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records one send at `now` without checking; callers check first (see `BudgetBook`).
+    pub fn commit(&mut self, now: Tick) {
+        let now = self.effective(now);
+        if self.sends.capacity() == 0 {
+            self.sends
+                .reserve_exact((self.capacity as usize).min(PREALLOC_MAX));
+        }
+        if self.sends.len() >= self.capacity as usize {
+            self.sends.pop_front();
+        }
+        if self.capacity > 0 {
+            self.sends.push_back(now);
+        }
+    }
+
+    /// Admits and records one send at `now`, or says when to try again.
+    pub fn try_reserve(&mut self, now: Tick) -> Result<(), Tick> {
+        self.check(now)?;
+        self.commit(now);
+        Ok(())
+    }
+
+    /// Sends in the log that still count at `now`, ignoring `block_until`.
+    fn in_window(&self, now: Tick) -> u32 {
+        let now = self.effective(now);
+        let gone = self.sends.partition_point(|&t| self.leaves(t) <= now);
+        u32::try_from(self.sends.len() - gone).unwrap_or(u32::MAX)
+    }
+
+    /// Slots taken at `now`; a blocked window counts as full.
+    pub fn used(&self, now: Tick) -> u32 {
+        if self.blocked_until > now {
+            self.capacity
+        } else {
+            self.in_window(now)
+        }
+    }
+
+    /// Slots free at `now` (capacity minus used).
+    pub fn remaining(&self, now: Tick) -> u32 {
+        self.capacity.saturating_sub(self.used(now))
+    }
+
+    /// HubSpot answered 429: treat the window as full until `until` (never shortens a block).
+    pub fn block_until(&mut self, until: Tick) {
+        self.blocked_until = self.blocked_until.max(until);
+    }
+
+    /// HubSpot reports `reported` requests left in its window; if that is fewer than we
+    /// believe, fill the log with phantom sends at `now` so that ours matches (keeping the
+    /// slot margin). More than we believe changes nothing: the configured limit stays the
+    /// ceiling.
+    ///
+    /// Phantoms are stamped `now` because we can not know when the other client sent; that
+    /// holds them for a full span, which may cost some throughput but never a 429.
+    pub fn observe_remaining(&mut self, now: Tick, reported: u32) {
+        let hub_used = self.limit.saturating_sub(reported).min(self.capacity);
+        let used = self.in_window(now);
+        for _ in used..hub_used {
+            self.commit(now);
+        }
+    }
+
+    /// Wait, from `now`, until the send with `ahead` sends queued before it may leave,
+    /// assuming every one of them leaves as early as allowed. `Duration::MAX` means never.
+    ///
+    /// Future send `k` leaves at `t_k = max(base, t_{k-C} + span)` where `C` is the capacity
+    /// and indices below zero reach into the log; for `k >= C` that is `t_{k-C} + span`, so
+    /// `t_k = t_{k mod C} + (k div C)·span`: O(1), however long the queue.
+    pub fn estimate_wait(&self, now: Tick, ahead: usize) -> Duration {
+        if self.capacity == 0 {
+            return Duration::MAX;
+        }
+        let base = self.effective(now).max(self.blocked_until);
+        let cap = self.capacity as usize;
+        let (rounds, slot) = (ahead / cap, ahead % cap);
+        let logged = self.sends.len();
+        let first = if logged + slot >= cap {
+            base.max(self.leaves(self.sends[logged + slot - cap]))
+        } else {
+            base
+        };
+        let rounds = u64::try_from(rounds).unwrap_or(u64::MAX);
+        let at = first.saturating_add_micros(rounds.saturating_mul(self.span));
+        if at == Tick::MAX {
+            Duration::MAX
+        } else {
+            at.saturating_duration_since(now)
+        }
+    }
+
+    /// Whether forgetting this budget would change no answer from `now` on.
+    pub fn is_idle(&self, now: Tick) -> bool {
+        self.blocked_until <= now
+            && self
+                .sends
+                .back()
+                .is_none_or(|&last| self.leaves(last) <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000;
+
+    fn spec(limit: u32, window_ms: u64) -> WindowSpec {
+        WindowSpec::new(limit, Duration::from_millis(window_ms))
+    }
+
+    #[test]
+    fn burst_of_limit_from_idle_leaves_at_once_then_waits_for_the_oldest() {
+        let margin = Duration::from_millis(50);
+        let mut log = SlidingLog::new(spec(10, 1_000).with_margins(margin, 0));
+        let t0 = Tick::from_millis(5_000);
+        for _ in 0..10 {
+            assert_eq!(log.try_reserve(t0), Ok(()));
+        }
+        let expected = Tick::from_millis(5_000 + 1_000 + 50);
+        assert_eq!(log.try_reserve(t0), Err(expected));
+        assert_eq!(log.try_reserve(Tick(expected.0 - 1)), Err(expected));
+        // The whole burst leaves the window together, so the next burst is whole too.
+        for _ in 0..10 {
+            assert_eq!(log.try_reserve(expected), Ok(()));
+        }
+        assert_eq!(
+            log.try_reserve(expected),
+            Err(Tick::from_millis(5_000 + 2 * 1_050))
+        );
+    }
+
+    #[test]
+    fn margin_slots_reduce_capacity() {
+        let mut log = SlidingLog::new(spec(5, 100).with_margins(Duration::ZERO, 2));
+        for _ in 0..3 {
+            assert!(log.try_reserve(Tick(0)).is_ok());
+        }
+        assert_eq!(log.try_reserve(Tick(0)), Err(Tick(100 * MS)));
+        assert_eq!(log.remaining(Tick(0)), 0);
+        assert_eq!(log.remaining(Tick(100 * MS)), 3);
+    }
+
+    #[test]
+    fn limit_zero_never_admits() {
+        let mut log = SlidingLog::new(spec(0, 1_000));
+        assert_eq!(log.next_free(Tick(0)), Tick::MAX);
+        assert_eq!(log.try_reserve(Tick(7)), Err(Tick::MAX));
+        assert_eq!(log.estimate_wait(Tick(0), 0), Duration::MAX);
+        assert_eq!(log.remaining(Tick(0)), 0);
+        let mut slots_over_limit = SlidingLog::new(spec(3, 1_000).with_margins(Duration::ZERO, 9));
+        assert_eq!(slots_over_limit.try_reserve(Tick(0)), Err(Tick::MAX));
+        slots_over_limit.observe_remaining(Tick(0), 0);
+        assert_eq!(slots_over_limit.sends().len(), 0);
+    }
+
+    #[test]
+    fn zero_window_limits_sends_per_microsecond() {
+        let mut log = SlidingLog::new(spec(2, 0));
+        assert!(log.try_reserve(Tick(10)).is_ok());
+        assert!(log.try_reserve(Tick(10)).is_ok());
+        assert_eq!(log.try_reserve(Tick(10)), Err(Tick(11)));
+        assert!(log.try_reserve(Tick(11)).is_ok());
+    }
+
+    #[test]
+    fn huge_values_saturate_to_never() {
+        let mut log = SlidingLog::new(WindowSpec::new(u32::MAX, Duration::MAX));
+        assert_eq!(log.capacity(), WindowSpec::MAX_LIMIT);
+        assert!(log.try_reserve(Tick(1)).is_ok());
+        assert_eq!(log.estimate_wait(Tick(1), usize::MAX), Duration::MAX);
+        log.observe_remaining(Tick(1), 0);
+        assert_eq!(log.used(Tick(1)), WindowSpec::MAX_LIMIT);
+        assert_eq!(log.next_free(Tick(1)), Tick::MAX);
+        assert_eq!(log.try_reserve(Tick::MAX), Err(Tick::MAX));
+
+        let mut tiny = SlidingLog::new(spec(1, 1));
+        assert_eq!(tiny.try_reserve(Tick::MAX), Err(Tick::MAX));
+        assert!(tiny.try_reserve(Tick(u64::MAX - 10)).is_ok());
+        assert_eq!(tiny.try_reserve(Tick::MAX), Err(Tick::MAX));
+    }
+
+    #[test]
+    fn time_going_backwards_is_read_as_the_newest_send() {
+        let mut log = SlidingLog::new(spec(2, 100));
+        assert!(log.try_reserve(Tick(50 * MS)).is_ok());
+        assert!(log.try_reserve(Tick(10 * MS)).is_ok());
+        assert_eq!(log.sends().collect::<Vec<_>>(), [Tick(50 * MS); 2]);
+        assert_eq!(log.try_reserve(Tick(0)), Err(Tick(150 * MS)));
+    }
+
+    #[test]
+    fn observe_remaining_lowers_but_never_raises() {
+        let mut log = SlidingLog::new(spec(10, 1_000).with_margins(Duration::ZERO, 1));
+        for _ in 0..2 {
+            log.try_reserve(Tick(0)).unwrap();
+        }
+        assert_eq!(log.remaining(Tick(0)), 7);
+        // HubSpot thinks more is left than we do: no change.
+        log.observe_remaining(Tick(MS), 10);
+        assert_eq!(log.remaining(Tick(MS)), 7);
+        log.observe_remaining(Tick(MS), 8);
+        assert_eq!(log.remaining(Tick(MS)), 7);
+        // Someone else spent 4: HubSpot has 4 left, we keep the slot margin: 3.
+        log.observe_remaining(Tick(MS), 4);
+        assert_eq!(log.remaining(Tick(MS)), 3);
+        assert_eq!(log.used(Tick(MS)), 6);
+        // The phantoms leave a full window after they were observed.
+        assert_eq!(log.remaining(Tick(1_000 * MS)), 5);
+        assert_eq!(log.remaining(Tick(1_001 * MS)), 9);
+        // Zero left means full until the oldest leaves.
+        log.observe_remaining(Tick(2 * MS), 0);
+        assert_eq!(log.remaining(Tick(2 * MS)), 0);
+        assert_eq!(log.next_free(Tick(2 * MS)), Tick(1_000 * MS));
+    }
+
+    #[test]
+    fn block_until_holds_until_t_then_the_log_rules_again() {
+        let mut log = SlidingLog::new(spec(3, 100));
+        log.try_reserve(Tick(0)).unwrap();
+        log.block_until(Tick(500 * MS));
+        log.block_until(Tick(200 * MS));
+        assert_eq!(log.blocked_until(), Tick(500 * MS));
+        assert_eq!(log.used(Tick(300 * MS)), 3);
+        assert_eq!(log.try_reserve(Tick(499 * MS)), Err(Tick(500 * MS)));
+        assert_eq!(log.estimate_wait(Tick(0), 0), Duration::from_millis(500));
+        assert!(!log.is_idle(Tick(499 * MS)));
+        assert!(log.is_idle(Tick(500 * MS)));
+        for _ in 0..3 {
+            assert!(log.try_reserve(Tick(500 * MS)).is_ok());
+        }
+        assert_eq!(log.try_reserve(Tick(500 * MS)), Err(Tick(600 * MS)));
+    }
+
+    #[test]
+    fn estimate_wait_follows_the_recursion() {
+        let mut log = SlidingLog::new(spec(3, 100));
+        log.try_reserve(Tick(10 * MS)).unwrap();
+        log.try_reserve(Tick(20 * MS)).unwrap();
+        let now = Tick(30 * MS);
+        let wait = |ahead| log.estimate_wait(now, ahead);
+        assert_eq!(wait(0), Duration::ZERO);
+        assert_eq!(wait(1), Duration::from_millis(80));
+        assert_eq!(wait(2), Duration::from_millis(90));
+        assert_eq!(wait(3), Duration::from_millis(100));
+        assert_eq!(wait(4), Duration::from_millis(180));
+        assert_eq!(wait(7), Duration::from_millis(280));
+        assert_eq!(spec(3, 100).idle_wait(3), Duration::from_millis(100));
+    }
+}
