@@ -1,7 +1,9 @@
 //! Every error hubgate itself answers with, and the one place that turns it into a
 //! HubSpot-shaped JSON response.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use std::time::Duration;
+
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::{self, Body};
@@ -26,6 +28,38 @@ pub enum GatewayError {
     UpstreamFailed { upstream: String, reason: String },
     #[error("the upstream {upstream} did not answer within {timeout_ms} ms ([upstream] response_timeout_ms); the call may or may not have been processed")]
     UpstreamTimeout { upstream: String, timeout_ms: u64 },
+    #[error("hubgate's queue for owner {owner} is full ({depth} calls waiting, [queue] max_depth_per_owner); retry after {} ms or send fewer calls at once", .retry_after.as_millis())]
+    QueueFull {
+        owner: String,
+        depth: usize,
+        retry_after: Duration,
+    },
+    #[error("this call would wait about {} ms for owner {owner}'s HubSpot budget, longer than its deadline of {} ms (X-Hubgate-Deadline-Ms or [queue] max_wait_ms); retry after {} ms or allow a longer deadline", .estimate.as_millis(), .deadline.as_millis(), .estimate.as_millis())]
+    DeadlineUnmeetable {
+        owner: String,
+        estimate: Duration,
+        deadline: Duration,
+    },
+    #[error("this call waited {} ms for owner {owner}'s HubSpot budget and its deadline passed (X-Hubgate-Deadline-Ms or [queue] max_wait_ms); retry after {} ms or allow a longer deadline", .waited.as_millis(), .retry_after.as_millis())]
+    DeadlineExpired {
+        owner: String,
+        waited: Duration,
+        retry_after: Duration,
+    },
+    #[error("You have reached your daily limit. hubgate answered for HubSpot: portal {portal} has no daily calls left until {resets_at}; retry after the reset")]
+    DailyExhausted {
+        owner: String,
+        portal: String,
+        resets_at: String,
+        retry_after: Duration,
+    },
+}
+
+/// When and whether a caller should try again, as `Retry-After`, `retry-after-ms` and
+/// `x-should-retry` (which the new `hubspot-sdk` clients obey).
+struct RetryHint {
+    after: Duration,
+    should_retry: bool,
 }
 
 impl GatewayError {
@@ -40,6 +74,48 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::DeadlineUnmeetable { .. }
+            | GatewayError::DeadlineExpired { .. }
+            | GatewayError::DailyExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// HubSpot's `policyName` for refusals that stand in for a 429.
+    fn policy_name(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::QueueFull { .. } => Some("HUBGATE_QUEUE_FULL"),
+            GatewayError::DeadlineUnmeetable { .. } | GatewayError::DeadlineExpired { .. } => {
+                Some("HUBGATE_DEADLINE")
+            }
+            GatewayError::DailyExhausted { .. } => Some("DAILY"),
+            _ => None,
+        }
+    }
+
+    fn retry_hint(&self) -> Option<RetryHint> {
+        let (after, should_retry) = match self {
+            GatewayError::QueueFull { retry_after, .. }
+            | GatewayError::DeadlineExpired { retry_after, .. } => (*retry_after, true),
+            GatewayError::DeadlineUnmeetable { estimate, .. } => (*estimate, true),
+            // Hours away: an SDK's automatic retry would only spend the caller's time.
+            GatewayError::DailyExhausted { retry_after, .. } => (*retry_after, false),
+            _ => return None,
+        };
+        Some(RetryHint {
+            after,
+            should_retry,
+        })
+    }
+
+    /// The owner a refusal speaks for, echoed as `X-Hubgate-Owner`.
+    fn owner(&self) -> Option<&str> {
+        match self {
+            GatewayError::QueueFull { owner, .. }
+            | GatewayError::DeadlineUnmeetable { owner, .. }
+            | GatewayError::DeadlineExpired { owner, .. }
+            | GatewayError::DailyExhausted { owner, .. } => Some(owner),
+            _ => None,
         }
     }
 
@@ -55,6 +131,10 @@ impl GatewayError {
                 "HUBGATE_UPSTREAM_UNAVAILABLE"
             }
             GatewayError::UpstreamTimeout { .. } => "HUBGATE_UPSTREAM_TIMEOUT",
+            GatewayError::QueueFull { .. }
+            | GatewayError::DeadlineUnmeetable { .. }
+            | GatewayError::DeadlineExpired { .. }
+            | GatewayError::DailyExhausted { .. } => "RATE_LIMITS",
         }
     }
 
@@ -63,7 +143,16 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamFailed { .. }
             | GatewayError::UpstreamTimeout { .. } => Outcome::UpstreamError,
-            _ => Outcome::BadRequest,
+            GatewayError::QueueFull { .. } => Outcome::RejectedQueueFull,
+            GatewayError::DeadlineUnmeetable { .. } | GatewayError::DeadlineExpired { .. } => {
+                Outcome::RejectedDeadline
+            }
+            GatewayError::DailyExhausted { .. } => Outcome::RejectedDaily,
+            GatewayError::ConnectRefused
+            | GatewayError::NotAForwardProxy { .. }
+            | GatewayError::HeadersTooLarge { .. }
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::BadRequest(_) => Outcome::BadRequest,
         }
     }
 
@@ -74,14 +163,21 @@ impl GatewayError {
         struct HubSpotError<'a> {
             status: &'static str,
             message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error_type: Option<&'static str>,
             category: &'static str,
             correlation_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            policy_name: Option<&'static str>,
         }
+        let policy_name = self.policy_name();
         let payload = HubSpotError {
             status: "error",
             message: self.to_string(),
+            error_type: policy_name.map(|_| "RATE_LIMIT"),
             category: self.category(),
             correlation_id: request_id,
+            policy_name,
         };
         let json = serde_json::to_vec(&payload).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = Response::new(body::full(json));
@@ -96,6 +192,22 @@ impl GatewayError {
                 header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
+        }
+        if let Some(hint) = self.retry_hint() {
+            let millis = hint.after.as_millis();
+            let seconds = hint.after.as_secs() + u64::from(hint.after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            headers.insert(
+                HeaderName::from_static("retry-after-ms"),
+                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+            );
+            headers.insert(
+                HeaderName::from_static("x-should-retry"),
+                HeaderValue::from_static(if hint.should_retry { "true" } else { "false" }),
+            );
+        }
+        if let Some(owner) = self.owner().and_then(|o| HeaderValue::from_str(o).ok()) {
+            headers.insert(HeaderName::from_static("x-hubgate-owner"), owner);
         }
         response.extensions_mut().insert(self.outcome());
         response

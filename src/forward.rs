@@ -82,6 +82,7 @@ impl ForwardInner {
         // hyper already answered the caller's `Expect: 100-continue` when the body was
         // first read; passing it on would make the upstream wait for a second go-ahead.
         parts.headers.remove(header::EXPECT);
+        strip_hubgate_headers(&mut parts.headers);
         parts.headers.insert(header::HOST, self.host.clone());
         let upstream_request = Request::from_parts(parts, body);
 
@@ -150,6 +151,19 @@ impl ForwardInner {
                 reason,
             }
         }
+    }
+}
+
+/// `X-Hubgate-*` request headers steer hubgate (deadline, caller, priority) and are no
+/// business of HubSpot's.
+fn strip_hubgate_headers(headers: &mut http::HeaderMap) {
+    let ours: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-hubgate-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
     }
 }
 

@@ -4,20 +4,27 @@
 
 pub mod admin;
 pub mod body;
+pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod guard;
 pub mod hop;
+pub mod identify;
+pub mod identity;
 pub mod metrics;
 pub mod outcome;
+pub mod pace;
+pub mod pacer;
 pub mod redact;
 pub mod respond;
 pub mod server;
 pub mod sim;
 pub mod stack;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;
 

@@ -15,7 +15,20 @@ pub struct Metrics {
     upstream_responses_total: IntCounterVec,
     /// Time from sending a call upstream until its response headers arrived.
     upstream_duration_seconds: Histogram,
+    /// Identity resolutions, by how the owner was found.
+    identity_lookups_total: IntCounterVec,
 }
+
+/// Every `result` label of `hubgate_identity_lookups_total`.
+pub const IDENTITY_RESULTS: [&str; 7] = [
+    "static",
+    "cached",
+    "introspected",
+    "invalid",
+    "unreachable",
+    "hapikey",
+    "anonymous",
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -46,10 +59,21 @@ impl Metrics {
             ]),
         )
         .expect("static metric definition");
+        let identity_lookups_total = IntCounterVec::new(
+            Opts::new(
+                "hubgate_identity_lookups_total",
+                "Credentials resolved to a quota owner, by result: static (config), cached or \
+                 introspected (owner known), invalid (HubSpot rejected the token, fresh or \
+                 cached), unreachable (keyed by credential hash), hapikey, anonymous.",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_responses_total.clone()),
             Box::new(upstream_duration_seconds.clone()),
+            Box::new(identity_lookups_total.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -57,12 +81,23 @@ impl Metrics {
         for outcome in Outcome::ALL {
             requests_total.with_label_values(&[outcome.as_label()]);
         }
+        for result in IDENTITY_RESULTS {
+            identity_lookups_total.with_label_values(&[result]);
+        }
         Metrics {
             registry,
             requests_total,
             upstream_responses_total,
             upstream_duration_seconds,
+            identity_lookups_total,
         }
+    }
+
+    /// One resolved credential; `result` is one of [`IDENTITY_RESULTS`].
+    pub fn count_identity_lookup(&self, result: &'static str) {
+        self.identity_lookups_total
+            .with_label_values(&[result])
+            .inc();
     }
 
     pub fn count_request(&self, outcome: Outcome) {

@@ -9,13 +9,22 @@ pub enum Outcome {
     BadRequest,
     /// The upstream could not be reached, failed, or timed out.
     UpstreamError,
+    /// Refused because it could not be sent within its deadline.
+    RejectedDeadline,
+    /// Refused because its owner's queue was full.
+    RejectedQueueFull,
+    /// Refused because its portal's daily budget was exhausted.
+    RejectedDaily,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 3] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
+        Outcome::RejectedDeadline,
+        Outcome::RejectedQueueFull,
+        Outcome::RejectedDaily,
     ];
 
     /// The `outcome` label value of `hubgate_requests_total`.
@@ -24,6 +33,9 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::BadRequest => "bad_request",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::RejectedDeadline => "rejected_deadline",
+            Outcome::RejectedQueueFull => "rejected_queue_full",
+            Outcome::RejectedDaily => "rejected_daily",
         }
     }
 }

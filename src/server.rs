@@ -51,7 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let service = stack::build(&config, &metrics)?;
+    let stack::Stack { service, pacer: _ } = stack::build(&config, &metrics)?;
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = AdminState {
         metrics: metrics.clone(),

@@ -8,19 +8,35 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use std::sync::Arc;
+
 use crate::body::Body;
+use crate::classify::Classifier;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::forward::Forward;
 use crate::guard::{GuardLayer, InboundLimits};
+use crate::identify::IdentifyLayer;
+use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
+use crate::pace::PaceLayer;
+use crate::pacer::{Pacer, PacerConfig};
 use crate::respond::RespondLayer;
+use crate::store::MemoryStore;
 use crate::upstream;
 
 /// The whole request path as one cloneable service that never fails: every call gets a
 /// response, errors included.
 pub type ProxyService = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
 
-pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<ProxyService> {
+/// The request path and the handles other parts of the gateway (admin, metrics) read.
+pub struct Stack {
+    pub service: ProxyService,
+    pub pacer: Pacer,
+}
+
+/// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
+pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
     let target = config
         .upstream_target()
         .map_err(|e| anyhow::anyhow!("[upstream] base_url: {e}"))?;
@@ -30,6 +46,28 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<ProxyService>
         max_header_bytes: config.server.max_header_bytes,
         max_body_bytes: config.server.max_body_bytes,
     };
+    let resolver = IdentityResolver::new(
+        &config.identity,
+        &config.credentials,
+        client.clone(),
+        target.clone(),
+        metrics.clone(),
+    )?;
+    let clock = Clock::new();
+    let pacer = Pacer::new(
+        Arc::new(MemoryStore::new(config.budgets.limits())),
+        clock,
+        PacerConfig {
+            max_depth_per_owner: config.queue.max_depth_per_owner,
+            idle_ttl: Duration::from_millis(config.budgets.idle_ttl_ms),
+        },
+    );
+    let pace = PaceLayer::new(
+        pacer.clone(),
+        Classifier::new(&config.budgets.exempt),
+        Duration::from_millis(config.queue.max_wait_ms),
+        clock,
+    );
     let forward = Forward::new(
         client,
         target,
@@ -47,6 +85,15 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<ProxyService>
         // Cheap refusals first, before later layers (identity, budgets, retries) spend
         // lookups or budget on a call that cannot be served.
         .layer(GuardLayer::new(limits))
+        // Names the quota owner before pacing needs it; a lookup may wait on HubSpot, so it
+        // comes after the cheap refusals.
+        .layer(IdentifyLayer::new(resolver))
+        // Last before the upstream: a call holds its budget slot only once nothing else
+        // can refuse it, so every reserved slot is a call HubSpot really receives.
+        .layer(pace)
         .service(forward);
-    Ok(BoxCloneService::new(service))
+    Ok(Stack {
+        service: BoxCloneService::new(service),
+        pacer,
+    })
 }

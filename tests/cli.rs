@@ -187,3 +187,43 @@ async fn the_binary_serves_logs_without_secrets_and_exits_0_on_sigterm() {
         "JSON logs"
     );
 }
+
+#[test]
+fn the_commented_examples_in_config_toml_are_valid_too() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let mut in_example = false;
+    let mut uncommented = Vec::new();
+    let mut examples = 0;
+    for line in shipped.lines() {
+        let header = line.starts_with("# [[");
+        in_example = header || (in_example && line.starts_with("# ") && line.contains(" = "));
+        examples += usize::from(header);
+        uncommented.push(if in_example { &line[2..] } else { line });
+    }
+    assert!(
+        examples >= 3,
+        "config.toml shows examples of its arrays of tables"
+    );
+    for table in [
+        "[[budgets.owners]]",
+        "[[budgets.exempt]]",
+        "[[credentials]]",
+    ] {
+        assert!(
+            uncommented.contains(&table),
+            "{table} example is uncommented"
+        );
+    }
+    let file = write_config(&uncommented.join("\n"));
+    let output = Command::new(BIN)
+        .args(["check-config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        uncommented.join("\n")
+    );
+}

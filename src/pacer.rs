@@ -1,0 +1,616 @@
+//! Pacing: each call waits in its owner's queue until every budget it spends has a free
+//! slot, then goes; calls that cannot make their deadline are refused instead.
+//!
+//! One lane per owner holds a FIFO queue (`engine::OwnerQueue`). A call that finds its
+//! lane empty reserves at once when the store can answer without I/O, so a burst from idle
+//! leaves with no delay. Otherwise it queues, and the lane's driver task — spawned when
+//! the lane gets busy, gone when it empties — reserves for the head, sleeps until the
+//! store's "not before" or the next deadline, and wakes on new arrivals. Nothing polls:
+//! an idle owner has no task and no timer, and a sweeper drops idle lanes and budgets.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{oneshot, Notify};
+
+use crate::classify::Keys;
+use crate::clock::Clock;
+use crate::engine::{OwnerQueue, QueueTicket, RejectReason, Reservation, Tick};
+use crate::identity::Owner;
+use crate::store::BudgetStore;
+
+/// Why a call was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The owner's queue already holds `[queue] max_depth_per_owner` calls; `drain` is
+    /// about how long until it has room again.
+    QueueFull { depth: usize, drain: Duration },
+    /// The estimated wait exceeds the call's deadline, so it was refused on arrival.
+    DeadlineUnmeetable {
+        estimate: Duration,
+        deadline: Duration,
+    },
+    /// The call's deadline passed while it waited; `retry_after` is the wait a new call
+    /// would face now.
+    DeadlineExpired {
+        waited: Duration,
+        retry_after: Duration,
+    },
+    /// A daily budget has nothing left until its reset.
+    DailyExhausted { resets_at_unix_ms: i64 },
+}
+
+/// A call's verdict as its lane's driver delivers it.
+type Verdict = Result<Duration, Refusal>;
+
+/// What waits in a lane.
+struct Waiter {
+    /// The budgets the call spends.
+    keys: Keys,
+    /// Where the verdict goes; the caller's future holds the receiver.
+    reply: oneshot::Sender<Verdict>,
+    /// When the call arrived, for `X-Hubgate-Queue-Ms`.
+    arrived: Tick,
+}
+
+/// One owner's queue and the state of its driver.
+struct Lane {
+    state: Mutex<LaneState>,
+    /// Wakes the driver early: a new waiter may carry an earlier deadline, or the head left.
+    wake: Notify,
+}
+
+struct LaneState {
+    queue: OwnerQueue<Waiter>,
+    /// Whether a driver task owns this lane now; at most one does.
+    driving: bool,
+    /// When the lane last became empty, for idle eviction.
+    idle_since: Tick,
+}
+
+/// Pacing settings, from `[queue]` and `[budgets]`.
+#[derive(Debug, Clone)]
+pub struct PacerConfig {
+    pub max_depth_per_owner: usize,
+    /// Lanes and budgets untouched this long are dropped.
+    pub idle_ttl: Duration,
+}
+
+/// Shared handle; clones pace through the same lanes and store.
+#[derive(Clone)]
+pub struct Pacer {
+    inner: Arc<PacerInner>,
+}
+
+struct PacerInner {
+    store: Arc<dyn BudgetStore>,
+    /// `DashMap` because every call looks its lane up and owners are many; a guard is
+    /// never held across an `.await` (the `Arc<Lane>` is cloned out first).
+    lanes: DashMap<Owner, Arc<Lane>>,
+    clock: Clock,
+    config: PacerConfig,
+}
+
+impl Pacer {
+    /// Starts the idle sweeper on the current runtime; it ends when the last handle drops.
+    pub fn new(store: Arc<dyn BudgetStore>, clock: Clock, config: PacerConfig) -> Pacer {
+        let inner = Arc::new(PacerInner {
+            store,
+            lanes: DashMap::new(),
+            clock,
+            config,
+        });
+        tokio::spawn(sweep_idle(Arc::downgrade(&inner)));
+        Pacer { inner }
+    }
+
+    pub fn store(&self) -> &Arc<dyn BudgetStore> {
+        &self.inner.store
+    }
+
+    /// Lanes alive now (busy or recently used).
+    pub fn active_owners(&self) -> usize {
+        self.inner.lanes.len()
+    }
+
+    /// Calls waiting in `owner`'s lane.
+    pub fn queue_depth(&self, owner: &Owner) -> usize {
+        self.inner
+            .lanes
+            .get(owner)
+            .map(|lane| lock(&lane.state).queue.len())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the call may be sent and reserves its budgets, or says why not. The
+    /// result is the time waited. Dropping the future (the caller went away) leaves the
+    /// queue without spending anything.
+    pub async fn admit(
+        &self,
+        owner: Owner,
+        keys: Keys,
+        max_wait: Duration,
+    ) -> Result<Duration, Refusal> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let unix_ms = inner.clock.unix_ms();
+        let lane = inner.lane(owner);
+        let (ticket, receiver) = {
+            let mut state = lock(&lane.state);
+            if state.queue.is_empty() {
+                state.idle_since = now;
+                match inner.store.try_reserve_now(&keys, now, unix_ms) {
+                    Some(Reservation::Granted) => return Ok(Duration::ZERO),
+                    Some(Reservation::DailyExhausted(e)) => {
+                        return Err(Refusal::DailyExhausted {
+                            resets_at_unix_ms: e.resets_at_unix_ms,
+                        })
+                    }
+                    Some(Reservation::NotBefore(_)) | None => {}
+                }
+            }
+            let estimate = inner
+                .store
+                .estimate_wait(&keys, now, unix_ms, state.queue.len())
+                .map_err(|e| Refusal::DailyExhausted {
+                    resets_at_unix_ms: e.resets_at_unix_ms,
+                })?;
+            let (reply, receiver) = oneshot::channel();
+            let waiter = Waiter {
+                keys,
+                reply,
+                arrived: now,
+            };
+            let deadline = now.saturating_add(max_wait);
+            let ticket = state
+                .queue
+                .push(waiter, deadline, now, estimate)
+                .map_err(|rejected| match rejected.reason {
+                    RejectReason::QueueFull => Refusal::QueueFull {
+                        depth: state.queue.len(),
+                        drain: estimate,
+                    },
+                    RejectReason::DeadlineUnmeetable { estimate } => Refusal::DeadlineUnmeetable {
+                        estimate,
+                        deadline: max_wait,
+                    },
+                })?;
+            if state.driving {
+                lane.wake.notify_one();
+            } else {
+                state.driving = true;
+                tokio::spawn(drive(inner.clone(), lane.clone()));
+            }
+            (ticket, receiver)
+        };
+        let mut leave = LeaveOnDrop {
+            lane: &lane,
+            ticket: Some(ticket),
+        };
+        let verdict = receiver.await;
+        leave.ticket = None;
+        // The driver never drops a waiter without a verdict; a closed channel means the
+        // runtime is shutting down.
+        verdict.unwrap_or(Err(Refusal::DeadlineExpired {
+            waited: inner.clock.now().saturating_duration_since(now),
+            retry_after: Duration::ZERO,
+        }))
+    }
+}
+
+impl PacerInner {
+    fn lane(&self, owner: Owner) -> Arc<Lane> {
+        if let Some(lane) = self.lanes.get(&owner) {
+            return lane.clone();
+        }
+        self.lanes
+            .entry(owner)
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    state: Mutex::new(LaneState {
+                        queue: OwnerQueue::new(self.config.max_depth_per_owner),
+                        driving: false,
+                        idle_since: self.clock.now(),
+                    }),
+                    wake: Notify::new(),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Removes a waiter whose caller went away before its verdict.
+struct LeaveOnDrop<'a> {
+    lane: &'a Lane,
+    ticket: Option<QueueTicket>,
+}
+
+impl Drop for LeaveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let mut state = lock(&self.lane.state);
+            let was_head = state.queue.front().map(|q| q.ticket) == Some(ticket);
+            state.queue.remove(ticket);
+            if was_head {
+                self.lane.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Serves one lane until it is empty: reserve for the head, deliver, or sleep until the
+/// store says a slot frees up or a deadline passes.
+async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
+    loop {
+        let now = inner.clock.now();
+        let (ticket, keys) = {
+            let mut state = lock(&lane.state);
+            for expired in state.queue.expire(now) {
+                let waited = now.saturating_duration_since(expired.arrived);
+                let retry_after = inner
+                    .store
+                    .estimate_wait(&expired.keys, now, inner.clock.unix_ms(), state.queue.len())
+                    .unwrap_or(Duration::ZERO);
+                let _ = expired.reply.send(Err(Refusal::DeadlineExpired {
+                    waited,
+                    retry_after,
+                }));
+            }
+            match state.queue.front() {
+                Some(head) => (head.ticket, head.item.keys.clone()),
+                None => {
+                    state.driving = false;
+                    state.idle_since = now;
+                    return;
+                }
+            }
+        };
+        let unix_ms = inner.clock.unix_ms();
+        let reservation = inner.store.reserve(&keys, now, unix_ms).await;
+        let Some(wake_at) = settle(&mut lock(&lane.state), ticket, reservation, &inner.clock)
+        else {
+            continue;
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(inner.clock.instant_of(wake_at)) => {}
+            () = lane.wake.notified() => {}
+        }
+    }
+}
+
+/// Delivers the head's verdict, or returns when to try again (the store's "not before",
+/// or an earlier deadline in the queue).
+fn settle(
+    state: &mut LaneState,
+    ticket: QueueTicket,
+    reservation: Reservation,
+    clock: &Clock,
+) -> Option<Tick> {
+    let verdict = match reservation {
+        Reservation::NotBefore(not_before) => {
+            return Some(
+                state
+                    .queue
+                    .next_deadline()
+                    .map_or(not_before, |d| d.min(not_before)),
+            );
+        }
+        Reservation::Granted => Ok(clock.now()),
+        Reservation::DailyExhausted(e) => Err(Refusal::DailyExhausted {
+            resets_at_unix_ms: e.resets_at_unix_ms,
+        }),
+    };
+    // When the head changed meanwhile, its caller left while the slot was being reserved:
+    // the slot stays spent (the safe side of the limit) and the next waiter gets its turn.
+    if state.queue.front().map(|q| q.ticket) == Some(ticket) {
+        if let Some(head) = state.queue.pop_front() {
+            let verdict = verdict.map(|sent| sent.saturating_duration_since(head.item.arrived));
+            let _ = head.item.reply.send(verdict);
+        }
+    }
+    None
+}
+
+/// Drops lanes and budgets nobody used for `idle_ttl`, so memory follows active owners.
+async fn sweep_idle(inner: Weak<PacerInner>) {
+    let period = match inner.upgrade() {
+        Some(inner) => (inner.config.idle_ttl / 2).max(Duration::from_secs(1)),
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = inner.clock.now();
+        let ttl = inner.config.idle_ttl;
+        inner.lanes.retain(|_, lane| {
+            let state = lock(&lane.state);
+            state.driving
+                || !state.queue.is_empty()
+                || now.saturating_duration_since(state.idle_since) < ttl
+        });
+        inner.store.evict_idle(now, inner.clock.unix_ms(), ttl);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Lane state stays consistent across a panic (each step is a whole queue operation).
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{budgets_for, CallClass};
+    use crate::engine::{DailySpec, Limits, WindowSpec};
+    use crate::store::MemoryStore;
+
+    const WINDOW: Duration = Duration::from_millis(1000);
+    const OWNER: Owner = Owner::App {
+        app_id: 1,
+        portal_id: 10,
+    };
+
+    fn pacer(limit: u32, max_depth: usize, daily: u64) -> Pacer {
+        let limits = Limits {
+            burst: WindowSpec::new(limit, WINDOW),
+            daily: DailySpec {
+                limit: daily,
+                utc_offset_secs: 0,
+            },
+            ..Limits::default()
+        };
+        Pacer::new(
+            Arc::new(MemoryStore::new(limits)),
+            Clock::new(),
+            PacerConfig {
+                max_depth_per_owner: max_depth,
+                idle_ttl: Duration::from_secs(300),
+            },
+        )
+    }
+
+    fn keys(owner: Owner) -> Keys {
+        budgets_for(owner, CallClass::default())
+    }
+
+    /// Starts `n` calls at once and returns each one's grant time since start, in order.
+    async fn burst(
+        pacer: &Pacer,
+        owner: Owner,
+        n: usize,
+        max_wait: Duration,
+    ) -> Vec<Result<Duration, Refusal>> {
+        let start = tokio::time::Instant::now();
+        let calls: Vec<_> = (0..n)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer
+                        .admit(owner, keys(owner), max_wait)
+                        .await
+                        .map(|_| start.elapsed())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_up_to_the_limit_leaves_at_once_and_the_rest_waits_a_window() {
+        let pacer = pacer(10, 100, 0);
+        let times = burst(&pacer, OWNER, 25, Duration::from_secs(60)).await;
+        let times: Vec<Duration> = times.into_iter().map(Result::unwrap).collect();
+        assert!(
+            times[..10].iter().all(|t| *t == Duration::ZERO),
+            "{times:?}"
+        );
+        assert!(times[10..20].iter().all(|t| *t == WINDOW), "{times:?}");
+        assert!(times[20..].iter().all(|t| *t == 2 * WINDOW), "{times:?}");
+        assert_eq!(pacer.queue_depth(&OWNER), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_window_ever_holds_more_than_the_limit() {
+        let pacer = pacer(7, 10_000, 0);
+        let start = tokio::time::Instant::now();
+        let mut calls = Vec::new();
+        // Arrivals spread unevenly over about five windows.
+        for i in 0..60u64 {
+            let pacer = pacer.clone();
+            calls.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis((i * i * 37) % 4000)).await;
+                pacer
+                    .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                start.elapsed()
+            }));
+        }
+        let mut sends = Vec::new();
+        for call in calls {
+            sends.push(call.await.unwrap());
+        }
+        sends.sort();
+        for (i, first) in sends.iter().enumerate() {
+            let in_window = sends[i..]
+                .iter()
+                .take_while(|t| **t < *first + WINDOW)
+                .count();
+            assert!(
+                in_window <= 7,
+                "{in_window} sends within a window starting at {first:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_at_once() {
+        let pacer = pacer(2, 3, 0);
+        let results = burst(&pacer, OWNER, 6, Duration::from_secs(60)).await;
+        let refused: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+        assert!(
+            matches!(refused[..], [&Err(Refusal::QueueFull { depth: 3, drain })] if drain == 2 * WINDOW),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unmeetable_deadline_is_refused_on_arrival_with_the_estimate() {
+        let pacer = pacer(2, 100, 0);
+        let results = burst(&pacer, OWNER, 3, Duration::from_millis(500)).await;
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert_eq!(
+            results[2],
+            Err(Refusal::DeadlineUnmeetable {
+                estimate: WINDOW,
+                deadline: Duration::from_millis(500)
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_that_passes_in_the_queue_is_refused_then() {
+        // Two apps of one portal share its search budget; app A's estimate cannot see
+        // app B's queue, so A's deadline passes while B's calls take the slots.
+        let limits = Limits {
+            search: WindowSpec::new(1, WINDOW),
+            ..Limits::default()
+        };
+        let pacer = Pacer::new(
+            Arc::new(MemoryStore::new(limits)),
+            Clock::new(),
+            PacerConfig {
+                max_depth_per_owner: 100,
+                idle_ttl: Duration::from_secs(300),
+            },
+        );
+        let search = CallClass {
+            search: true,
+            ..CallClass::default()
+        };
+        let (a, b) = (
+            Owner::App {
+                app_id: 1,
+                portal_id: 10,
+            },
+            Owner::App {
+                app_id: 2,
+                portal_id: 10,
+            },
+        );
+        pacer
+            .admit(b, budgets_for(b, search), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let queued_b: Vec<_> = (0..3)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer
+                        .admit(b, budgets_for(b, search), Duration::from_secs(60))
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let late = pacer
+            .admit(a, budgets_for(a, search), Duration::from_millis(1500))
+            .await;
+        match late {
+            Err(Refusal::DeadlineExpired { waited, .. }) => {
+                assert_eq!(waited, Duration::from_millis(1500))
+            }
+            other => panic!("expected an expired deadline, got {other:?}"),
+        }
+        for b in queued_b {
+            b.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_leaves_the_queue_spends_nothing() {
+        let pacer = pacer(1, 100, 0);
+        pacer
+            .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let leaver = {
+            let pacer = pacer.clone();
+            tokio::spawn(async move {
+                pacer
+                    .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pacer.queue_depth(&OWNER), 1);
+        leaver.abort();
+        let _ = leaver.await;
+        assert_eq!(pacer.queue_depth(&OWNER), 0);
+        // The slot the leaver would have taken at t = 1 s is still there for the next call.
+        let start = tokio::time::Instant::now();
+        pacer
+            .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), WINDOW - Duration::from_millis(10));
+        let fresh = pacer
+            .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+            .await;
+        assert!(fresh.is_ok());
+        assert_eq!(
+            start.elapsed(),
+            2 * WINDOW - Duration::from_millis(10),
+            "one slot per window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exhausted_daily_budget_refuses_without_waiting() {
+        let pacer = pacer(100, 100, 3);
+        let results = burst(&pacer, OWNER, 5, Duration::from_secs(60)).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
+        assert!(results[3..]
+            .iter()
+            .all(|r| matches!(r, Err(Refusal::DailyExhausted { resets_at_unix_ms }) if *resets_at_unix_ms % 86_400_000 == 0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_lanes_are_swept() {
+        let limits = Limits::default();
+        let pacer = Pacer::new(
+            Arc::new(MemoryStore::new(limits)),
+            Clock::new(),
+            PacerConfig {
+                max_depth_per_owner: 10,
+                idle_ttl: Duration::from_secs(2),
+            },
+        );
+        for portal_id in 0..50 {
+            let owner = Owner::App {
+                app_id: 1,
+                portal_id,
+            };
+            pacer
+                .admit(owner, keys(owner), Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        assert_eq!(pacer.active_owners(), 50);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(pacer.active_owners(), 0);
+        // Burst windows are dropped once empty; a portal's daily counter is kept until its
+        // day ends, since dropping it would hand the portal a second daily allowance.
+        assert_eq!(pacer.store().len(), 50, "only the 50 daily counters remain");
+    }
+}
