@@ -1,0 +1,182 @@
+//! End-to-end pacing numbers, measured in one run on this machine: callers -> hubgate ->
+//! simulator, all in one process on 127.0.0.1, against callers sending straight to the
+//! simulator. `cargo bench --bench pacing`; results go to BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hubgate::identity::StaticCredential;
+use hubgate::sim::{SimConfig, Simulator};
+use hubgate::Config;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+
+const LIMIT: u64 = 110;
+const WINDOW_MS: u64 = 2_000;
+const WINDOWS: u64 = 5;
+const CALLERS: usize = 200;
+const BURST_TRIALS: u64 = 20;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build_http()
+}
+
+async fn get(client: &HttpClient, base: &str, token: &str) -> StatusCode {
+    let request = Request::get(format!("{base}/crm/v3/objects/contacts"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    match client.request(request).await {
+        Ok(response) => {
+            let status = response.status();
+            let _ = response.into_body().collect().await;
+            status
+        }
+        Err(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+async fn simulator() -> Simulator {
+    let config = SimConfig::from_toml_str(&format!(
+        "burst_limit = {LIMIT}\nburst_window_ms = {WINDOW_MS}\ndaily_limit = 0\ngenerate_tokens = {BURST_TRIALS}"
+    ))
+    .unwrap();
+    Simulator::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap()
+}
+
+async fn gateway(sim: &Simulator) -> String {
+    let mut config = Config::default();
+    config.upstream.base_url = sim.base_url();
+    config.budgets.burst_limit = LIMIT as u32;
+    config.budgets.burst_window_ms = WINDOW_MS;
+    config.budgets.burst_margin_ms = 20;
+    config.queue.max_wait_ms = 60_000;
+    config.credentials = (1..=BURST_TRIALS)
+        .map(|i| StaticCredential {
+            token: Some(format!("pat-na1-sim-{i}")),
+            token_sha256: None,
+            app_id: 2000 + i,
+            portal_id: 1000 + i,
+        })
+        .collect();
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", proxy.local_addr().unwrap());
+    tokio::spawn(hubgate::run(
+        config,
+        hubgate::Listeners { proxy, admin },
+        std::future::pending(),
+    ));
+    base
+}
+
+/// Closed-loop callers on one owner for `WINDOWS` windows; returns (answers by status,
+/// 2xx answered within the measured span, allowed in that span).
+async fn saturate(base: &str) -> (Vec<(StatusCode, usize)>, u64, u64) {
+    let measured = Duration::from_millis(WINDOW_MS * WINDOWS - WINDOW_MS / 2);
+    let started = Instant::now();
+    let client = client();
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (client, base) = (client.clone(), base.to_string());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while started.elapsed() < measured {
+                    let status = get(&client, &base, "pat-na1-sim-1").await;
+                    seen.push((status, started.elapsed()));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let first_ok = all
+        .iter()
+        .filter(|(s, _)| s.is_success())
+        .map(|(_, t)| *t)
+        .min()
+        .unwrap_or_default();
+    let ok_in_span = all
+        .iter()
+        .filter(|(s, t)| s.is_success() && *t < first_ok + measured)
+        .count() as u64;
+    let allowed = LIMIT * (measured.as_millis() as u64).div_ceil(WINDOW_MS);
+    let mut by_status: Vec<(StatusCode, usize)> = Vec::new();
+    for (status, _) in &all {
+        match by_status.iter_mut().find(|(s, _)| s == status) {
+            Some((_, n)) => *n += 1,
+            None => by_status.push((*status, 1)),
+        }
+    }
+    (by_status, ok_in_span, allowed)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!("hubgate pacing bench: limit {LIMIT} per {WINDOW_MS} ms, {CALLERS} closed-loop callers, {WINDOWS} windows");
+        for target in ["direct to simulator", "through hubgate"] {
+            let sim = simulator().await;
+            let base = if target == "through hubgate" { gateway(&sim).await } else { sim.base_url() };
+            let (by_status, ok, allowed) = saturate(&base).await;
+            let owner = sim.stats().owner(2001, 1001).cloned().expect("owner stats");
+            println!(
+                "saturation {target:>20}: answers {by_status:?}; 2xx in span {ok}/{allowed} allowed = {:.1}% efficiency; simulator saw {} arrivals, {} accepted, {} 429s ({:.1}% of arrivals), max arrivals in a window {}",
+                100.0 * ok as f64 / allowed as f64,
+                owner.arrivals,
+                owner.accepted,
+                owner.rate_limited.ten_secondly_rolling,
+                100.0 * owner.rate_limited.ten_secondly_rolling as f64 / owner.arrivals.max(1) as f64,
+                owner.max_arrivals_in_window,
+            );
+            sim.shutdown().await;
+        }
+
+        let sim = simulator().await;
+        let base = gateway(&sim).await;
+        let client = client();
+        // Warm the connection pools both ways, on an owner the trials do not use.
+        for _ in 0..4 {
+            get(&client, &base, "pat-na1-sim-20").await;
+        }
+        let mut times = Vec::new();
+        for trial in 1..BURST_TRIALS {
+            let token = format!("pat-na1-sim-{trial}");
+            let started = Instant::now();
+            let calls: Vec<_> = (0..LIMIT / 2)
+                .map(|_| {
+                    let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                    tokio::spawn(async move { get(&client, &base, &token).await })
+                })
+                .collect();
+            for c in calls {
+                assert!(c.await.unwrap().is_success());
+            }
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!(
+            "burst of {} from idle through hubgate, {} trials: p50 {:?}, max {:?}",
+            LIMIT / 2,
+            times.len(),
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    });
+}
