@@ -125,6 +125,14 @@ async fn saturate(base: &str) -> (Vec<(StatusCode, usize)>, u64, u64) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; anything else (e.g. `cargo test --all-targets`) gets
+    // a pointer instead of a minutes-long run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "benches/pacing.rs measures for minutes: run it with `cargo bench --bench pacing`"
+        );
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,7 +21,7 @@ cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 say "cargo test"
-cargo test --all-targets
+cargo test
 
 say "official SDKs through hubgate against the simulator"
 scripts/sdk-test.sh
