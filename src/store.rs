@@ -11,6 +11,19 @@ use crate::engine::{BudgetBook, BudgetKey, DailyExhausted, Limits, Reservation, 
 /// A boxed future, so the trait stays object-safe for a network-backed store.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Something HubSpot told hubgate about a budget (a 429, rate-limit headers) that the
+/// store must apply, so every replica sharing the store acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lesson {
+    /// HubSpot answered 429 for this window budget: treat it as full until `until`.
+    BlockUntil { key: BudgetKey, until: Tick },
+    /// `X-HubSpot-RateLimit-Remaining` (or its daily twin for `Daily` keys) reported this
+    /// many calls left: lower the local view to match, never raise it.
+    Remaining { key: BudgetKey, remaining: u64 },
+    /// HubSpot answered 429 `DAILY`: the portal's daily budget is spent until its reset.
+    DailyExhausted { portal_id: u64 },
+}
+
 /// Budget state behind one atomic operation per send. A shared store (Redis) answers
 /// `reserve` in one round trip; the in-memory store answers `try_reserve_now` at once.
 pub trait BudgetStore: Send + Sync + 'static {
@@ -35,6 +48,9 @@ pub trait BudgetStore: Send + Sync + 'static {
         unix_ms: i64,
         ahead: usize,
     ) -> Result<Duration, DailyExhausted>;
+
+    /// Applies what HubSpot said about a budget.
+    fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()>;
 
     /// Drops budgets idle for `idle_ttl`; returns how many.
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize;
@@ -99,6 +115,24 @@ impl BudgetStore for MemoryStore {
         ahead: usize,
     ) -> Result<Duration, DailyExhausted> {
         self.book().estimate_wait(keys, now, unix_ms, ahead)
+    }
+
+    fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()> {
+        let mut book = self.book();
+        match lesson {
+            Lesson::BlockUntil { key, until } => book.block_until(&key, now, until),
+            Lesson::Remaining {
+                key: BudgetKey::Daily { portal_id },
+                remaining,
+            } => book.observe_daily_remaining(portal_id, now, unix_ms, remaining),
+            Lesson::Remaining { key, remaining } => {
+                book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
+            }
+            Lesson::DailyExhausted { portal_id } => {
+                book.mark_daily_exhausted(portal_id, now, unix_ms)
+            }
+        }
+        Box::pin(std::future::ready(()))
     }
 
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
