@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod pace;
 pub mod pacer;
+pub mod ratelimit;
 pub mod redact;
 pub mod respond;
 pub mod server;

@@ -3,7 +3,9 @@
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
 
+use crate::identity::Owner;
 use crate::outcome::Outcome;
+use crate::ratelimit::Policy;
 
 /// Every metric hubgate exports; cloned handles share the same series.
 #[derive(Clone)]
@@ -17,7 +19,21 @@ pub struct Metrics {
     upstream_duration_seconds: Histogram,
     /// Identity resolutions, by how the owner was found.
     identity_lookups_total: IntCounterVec,
+    /// 429s received from the upstream, by owner and HubSpot policy.
+    upstream_rate_limited_total: IntCounterVec,
+    /// Calls sent again, by why.
+    retries_total: IntCounterVec,
 }
+
+/// Every `reason` label of `hubgate_retries_total`.
+pub const RETRY_REASONS: [&str; 6] = [
+    "rate_limited",
+    "locked",
+    "connect",
+    "upstream_5xx",
+    "upstream_failure",
+    "timeout",
+];
 
 /// Every `result` label of `hubgate_identity_lookups_total`.
 pub const IDENTITY_RESULTS: [&str; 7] = [
@@ -69,11 +85,29 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let upstream_rate_limited_total = IntCounterVec::new(
+            Opts::new(
+                "hubgate_upstream_rate_limited_total",
+                "429s received from the upstream, by owner and HubSpot policyName.",
+            ),
+            &["app_id", "portal_id", "policy"],
+        )
+        .expect("static metric definition");
+        let retries_total = IntCounterVec::new(
+            Opts::new(
+                "hubgate_retries_total",
+                "Calls hubgate sent again, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_responses_total.clone()),
             Box::new(upstream_duration_seconds.clone()),
             Box::new(identity_lookups_total.clone()),
+            Box::new(upstream_rate_limited_total.clone()),
+            Box::new(retries_total.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -84,13 +118,31 @@ impl Metrics {
         for result in IDENTITY_RESULTS {
             identity_lookups_total.with_label_values(&[result]);
         }
+        for reason in RETRY_REASONS {
+            retries_total.with_label_values(&[reason]);
+        }
         Metrics {
             registry,
             requests_total,
             upstream_responses_total,
             upstream_duration_seconds,
             identity_lookups_total,
+            upstream_rate_limited_total,
+            retries_total,
         }
+    }
+
+    /// A 429 from the upstream for `owner`, by the policy its body named.
+    pub fn count_upstream_rate_limited(&self, owner: &Owner, policy: Policy) {
+        let (app, portal) = owner_labels(owner);
+        self.upstream_rate_limited_total
+            .with_label_values(&[app.as_str(), portal.as_str(), policy.as_label()])
+            .inc();
+    }
+
+    /// A call sent again; `reason` is one of [`RETRY_REASONS`].
+    pub fn count_retry(&self, reason: &'static str) {
+        self.retries_total.with_label_values(&[reason]).inc();
     }
 
     /// One resolved credential; `result` is one of [`IDENTITY_RESULTS`].
@@ -127,6 +179,15 @@ impl Metrics {
             tracing::error!(error = %e, "could not encode metrics");
         }
         buffer
+    }
+}
+
+/// `app_id` and `portal_id` label values of an owner; never a token or its hash.
+fn owner_labels(owner: &Owner) -> (String, String) {
+    match owner {
+        Owner::App { app_id, portal_id } => (app_id.to_string(), portal_id.to_string()),
+        Owner::Unidentified { .. } => ("unidentified".into(), "unidentified".into()),
+        Owner::Anonymous => ("anonymous".into(), "anonymous".into()),
     }
 }
 

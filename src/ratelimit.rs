@@ -1,0 +1,166 @@
+//! What HubSpot says about its limits: 429 bodies (which policy said no), the
+//! `X-HubSpot-RateLimit-*` headers, and `Retry-After`. Parsing only; every field optional.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// Which HubSpot limit a 429 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// `TEN_SECONDLY_ROLLING`: the (app, portal) burst window.
+    TenSecondly,
+    /// `SECONDLY`: the portal's search window.
+    Secondly,
+    /// `DAILY`: the portal's daily budget.
+    Daily,
+    /// No policy could be read; treated as burst.
+    Unknown,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 4] = [
+        Policy::TenSecondly,
+        Policy::Secondly,
+        Policy::Daily,
+        Policy::Unknown,
+    ];
+
+    /// The `policy` label value (HubSpot's own names).
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Policy::TenSecondly => "TEN_SECONDLY_ROLLING",
+            Policy::Secondly => "SECONDLY",
+            Policy::Daily => "DAILY",
+            Policy::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Classifies a 429 body by `policyName`, falling back to the message's wording.
+pub fn classify_429(body: &[u8]) -> Policy {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        policy_name: Option<String>,
+        message: Option<String>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        return Policy::Unknown;
+    };
+    let by_name = |name: &str| match name.to_ascii_uppercase().as_str() {
+        "TEN_SECONDLY_ROLLING" | "TEN_SECONDLY" => Some(Policy::TenSecondly),
+        "SECONDLY" => Some(Policy::Secondly),
+        "DAILY" => Some(Policy::Daily),
+        _ => None,
+    };
+    if let Some(policy) = parsed.policy_name.as_deref().and_then(by_name) {
+        return policy;
+    }
+    let message = parsed.message.unwrap_or_default().to_ascii_lowercase();
+    if message.contains("ten_secondly") || message.contains("ten secondly") {
+        Policy::TenSecondly
+    } else if message.contains("secondly") {
+        Policy::Secondly
+    } else if message.contains("daily") {
+        Policy::Daily
+    } else {
+        Policy::Unknown
+    }
+}
+
+/// The `X-HubSpot-RateLimit-*` headers of one response; absent or unparsable ones are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub max: Option<u64>,
+    pub remaining: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub daily: Option<u64>,
+    pub daily_remaining: Option<u64>,
+}
+
+impl RateLimitHeaders {
+    pub fn parse(headers: &HeaderMap) -> RateLimitHeaders {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        RateLimitHeaders {
+            max: number("x-hubspot-ratelimit-max"),
+            remaining: number("x-hubspot-ratelimit-remaining"),
+            interval_ms: number("x-hubspot-ratelimit-interval-milliseconds"),
+            daily: number("x-hubspot-ratelimit-daily"),
+            daily_remaining: number("x-hubspot-ratelimit-daily-remaining"),
+        }
+    }
+}
+
+/// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_from_names_and_messages() {
+        let body = br#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}"#;
+        assert_eq!(classify_429(body), Policy::TenSecondly);
+        assert_eq!(
+            classify_429(br#"{"policyName":"SECONDLY"}"#),
+            Policy::Secondly
+        );
+        assert_eq!(
+            classify_429(br#"{"policyName":"DAILY","message":"x"}"#),
+            Policy::Daily
+        );
+        assert_eq!(
+            classify_429(br#"{"message":"You have reached your secondly limit."}"#),
+            Policy::Secondly
+        );
+        assert_eq!(
+            classify_429(br#"{"message":"You have reached your daily limit."}"#),
+            Policy::Daily
+        );
+        assert_eq!(classify_429(b"<html>busy</html>"), Policy::Unknown);
+        assert_eq!(
+            classify_429(br#"{"policyName":"NEW_THING"}"#),
+            Policy::Unknown
+        );
+        assert_eq!(classify_429(br#"{"policyName":7}"#), Policy::Unknown);
+    }
+
+    #[test]
+    fn headers_and_retry_after() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-hubspot-ratelimit-max", "110".parse().unwrap());
+        headers.insert("x-hubspot-ratelimit-remaining", " 7".parse().unwrap());
+        headers.insert("x-hubspot-ratelimit-daily", "lots".parse().unwrap());
+        let parsed = RateLimitHeaders::parse(&headers);
+        assert_eq!(
+            (parsed.max, parsed.remaining, parsed.daily),
+            (Some(110), Some(7), None)
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        headers.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        headers.insert("retry-after", later.parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(90)));
+        headers.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), None);
+    }
+}
