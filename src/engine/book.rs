@@ -283,6 +283,15 @@ impl BudgetBook {
         }
     }
 
+    /// HubSpot counted `hub_used` calls in window budget `key` when our send of `sent_at`
+    /// arrived; what our log does not explain is left to the other client. Ignored for
+    /// daily keys.
+    pub fn observe_usage(&mut self, key: &BudgetKey, sent_at: Tick, hub_used: u32) {
+        if let Budget::Window(log) = self.entry(key, sent_at) {
+            log.observe_usage(sent_at, hub_used);
+        }
+    }
+
     /// HubSpot answered 429 `DAILY` for `portal_id`: refuse until its local midnight.
     pub fn mark_daily_exhausted(&mut self, portal_id: u64, now: Tick, unix_ms: i64) {
         if let Budget::Daily(day) = self.entry(&BudgetKey::Daily { portal_id }, now) {
@@ -525,10 +534,10 @@ mod tests {
         use std::mem::size_of;
         // Stated in the report and README: a live window budget costs its map slot plus
         // `capacity` ticks of log; keep these from growing unnoticed.
-        assert!(size_of::<SlidingLog>() <= 56);
+        assert!(size_of::<SlidingLog>() <= 72);
         assert!(size_of::<DailyBudget>() <= 40);
         assert!(size_of::<BudgetKey>() <= 24);
-        assert!(size_of::<Entry>() <= 64);
+        assert!(size_of::<Entry>() <= 80);
         let mut log = SlidingLog::new(WindowSpec::new(110, Duration::from_secs(10)));
         assert_eq!(log.log_capacity(), 0);
         log.commit(Tick(0));

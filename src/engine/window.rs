@@ -91,6 +91,22 @@ pub struct SlidingLog {
     /// Send times of the last `capacity` sends (real and phantom), non-decreasing; only the
     /// oldest matters for admission, the rest are needed to answer after it has left.
     sends: VecDeque<Tick>,
+    /// Slots another client of the same budget (Zapier, a second region) spends, as
+    /// learned from HubSpot's `-Remaining`; they are kept free for it.
+    foreign: ForeignUse,
+}
+
+/// The largest recent estimate of someone else's use of the window, kept per span-long
+/// epoch so it follows the other client down as well as up: it is forgotten two spans
+/// after it was last seen.
+#[derive(Debug, Clone, Copy)]
+struct ForeignUse {
+    /// Start of the current epoch; `Tick::MAX` before the first observation.
+    epoch_start: Tick,
+    /// Largest estimate seen in the current epoch.
+    current: u32,
+    /// Largest estimate seen in the epoch before.
+    previous: u32,
 }
 
 /// Log entries preallocated on the first send; beyond it the deque grows on demand, so a
@@ -106,6 +122,57 @@ impl SlidingLog {
             span: spec.span_micros(),
             blocked_until: Tick::ZERO,
             sends: VecDeque::new(),
+            foreign: ForeignUse {
+                epoch_start: Tick::MAX,
+                current: 0,
+                previous: 0,
+            },
+        }
+    }
+
+    /// Slots left to hubgate at `now`: the capacity minus what another client is seen to
+    /// spend, never below one so that hubgate keeps learning from HubSpot's answers.
+    fn capacity_at(&self, now: Tick) -> u32 {
+        if self.capacity == 0 {
+            return 0;
+        }
+        let age = now.0.saturating_sub(self.foreign.epoch_start.0);
+        let foreign = if self.foreign.epoch_start == Tick::MAX {
+            0
+        } else if age < self.span {
+            self.foreign.current.max(self.foreign.previous)
+        } else if age < self.span.saturating_mul(2) {
+            self.foreign.current
+        } else {
+            0
+        };
+        self.capacity.saturating_sub(foreign).max(1)
+    }
+
+    /// HubSpot counted `hub_used` calls in its window when our send of `sent_at` arrived
+    /// (`-Max` minus `-Remaining`). What our own log does not explain is another client's
+    /// use, and that many slots are left to it from now on.
+    pub fn observe_usage(&mut self, sent_at: Tick, hub_used: u32) {
+        let start = sent_at.0.saturating_sub(self.span);
+        let ours = self.sends.iter().filter(|&&t| t.0 > start && t <= sent_at).count();
+        let ours = u32::try_from(ours).unwrap_or(u32::MAX);
+        let seen = hub_used.saturating_sub(ours).min(self.capacity);
+        let foreign = &mut self.foreign;
+        let epoch = foreign.epoch_start.0;
+        if foreign.epoch_start != Tick::MAX && sent_at.0 < epoch.saturating_add(self.span) {
+            foreign.current = foreign.current.max(seen);
+        } else if foreign.epoch_start != Tick::MAX
+            && sent_at.0 < epoch.saturating_add(self.span.saturating_mul(2))
+        {
+            foreign.epoch_start = Tick(epoch.saturating_add(self.span));
+            foreign.previous = foreign.current;
+            foreign.current = seen;
+        } else {
+            *foreign = ForeignUse {
+                epoch_start: sent_at,
+                current: seen,
+                previous: 0,
+            };
         }
     }
 
@@ -156,9 +223,10 @@ impl SlidingLog {
         if self.capacity == 0 {
             return Tick::MAX;
         }
+        let capacity = self.capacity_at(now) as usize;
         let now = self.effective(now).max(self.blocked_until);
-        if self.sends.len() >= self.capacity as usize {
-            let oldest = self.sends[self.sends.len() - self.capacity as usize];
+        if self.sends.len() >= capacity {
+            let oldest = self.sends[self.sends.len() - capacity];
             now.max(self.leaves(oldest))
         } else {
             now
@@ -216,9 +284,9 @@ impl SlidingLog {
         }
     }
 
-    /// Slots free at `now` (capacity minus used).
+    /// Slots free at `now` (capacity, less another client's observed use, minus used).
     pub fn remaining(&self, now: Tick) -> u32 {
-        self.capacity.saturating_sub(self.used(now))
+        self.capacity_at(now).saturating_sub(self.used(now))
     }
 
     /// HubSpot answered 429: treat the window as full until `until` (never shortens a block).
@@ -252,7 +320,7 @@ impl SlidingLog {
             return Duration::MAX;
         }
         let base = self.effective(now).max(self.blocked_until);
-        let cap = self.capacity as usize;
+        let cap = self.capacity_at(now) as usize;
         let (rounds, slot) = (ahead / cap, ahead % cap);
         let logged = self.sends.len();
         let first = if logged + slot >= cap {
@@ -426,5 +494,44 @@ mod tests {
         assert_eq!(wait(4), Duration::from_millis(180));
         assert_eq!(wait(7), Duration::from_millis(280));
         assert_eq!(spec(3, 100).idle_wait(3), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn another_clients_use_seen_in_headers_is_left_to_it_then_forgotten() {
+        let mut log = SlidingLog::new(spec(20, 1_000));
+        let t0 = Tick::from_millis(10_000);
+        for _ in 0..5 {
+            log.try_reserve(t0).unwrap();
+        }
+        // HubSpot counted 11 when our fifth call arrived: 6 are someone else's.
+        log.observe_usage(t0, 11);
+        assert_eq!(log.remaining(t0), 20 - 6 - 5);
+        for _ in 0..9 {
+            log.try_reserve(t0).unwrap();
+        }
+        assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(11_000)));
+        // Seen again a window later, it still holds; unseen for two spans, it is forgotten.
+        let t1 = Tick::from_millis(11_000);
+        assert_eq!(log.remaining(t1), 14);
+        let t3 = Tick::from_millis(12_500);
+        assert_eq!(log.remaining(t3), 20);
+        // A smaller estimate replaces a larger one once a whole epoch has passed.
+        log.observe_usage(t3, 2);
+        assert_eq!(log.remaining(t3), 18);
+        log.observe_usage(Tick::from_millis(13_600), 0);
+        assert_eq!(log.remaining(Tick::from_millis(13_600)), 18, "the previous epoch still counts");
+        log.observe_usage(Tick::from_millis(14_600), 0);
+        assert_eq!(log.remaining(Tick::from_millis(14_600)), 20);
+    }
+
+    #[test]
+    fn observed_use_never_takes_the_last_slot_or_raises_the_limit() {
+        let mut log = SlidingLog::new(spec(10, 1_000));
+        let t0 = Tick::from_millis(1_000);
+        log.observe_usage(t0, 500);
+        assert_eq!(log.remaining(t0), 1, "one slot stays, to keep learning");
+        let mut fresh = SlidingLog::new(spec(10, 1_000));
+        fresh.observe_usage(t0, 0);
+        assert_eq!(fresh.remaining(t0), 10);
     }
 }
