@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 /// Errors carried inside bodies: hyper's, the size limiter's, or an upstream's.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A streaming body. Boxed so that every layer of the stack speaks one type, and
 /// `Unsync` because hyper's `Incoming` is all we stream and needs no `Sync`.

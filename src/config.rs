@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::classify::{default_exemptions, ExemptRule};
 use crate::engine::{BudgetKey, DailySpec, Limits, WindowSpec};
 use crate::identity::{validate_credentials, IdentityConfig, StaticCredential};
+use crate::retry::RetryConfig;
 
 /// Everything `config.toml` can say. Field docs mirror the commented `config.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,6 +23,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub budgets: BudgetsConfig,
     pub queue: QueueConfig,
+    pub retry: RetryConfig,
     pub identity: IdentityConfig,
     /// Private-app tokens known in advance, resolved without asking HubSpot.
     pub credentials: Vec<StaticCredential>,
@@ -549,6 +551,7 @@ impl Config {
             .identity
             .validate()
             .into_iter()
+            .chain(self.retry.validate())
             .chain(validate_credentials(&self.credentials))
         {
             bad(&key, message);

@@ -1,5 +1,6 @@
 //! The pacing layer: classifies each call into the budgets it spends, waits in its
-//! owner's queue until they all have room, and only then lets it through.
+//! owner's queue until they all have room, sends it, learns from HubSpot's answer, and
+//! sends it again (paced like any call) when HubSpot says no for a reason that passes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,20 +8,34 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, Response};
-use tower::{Layer, Service};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
 
-use crate::body::Body;
-use crate::classify::{budgets_for, Classifier};
+use crate::body::{self, Body};
+use crate::classify::{budgets_for, Classifier, Keys};
 use crate::clock::Clock;
+use crate::engine::BudgetKey;
 use crate::error::GatewayError;
+use crate::guard::BodyLimitExceeded;
 use crate::identity::Owner;
-use crate::pacer::{Pacer, Refusal};
+use crate::metrics::Metrics;
+use crate::pacer::{Ask, Pacer, Refusal};
+use crate::ratelimit::{self, Policy, RateLimitHeaders};
+use crate::replay::{self, Prepared};
+use crate::retry::{self, Failure, RetryConfig, Skip};
+use crate::store::Lesson;
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
 pub const DEADLINE_HEADER: &str = "x-hubgate-deadline-ms";
 const QUEUE_MS_HEADER: HeaderName = HeaderName::from_static("x-hubgate-queue-ms");
 const OWNER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-owner");
+const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retries");
+const RETRY_SKIPPED_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retry-skipped");
+
+/// HubSpot's 429 bodies are a few hundred bytes; more than this is not a rate-limit answer
+/// worth reading whole.
+const MAX_429_BODY_BYTES: usize = 64 * 1024;
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
@@ -29,23 +44,23 @@ pub struct PaceLayer {
     shared: Arc<PaceShared>,
 }
 
-struct PaceShared {
-    pacer: Pacer,
-    classifier: Classifier,
-    /// `[queue] max_wait_ms`: the longest any call waits.
-    max_wait: Duration,
-    clock: Clock,
+/// What every paced call needs, built once.
+pub struct PaceShared {
+    pub pacer: Pacer,
+    pub classifier: Classifier,
+    /// `[queue] max_wait_ms`: the longest any call waits, retries included.
+    pub max_wait: Duration,
+    /// How long a `SECONDLY` 429 pauses the portal's search budget: one search window.
+    pub search_pause: Duration,
+    pub retry: RetryConfig,
+    pub clock: Clock,
+    pub metrics: Metrics,
 }
 
 impl PaceLayer {
-    pub fn new(pacer: Pacer, classifier: Classifier, max_wait: Duration, clock: Clock) -> Self {
+    pub fn new(shared: PaceShared) -> Self {
         PaceLayer {
-            shared: Arc::new(PaceShared {
-                pacer,
-                classifier,
-                max_wait,
-                clock,
-            }),
+            shared: Arc::new(shared),
         }
     }
 }
@@ -83,48 +98,281 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // The clone waits with the call; `self.inner` stays ready for the next one.
         let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
-        // Named as a boxed future outside the async block: naming `S::Future` inside it
-        // trips rustc's higher-ranked `Send` check (rust-lang/rust#64552).
-        let mut forward =
-            move |request: Request<Body>| -> ResponseFuture { Box::pin(inner.call(request)) };
+        // A boxed sender, and `oneshot` rather than an async block: naming `S::Future` inside
+        // an async block trips rustc's higher-ranked `Send` check (rust-lang/rust#64552).
+        // Each attempt clones the inner service, as tower's own retry layer does.
+        let send: Sender = Box::new(move |request| Box::pin(inner.clone().oneshot(request)));
         let shared = self.shared.clone();
-        Box::pin(async move {
-            let owner = request
-                .extensions()
-                .get::<Owner>()
-                .copied()
-                .unwrap_or(Owner::Anonymous);
-            let max_wait = shared
-                .max_wait
-                .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
-            let class = shared
-                .classifier
-                .classify(request.method(), request.uri().path());
-            let keys = budgets_for(owner, class);
-            let waited = if keys.is_empty() {
-                Duration::ZERO
-            } else {
-                shared
-                    .pacer
-                    .admit(owner, keys, max_wait)
-                    .await
-                    .map_err(|refusal| refused(refusal, owner, &shared.clock))?
-            };
-            let mut response = forward(request).await?;
-            let headers = response.headers_mut();
-            headers.insert(
-                QUEUE_MS_HEADER,
-                HeaderValue::from(waited.as_millis().min(u128::from(u64::MAX)) as u64),
-            );
-            if let Ok(owner) = HeaderValue::from_str(&owner.label()) {
-                headers.insert(OWNER_HEADER, owner);
-            }
-            Ok(response)
-        })
+        Box::pin(async move { shared.serve(request, send).await })
     }
+}
+
+type Sender = Box<dyn Fn(Request<Body>) -> ResponseFuture + Send>;
+
+impl PaceShared {
+    async fn serve(
+        self: Arc<Self>,
+        request: Request<Body>,
+        send: Sender,
+    ) -> Result<Response<Body>, GatewayError> {
+        let started = tokio::time::Instant::now();
+        let owner = request
+            .extensions()
+            .get::<Owner>()
+            .copied()
+            .unwrap_or(Owner::Anonymous);
+        let max_wait = self
+            .max_wait
+            .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
+        let class = self
+            .classifier
+            .classify(request.method(), request.uri().path());
+        let keys = budgets_for(owner, class);
+        let (parts, body) = request.into_parts();
+        let max_replay = if self.retry.max_retries == 0 {
+            0
+        } else {
+            self.retry.max_body_bytes
+        };
+        let (replayable, mut streaming) = match replay::prepare(body, max_replay).await {
+            Ok(Prepared::Replayable(bytes)) => (Some(bytes), None),
+            Ok(Prepared::Streaming(body)) => (None, Some(body)),
+            Err(e) => return Err(unreadable_body(e)),
+        };
+
+        let mut retries = 0u32;
+        let mut queued = Duration::ZERO;
+        loop {
+            if !keys.is_empty() {
+                queued += self
+                    .pacer
+                    .admit(Ask {
+                        owner,
+                        keys: keys.clone(),
+                        max_wait: max_wait.saturating_sub(started.elapsed()),
+                        retry: retries > 0,
+                    })
+                    .await
+                    .map_err(|refusal| refused(refusal, owner, &self.clock))?;
+            }
+            let body = match (&replayable, streaming.take()) {
+                (Some(bytes), _) => body::full(bytes.clone()),
+                (None, Some(body)) => body,
+                // A streaming body is never retried, so it is only ever taken once.
+                (None, None) => {
+                    return Err(GatewayError::BadRequest("request body already sent".into()))
+                }
+            };
+            // Its own statement: a borrow of `send` (not `Sync`) must not live across the await.
+            let sending = send(Request::from_parts(parts.clone(), body));
+            let attempt = sending.await;
+            let (failure, answer) = match attempt {
+                Ok(response) => {
+                    self.learn_from_headers(response.headers(), &keys).await;
+                    let status = response.status();
+                    if !matches!(status.as_u16(), 423 | 429 | 502..=504) {
+                        return Ok(finish(response, owner, queued, retries, None));
+                    }
+                    let (response, policy) = if status == StatusCode::TOO_MANY_REQUESTS {
+                        let (response, policy) = read_429(response).await;
+                        self.learn_from_429(owner, &keys, policy).await;
+                        (response, Some(policy))
+                    } else {
+                        (response, None)
+                    };
+                    (Failure::Status { status, policy }, Ok(response))
+                }
+                Err(error @ GatewayError::UpstreamConnect { .. }) => (Failure::Connect, Err(error)),
+                Err(
+                    error @ (GatewayError::UpstreamFailed { .. }
+                    | GatewayError::UpstreamTimeout { .. }),
+                ) => (Failure::AfterSend, Err(error)),
+                Err(other) => return Err(other),
+            };
+            let retry_after = answer
+                .as_ref()
+                .ok()
+                .and_then(|r| ratelimit::retry_after(r.headers(), std::time::SystemTime::now()));
+            let plan = retry::plan(failure, &parts.method, retry_after, &self.retry);
+            let skip = match plan {
+                Err(Skip::Daily) => {
+                    return Err(self.daily_exhausted(owner, &keys));
+                }
+                Err(skip) => Some(skip),
+                Ok(plan) => {
+                    let wait = plan.at_least.max(retry::backoff(
+                        retries + 1,
+                        &self.retry,
+                        &mut rand::rng(),
+                    ));
+                    let skip = if replayable.is_none() {
+                        Some(Skip::BodyNotReplayable)
+                    } else if retries >= self.retry.max_retries {
+                        Some(Skip::MaxRetries)
+                    } else if started.elapsed() + wait >= max_wait {
+                        Some(Skip::Deadline)
+                    } else if !self.pacer.withdraw_retry(owner) {
+                        Some(Skip::RetryBudget)
+                    } else {
+                        None
+                    };
+                    if skip.is_none() {
+                        self.metrics.count_retry(plan.reason);
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    skip
+                }
+            };
+            return answer.map(|response| finish(response, owner, queued, retries, skip));
+        }
+    }
+
+    /// `-Max`/`-Remaining` and the daily pair correct the local view of the budgets this
+    /// call spent. Absent headers change nothing; nothing here raises a limit.
+    async fn learn_from_headers(&self, headers: &http::HeaderMap, keys: &Keys) {
+        let reported = RateLimitHeaders::parse(headers);
+        let mut lessons: smallvec::SmallVec<[Lesson; 4]> = smallvec::SmallVec::new();
+        for key in keys.iter().copied() {
+            match key {
+                BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } => {
+                    if let (Some(max), Some(remaining)) = (reported.max, reported.remaining) {
+                        lessons.push(Lesson::Usage {
+                            key,
+                            hub_used: max.saturating_sub(remaining),
+                        });
+                    }
+                }
+                BudgetKey::Daily { .. } => {
+                    if let Some(remaining) = reported.daily_remaining {
+                        lessons.push(Lesson::Remaining { key, remaining });
+                    }
+                }
+                BudgetKey::Search { .. } | BudgetKey::Global => {}
+            }
+        }
+        if !lessons.is_empty() {
+            self.apply(lessons, self.clock.now(), self.clock.unix_ms())
+                .await;
+        }
+    }
+
+    /// A 429 tells which budget HubSpot thinks is spent; hubgate's view follows it.
+    async fn learn_from_429(&self, owner: Owner, keys: &Keys, policy: Policy) {
+        self.metrics.count_upstream_rate_limited(&owner, policy);
+        let (now, unix_ms) = (self.clock.now(), self.clock.unix_ms());
+        let mut lessons: smallvec::SmallVec<[Lesson; 4]> = smallvec::SmallVec::new();
+        for key in keys.iter().copied() {
+            match (policy, key) {
+                // The window is full until it slides, and it holds someone else's calls.
+                (
+                    Policy::TenSecondly | Policy::Unknown,
+                    BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } | BudgetKey::Global,
+                ) => {
+                    lessons.push(Lesson::Rejected { key });
+                    lessons.push(Lesson::Remaining { key, remaining: 0 });
+                }
+                (Policy::Secondly, BudgetKey::Search { .. }) => {
+                    lessons.push(Lesson::Rejected { key });
+                    lessons.push(Lesson::BlockUntil {
+                        key,
+                        until: now.saturating_add(self.search_pause),
+                    });
+                }
+                (Policy::Daily, BudgetKey::Daily { portal_id }) => {
+                    lessons.push(Lesson::DailyExhausted { portal_id });
+                }
+                _ => {}
+            }
+        }
+        self.apply(lessons, now, unix_ms).await;
+    }
+
+    async fn apply(
+        &self,
+        lessons: smallvec::SmallVec<[Lesson; 4]>,
+        now: crate::engine::Tick,
+        unix_ms: i64,
+    ) {
+        let store = self.pacer.store().clone();
+        for lesson in lessons {
+            store.learn(lesson, now, unix_ms).await;
+        }
+    }
+
+    /// HubSpot said DAILY: answer as hubgate does for a spent daily budget.
+    fn daily_exhausted(&self, owner: Owner, keys: &Keys) -> GatewayError {
+        let (now, unix_ms) = (self.clock.now(), self.clock.unix_ms());
+        let resets_at_unix_ms = match self.pacer.store().estimate_wait(keys, now, unix_ms, 0) {
+            Err(exhausted) => exhausted.resets_at_unix_ms,
+            // No daily budget known locally (e.g. unidentified owner): next UTC midnight.
+            Ok(_) => (unix_ms / 86_400_000 + 1) * 86_400_000,
+        };
+        refused(
+            Refusal::DailyExhausted { resets_at_unix_ms },
+            owner,
+            &self.clock,
+        )
+    }
+}
+
+/// Reads a 429's small body to learn its policy, and rebuilds the response around it.
+async fn read_429(response: Response<Body>) -> (Response<Body>, Policy) {
+    let (parts, mut body) = response.into_parts();
+    // Read by hand rather than through `http_body_util::Limited`, whose error conversion
+    // trips rustc's higher-ranked `Send` check here (rust-lang/rust#64552).
+    let mut kept = bytes::BytesMut::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            kept.extend_from_slice(&data);
+            if kept.len() > MAX_429_BODY_BYTES {
+                break;
+            }
+        }
+    }
+    let bytes = kept.freeze();
+    let policy = ratelimit::classify_429(&bytes);
+    (Response::from_parts(parts, body::full(bytes)), policy)
+}
+
+/// hubgate's own headers on an upstream answer.
+fn finish(
+    mut response: Response<Body>,
+    owner: Owner,
+    queued: Duration,
+    retries: u32,
+    skip: Option<Skip>,
+) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(
+        QUEUE_MS_HEADER,
+        HeaderValue::from(u64::try_from(queued.as_millis()).unwrap_or(u64::MAX)),
+    );
+    if let Ok(owner) = HeaderValue::from_str(&owner.label()) {
+        headers.insert(OWNER_HEADER, owner);
+    }
+    if retries > 0 {
+        headers.insert(RETRIES_HEADER, HeaderValue::from(retries));
+    }
+    if let Some(why) = skip.and_then(Skip::header_value) {
+        headers.insert(RETRY_SKIPPED_HEADER, HeaderValue::from_static(why));
+    }
+    response
+}
+
+fn unreadable_body(error: crate::body::BoxError) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = source {
+        if let Some(exceeded) = e.downcast_ref::<BodyLimitExceeded>() {
+            return GatewayError::BodyTooLarge { max: exceeded.max };
+        }
+        source = e.source();
+    }
+    GatewayError::BadRequest(format!(
+        "the request body could not be read ({error}); send it again"
+    ))
 }
 
 /// `X-Hubgate-Deadline-Ms`, when the caller sent one.

@@ -18,6 +18,7 @@ use crate::classify::Keys;
 use crate::clock::Clock;
 use crate::engine::{OwnerQueue, QueueTicket, RejectReason, Reservation, Tick};
 use crate::identity::Owner;
+use crate::retry::RetryConfig;
 use crate::store::BudgetStore;
 
 /// Why a call was not let through.
@@ -59,6 +60,8 @@ struct Lane {
     state: Mutex<LaneState>,
     /// Wakes the driver early: a new waiter may carry an earlier deadline, or the head left.
     wake: Notify,
+    /// First tries deposit, retries withdraw: retries stay a share of recent traffic.
+    retry_budget: tower::retry::budget::TpsBudget,
 }
 
 struct LaneState {
@@ -75,6 +78,20 @@ pub struct PacerConfig {
     pub max_depth_per_owner: usize,
     /// Lanes and budgets untouched this long are dropped.
     pub idle_ttl: Duration,
+    /// Builds each owner's retry budget.
+    pub retry: RetryConfig,
+}
+
+/// One call asking to be sent.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub owner: Owner,
+    /// The budgets it spends.
+    pub keys: Keys,
+    /// Longest it may wait from now.
+    pub max_wait: Duration,
+    /// A retry goes to the head of its lane: it already waited its turn once.
+    pub retry: bool,
 }
 
 /// Shared handle; clones pace through the same lanes and store.
@@ -123,19 +140,30 @@ impl Pacer {
             .unwrap_or(0)
     }
 
+    /// Whether `owner` may retry one more call now (spends from its retry budget).
+    pub fn withdraw_retry(&self, owner: Owner) -> bool {
+        use tower::retry::budget::Budget;
+        self.inner.lane(owner).retry_budget.withdraw()
+    }
+
     /// Waits until the call may be sent and reserves its budgets, or says why not. The
     /// result is the time waited. Dropping the future (the caller went away) leaves the
     /// queue without spending anything.
-    pub async fn admit(
-        &self,
-        owner: Owner,
-        keys: Keys,
-        max_wait: Duration,
-    ) -> Result<Duration, Refusal> {
-        let inner = &self.inner;
+    pub async fn admit(&self, ask: Ask) -> Result<Duration, Refusal> {
+        let Ask {
+            owner,
+            keys,
+            max_wait,
+            retry,
+        } = ask;
+        let inner = self.inner.clone();
         let now = inner.clock.now();
         let unix_ms = inner.clock.unix_ms();
         let lane = inner.lane(owner);
+        if !retry {
+            use tower::retry::budget::Budget;
+            lane.retry_budget.deposit();
+        }
         let (ticket, receiver) = {
             let mut state = lock(&lane.state);
             if state.queue.is_empty() {
@@ -163,19 +191,21 @@ impl Pacer {
                 arrived: now,
             };
             let deadline = now.saturating_add(max_wait);
-            let ticket = state
-                .queue
-                .push(waiter, deadline, now, estimate)
-                .map_err(|rejected| match rejected.reason {
-                    RejectReason::QueueFull => Refusal::QueueFull {
-                        depth: state.queue.len(),
-                        drain: estimate,
-                    },
-                    RejectReason::DeadlineUnmeetable { estimate } => Refusal::DeadlineUnmeetable {
-                        estimate,
-                        deadline: max_wait,
-                    },
-                })?;
+            let pushed = if retry {
+                Ok(state.queue.push_front(waiter, deadline, now))
+            } else {
+                state.queue.push(waiter, deadline, now, estimate)
+            };
+            let ticket = pushed.map_err(|rejected| match rejected.reason {
+                RejectReason::QueueFull => Refusal::QueueFull {
+                    depth: state.queue.len(),
+                    drain: estimate,
+                },
+                RejectReason::DeadlineUnmeetable { estimate } => Refusal::DeadlineUnmeetable {
+                    estimate,
+                    deadline: max_wait,
+                },
+            })?;
             if state.driving {
                 lane.wake.notify_one();
             } else {
@@ -185,7 +215,7 @@ impl Pacer {
             (ticket, receiver)
         };
         let mut leave = LeaveOnDrop {
-            lane: &lane,
+            lane,
             ticket: Some(ticket),
         };
         let verdict = receiver.await;
@@ -214,19 +244,22 @@ impl PacerInner {
                         idle_since: self.clock.now(),
                     }),
                     wake: Notify::new(),
+                    retry_budget: self.config.retry.new_budget(),
                 })
             })
             .clone()
     }
 }
 
-/// Removes a waiter whose caller went away before its verdict.
-struct LeaveOnDrop<'a> {
-    lane: &'a Lane,
+/// Removes a waiter whose caller went away before its verdict. It owns its `Arc<Lane>`:
+/// a borrowed lane held across the await trips rustc's higher-ranked `Send` check when
+/// the future is boxed further up (rust-lang/rust#64552).
+struct LeaveOnDrop {
+    lane: Arc<Lane>,
     ticket: Option<QueueTicket>,
 }
 
-impl Drop for LeaveOnDrop<'_> {
+impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             let mut state = lock(&self.lane.state);
@@ -371,8 +404,18 @@ mod tests {
             PacerConfig {
                 max_depth_per_owner: max_depth,
                 idle_ttl: Duration::from_secs(300),
+                retry: RetryConfig::default(),
             },
         )
+    }
+
+    fn ask(owner: Owner, keys: Keys, max_wait: Duration) -> Ask {
+        Ask {
+            owner,
+            keys,
+            max_wait,
+            retry: false,
+        }
     }
 
     fn keys(owner: Owner) -> Keys {
@@ -392,7 +435,7 @@ mod tests {
                 let pacer = pacer.clone();
                 tokio::spawn(async move {
                     pacer
-                        .admit(owner, keys(owner), max_wait)
+                        .admit(ask(owner, keys(owner), max_wait))
                         .await
                         .map(|_| start.elapsed())
                 })
@@ -430,7 +473,7 @@ mod tests {
             calls.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis((i * i * 37) % 4000)).await;
                 pacer
-                    .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+                    .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
                     .await
                     .unwrap();
                 start.elapsed()
@@ -492,6 +535,7 @@ mod tests {
             PacerConfig {
                 max_depth_per_owner: 100,
                 idle_ttl: Duration::from_secs(300),
+                retry: RetryConfig::default(),
             },
         );
         let search = CallClass {
@@ -509,7 +553,7 @@ mod tests {
             },
         );
         pacer
-            .admit(b, budgets_for(b, search), Duration::from_secs(60))
+            .admit(ask(b, budgets_for(b, search), Duration::from_secs(60)))
             .await
             .unwrap();
         let queued_b: Vec<_> = (0..3)
@@ -517,14 +561,14 @@ mod tests {
                 let pacer = pacer.clone();
                 tokio::spawn(async move {
                     pacer
-                        .admit(b, budgets_for(b, search), Duration::from_secs(60))
+                        .admit(ask(b, budgets_for(b, search), Duration::from_secs(60)))
                         .await
                 })
             })
             .collect();
         tokio::task::yield_now().await;
         let late = pacer
-            .admit(a, budgets_for(a, search), Duration::from_millis(1500))
+            .admit(ask(a, budgets_for(a, search), Duration::from_millis(1500)))
             .await;
         match late {
             Err(Refusal::DeadlineExpired { waited, .. }) => {
@@ -541,14 +585,14 @@ mod tests {
     async fn a_caller_that_leaves_the_queue_spends_nothing() {
         let pacer = pacer(1, 100, 0);
         pacer
-            .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+            .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
             .await
             .unwrap();
         let leaver = {
             let pacer = pacer.clone();
             tokio::spawn(async move {
                 pacer
-                    .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+                    .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
                     .await
             })
         };
@@ -560,12 +604,12 @@ mod tests {
         // The slot the leaver would have taken at t = 1 s is still there for the next call.
         let start = tokio::time::Instant::now();
         pacer
-            .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+            .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
             .await
             .unwrap();
         assert_eq!(start.elapsed(), WINDOW - Duration::from_millis(10));
         let fresh = pacer
-            .admit(OWNER, keys(OWNER), Duration::from_secs(60))
+            .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
             .await;
         assert!(fresh.is_ok());
         assert_eq!(
@@ -594,6 +638,7 @@ mod tests {
             PacerConfig {
                 max_depth_per_owner: 10,
                 idle_ttl: Duration::from_secs(2),
+                retry: RetryConfig::default(),
             },
         );
         for portal_id in 0..50 {
@@ -602,7 +647,7 @@ mod tests {
                 portal_id,
             };
             pacer
-                .admit(owner, keys(owner), Duration::from_secs(1))
+                .admit(ask(owner, keys(owner), Duration::from_secs(1)))
                 .await
                 .unwrap();
         }

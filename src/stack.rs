@@ -19,7 +19,7 @@ use crate::guard::{GuardLayer, InboundLimits};
 use crate::identify::IdentifyLayer;
 use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
-use crate::pace::PaceLayer;
+use crate::pace::{PaceLayer, PaceShared};
 use crate::pacer::{Pacer, PacerConfig};
 use crate::respond::RespondLayer;
 use crate::store::MemoryStore;
@@ -60,14 +60,18 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         PacerConfig {
             max_depth_per_owner: config.queue.max_depth_per_owner,
             idle_ttl: Duration::from_millis(config.budgets.idle_ttl_ms),
+            retry: config.retry.clone(),
         },
     );
-    let pace = PaceLayer::new(
-        pacer.clone(),
-        Classifier::new(&config.budgets.exempt),
-        Duration::from_millis(config.queue.max_wait_ms),
+    let pace = PaceLayer::new(PaceShared {
+        pacer: pacer.clone(),
+        classifier: Classifier::new(&config.budgets.exempt),
+        max_wait: Duration::from_millis(config.queue.max_wait_ms),
+        search_pause: Duration::from_millis(config.budgets.search_window_ms),
+        retry: config.retry.clone(),
         clock,
-    );
+        metrics: metrics.clone(),
+    });
     let forward = Forward::new(
         client,
         target,
@@ -89,7 +93,8 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         // comes after the cheap refusals.
         .layer(IdentifyLayer::new(resolver))
         // Last before the upstream: a call holds its budget slot only once nothing else
-        // can refuse it, so every reserved slot is a call HubSpot really receives.
+        // can refuse it, so every reserved slot is a call HubSpot really receives; its
+        // retries loop back through the pacer, so they are paced like any call.
         .layer(pace)
         .service(forward);
     Ok(Stack {

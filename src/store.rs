@@ -22,10 +22,11 @@ pub enum Lesson {
     Remaining { key: BudgetKey, remaining: u64 },
     /// HubSpot answered 429 `DAILY`: the portal's daily budget is spent until its reset.
     DailyExhausted { portal_id: u64 },
-    /// HubSpot counted `hub_used` calls in this window budget (`-Max` minus `-Remaining`)
-    /// when our call sent at `sent_at` arrived; the part our own sends do not explain is
-    /// another client's, and is left to it.
-    Usage { key: BudgetKey, sent_at: Tick, hub_used: u64 },
+    /// HubSpot counted `hub_used` calls in this window budget (`-Max` minus `-Remaining`);
+    /// the part our own sends do not explain is another client's, and is left to it.
+    Usage { key: BudgetKey, hub_used: u64 },
+    /// HubSpot answered 429 for one of our sends on this window budget.
+    Rejected { key: BudgetKey },
 }
 
 /// Budget state behind one atomic operation per send. A shared store (Redis) answers
@@ -135,11 +136,10 @@ impl BudgetStore for MemoryStore {
             Lesson::DailyExhausted { portal_id } => {
                 book.mark_daily_exhausted(portal_id, now, unix_ms)
             }
-            Lesson::Usage {
-                key,
-                sent_at,
-                hub_used,
-            } => book.observe_usage(&key, sent_at, u32::try_from(hub_used).unwrap_or(u32::MAX)),
+            Lesson::Usage { key, hub_used } => {
+                book.observe_usage(&key, now, u32::try_from(hub_used).unwrap_or(u32::MAX))
+            }
+            Lesson::Rejected { key } => book.observe_rejection(&key, now),
         }
         Box::pin(std::future::ready(()))
     }

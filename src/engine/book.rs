@@ -283,12 +283,19 @@ impl BudgetBook {
         }
     }
 
-    /// HubSpot counted `hub_used` calls in window budget `key` when our send of `sent_at`
-    /// arrived; what our log does not explain is left to the other client. Ignored for
-    /// daily keys.
-    pub fn observe_usage(&mut self, key: &BudgetKey, sent_at: Tick, hub_used: u32) {
-        if let Budget::Window(log) = self.entry(key, sent_at) {
-            log.observe_usage(sent_at, hub_used);
+    /// HubSpot counted `hub_used` calls in window budget `key`, in an answer received at
+    /// `now`; what our log does not explain is left to the other client. Ignored for daily
+    /// keys.
+    pub fn observe_usage(&mut self, key: &BudgetKey, now: Tick, hub_used: u32) {
+        if let Budget::Window(log) = self.entry(key, now) {
+            log.observe_usage(now, hub_used);
+        }
+    }
+
+    /// HubSpot answered 429 for window budget `key` at `now`. Ignored for daily keys.
+    pub fn observe_rejection(&mut self, key: &BudgetKey, now: Tick) {
+        if let Budget::Window(log) = self.entry(key, now) {
+            log.observe_rejection(now);
         }
     }
 
@@ -534,10 +541,10 @@ mod tests {
         use std::mem::size_of;
         // Stated in the report and README: a live window budget costs its map slot plus
         // `capacity` ticks of log; keep these from growing unnoticed.
-        assert!(size_of::<SlidingLog>() <= 72);
+        assert!(size_of::<SlidingLog>() <= 80);
         assert!(size_of::<DailyBudget>() <= 40);
         assert!(size_of::<BudgetKey>() <= 24);
-        assert!(size_of::<Entry>() <= 80);
+        assert!(size_of::<Entry>() <= 88);
         let mut log = SlidingLog::new(WindowSpec::new(110, Duration::from_secs(10)));
         assert_eq!(log.log_capacity(), 0);
         log.commit(Tick(0));

@@ -7,7 +7,7 @@
 //! `NotBefore` and `next_deadline`, and turns `Reservation`/`Rejected` into responses.
 //!
 //! # Cost (64-bit)
-//! A live window budget is one map slot (`BudgetKey` 24 B + entry 80 B, about 120 B with
+//! A live window budget is one map slot (`BudgetKey` 24 B + entry 88 B, about 130 B with
 //! the hash table's spare room) plus its log, allocated on first send with exactly
 //! `capacity` ticks of 8 B: 110 × 8 = 880 B for HubSpot's default burst. A daily budget
 //! is the map slot alone. One active (app, portal) owner with burst + daily is therefore

@@ -99,14 +99,41 @@ pub struct SlidingLog {
 /// The largest recent estimate of someone else's use of the window, kept per span-long
 /// epoch so it follows the other client down as well as up: it is forgotten two spans
 /// after it was last seen.
+///
+/// Two signals feed it. Headers: HubSpot's count (`-Max` minus `-Remaining`) beyond our
+/// own sends in the window. But that count stops at the limit, so when we overshoot it
+/// says nothing; then each 429 on this window stands for one call more than fitted, and
+/// the 429s of an epoch are counted too.
 #[derive(Debug, Clone, Copy)]
 struct ForeignUse {
     /// Start of the current epoch; `Tick::MAX` before the first observation.
     epoch_start: Tick,
-    /// Largest estimate seen in the current epoch.
+    /// Largest estimate seen in the current epoch (headers or 429s).
     current: u32,
+    /// 429s received on this window in the current epoch.
+    rejected: u32,
     /// Largest estimate seen in the epoch before.
     previous: u32,
+}
+
+impl ForeignUse {
+    /// Moves the epoch forward to cover `at`, and reports whether `at` is within two
+    /// spans of the last observation (otherwise everything was forgotten).
+    fn roll(&mut self, at: Tick, span: u64) {
+        let epoch = self.epoch_start.0;
+        if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span) {
+            return;
+        }
+        if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span.saturating_mul(2)) {
+            self.epoch_start = Tick(epoch.saturating_add(span));
+            self.previous = self.current;
+        } else {
+            self.epoch_start = at;
+            self.previous = 0;
+        }
+        self.current = 0;
+        self.rejected = 0;
+    }
 }
 
 /// Log entries preallocated on the first send; beyond it the deque grows on demand, so a
@@ -125,6 +152,7 @@ impl SlidingLog {
             foreign: ForeignUse {
                 epoch_start: Tick::MAX,
                 current: 0,
+                rejected: 0,
                 previous: 0,
             },
         }
@@ -149,31 +177,24 @@ impl SlidingLog {
         self.capacity.saturating_sub(foreign).max(1)
     }
 
-    /// HubSpot counted `hub_used` calls in its window when our send of `sent_at` arrived
-    /// (`-Max` minus `-Remaining`). What our own log does not explain is another client's
-    /// use, and that many slots are left to it from now on.
-    pub fn observe_usage(&mut self, sent_at: Tick, hub_used: u32) {
-        let start = sent_at.0.saturating_sub(self.span);
-        let ours = self.sends.iter().filter(|&&t| t.0 > start && t <= sent_at).count();
-        let ours = u32::try_from(ours).unwrap_or(u32::MAX);
+    /// HubSpot counted `hub_used` calls in its window (`-Max` minus `-Remaining`) in an
+    /// answer received at `now`. What our own sends in the window do not explain is
+    /// another client's use, and that many slots are left to it from now on.
+    pub fn observe_usage(&mut self, now: Tick, hub_used: u32) {
+        let now = self.effective(now);
+        let ours = self.in_window(now);
         let seen = hub_used.saturating_sub(ours).min(self.capacity);
-        let foreign = &mut self.foreign;
-        let epoch = foreign.epoch_start.0;
-        if foreign.epoch_start != Tick::MAX && sent_at.0 < epoch.saturating_add(self.span) {
-            foreign.current = foreign.current.max(seen);
-        } else if foreign.epoch_start != Tick::MAX
-            && sent_at.0 < epoch.saturating_add(self.span.saturating_mul(2))
-        {
-            foreign.epoch_start = Tick(epoch.saturating_add(self.span));
-            foreign.previous = foreign.current;
-            foreign.current = seen;
-        } else {
-            *foreign = ForeignUse {
-                epoch_start: sent_at,
-                current: seen,
-                previous: 0,
-            };
-        }
+        self.foreign.roll(now, self.span);
+        self.foreign.current = self.foreign.current.max(seen);
+    }
+
+    /// HubSpot answered 429 for one of our sends on this window, at `now`: one more call
+    /// than fitted, so one more slot belongs to someone else.
+    pub fn observe_rejection(&mut self, now: Tick) {
+        let now = self.effective(now);
+        self.foreign.roll(now, self.span);
+        self.foreign.rejected = self.foreign.rejected.saturating_add(1).min(self.capacity);
+        self.foreign.current = self.foreign.current.max(self.foreign.rejected);
     }
 
     /// Sends admitted per window (limit minus slot margin).
@@ -516,12 +537,35 @@ mod tests {
         let t3 = Tick::from_millis(12_500);
         assert_eq!(log.remaining(t3), 20);
         // A smaller estimate replaces a larger one once a whole epoch has passed.
-        log.observe_usage(t3, 2);
+        log.observe_usage(t3, 2 + log.used(t3));
         assert_eq!(log.remaining(t3), 18);
         log.observe_usage(Tick::from_millis(13_600), 0);
-        assert_eq!(log.remaining(Tick::from_millis(13_600)), 18, "the previous epoch still counts");
+        assert_eq!(
+            log.remaining(Tick::from_millis(13_600)),
+            18,
+            "the previous epoch still counts"
+        );
         log.observe_usage(Tick::from_millis(14_600), 0);
         assert_eq!(log.remaining(Tick::from_millis(14_600)), 20);
+    }
+
+    #[test]
+    fn each_429_in_an_epoch_leaves_one_more_slot_to_someone_else() {
+        let mut log = SlidingLog::new(spec(20, 1_000));
+        let t0 = Tick::from_millis(1_000);
+        for _ in 0..20 {
+            log.try_reserve(t0).unwrap();
+        }
+        // The window was already partly spent elsewhere: 6 of our 20 were refused, and the
+        // headers (capped at the limit) could not tell.
+        for _ in 0..20 {
+            log.observe_usage(t0, 20);
+        }
+        for _ in 0..6 {
+            log.observe_rejection(t0);
+        }
+        let next = Tick::from_millis(2_000);
+        assert_eq!(log.remaining(next), 14);
     }
 
     #[test]
