@@ -10,6 +10,7 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
 
+use crate::callers::CallerConfig;
 use crate::classify::{default_exemptions, ExemptRule};
 use crate::engine::{BudgetKey, DailySpec, Limits, WindowSpec};
 use crate::identity::{validate_credentials, IdentityConfig, StaticCredential};
@@ -24,6 +25,9 @@ pub struct Config {
     pub budgets: BudgetsConfig,
     pub queue: QueueConfig,
     pub retry: RetryConfig,
+    pub lanes: LanesConfig,
+    /// Callers known by name: weights for fair sharing, optional rate caps.
+    pub callers: Vec<CallerConfig>,
     pub identity: IdentityConfig,
     /// Private-app tokens known in advance, resolved without asking HubSpot.
     pub credentials: Vec<StaticCredential>,
@@ -163,6 +167,23 @@ pub struct OwnerBudget {
     pub daily_limit: Option<u64>,
     #[serde(default)]
     pub time_zone: Option<String>,
+}
+
+/// Priority lanes (`X-Hubgate-Priority: high | normal | low`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LanesConfig {
+    /// Share of each window (percent) kept free for `high` calls while they keep coming;
+    /// when none has come for a window, the share goes to the others.
+    pub high_reserve_percent: u32,
+}
+
+impl Default for LanesConfig {
+    fn default() -> Self {
+        LanesConfig {
+            high_reserve_percent: 20,
+        }
+    }
 }
 
 /// How calls wait for budget.
@@ -552,9 +573,16 @@ impl Config {
             .validate()
             .into_iter()
             .chain(self.retry.validate())
+            .chain(crate::callers::validate(&self.callers))
             .chain(validate_credentials(&self.credentials))
         {
             bad(&key, message);
+        }
+        if self.lanes.high_reserve_percent > 90 {
+            bad(
+                "lanes.high_reserve_percent",
+                "must be at most 90: normal and low calls need some of each window".into(),
+            );
         }
         if self.queue.max_wait_ms == 0 {
             bad("queue.max_wait_ms", "must be greater than 0".into());

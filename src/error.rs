@@ -46,6 +46,11 @@ pub enum GatewayError {
         waited: Duration,
         retry_after: Duration,
     },
+    #[error("caller '{caller}' is over its cap of calls per second ([[callers]] max_rps); retry after {} ms or slow down", .retry_after.as_millis())]
+    CallerCapped {
+        caller: String,
+        retry_after: Duration,
+    },
     #[error("You have reached your daily limit. hubgate answered for HubSpot: portal {portal} has no daily calls left until {resets_at}; retry after the reset")]
     DailyExhausted {
         owner: String,
@@ -77,7 +82,8 @@ impl GatewayError {
             GatewayError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::DeadlineUnmeetable { .. }
             | GatewayError::DeadlineExpired { .. }
-            | GatewayError::DailyExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | GatewayError::DailyExhausted { .. }
+            | GatewayError::CallerCapped { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -89,6 +95,7 @@ impl GatewayError {
                 Some("HUBGATE_DEADLINE")
             }
             GatewayError::DailyExhausted { .. } => Some("DAILY"),
+            GatewayError::CallerCapped { .. } => Some("HUBGATE_CALLER_CAP"),
             _ => None,
         }
     }
@@ -96,7 +103,8 @@ impl GatewayError {
     fn retry_hint(&self) -> Option<RetryHint> {
         let (after, should_retry) = match self {
             GatewayError::QueueFull { retry_after, .. }
-            | GatewayError::DeadlineExpired { retry_after, .. } => (*retry_after, true),
+            | GatewayError::DeadlineExpired { retry_after, .. }
+            | GatewayError::CallerCapped { retry_after, .. } => (*retry_after, true),
             GatewayError::DeadlineUnmeetable { estimate, .. } => (*estimate, true),
             // Hours away: an SDK's automatic retry would only spend the caller's time.
             GatewayError::DailyExhausted { retry_after, .. } => (*retry_after, false),
@@ -134,7 +142,8 @@ impl GatewayError {
             GatewayError::QueueFull { .. }
             | GatewayError::DeadlineUnmeetable { .. }
             | GatewayError::DeadlineExpired { .. }
-            | GatewayError::DailyExhausted { .. } => "RATE_LIMITS",
+            | GatewayError::DailyExhausted { .. }
+            | GatewayError::CallerCapped { .. } => "RATE_LIMITS",
         }
     }
 
@@ -148,6 +157,7 @@ impl GatewayError {
                 Outcome::RejectedDeadline
             }
             GatewayError::DailyExhausted { .. } => Outcome::RejectedDaily,
+            GatewayError::CallerCapped { .. } => Outcome::RejectedCap,
             GatewayError::ConnectRefused
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod callers;
 pub mod classify;
 pub mod cli;
 pub mod clock;

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::body::{self, Body};
+use crate::callers::Callers;
 use crate::classify::{budgets_for, Classifier, Keys};
 use crate::clock::Clock;
 use crate::engine::BudgetKey;
@@ -53,6 +54,7 @@ pub struct PaceShared {
     /// How long a `SECONDLY` 429 pauses the portal's search budget: one search window.
     pub search_pause: Duration,
     pub retry: RetryConfig,
+    pub callers: Callers,
     pub clock: Clock,
     pub metrics: Metrics,
 }
@@ -125,6 +127,13 @@ impl PaceShared {
         let max_wait = self
             .max_wait
             .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
+        let caller = self.callers.identify(&request)?;
+        self.callers
+            .check_cap(&caller.name)
+            .map_err(|retry_after| GatewayError::CallerCapped {
+                caller: caller.name.clone(),
+                retry_after,
+            })?;
         let class = self
             .classifier
             .classify(request.method(), request.uri().path());
@@ -150,6 +159,7 @@ impl PaceShared {
                     .admit(Ask {
                         owner,
                         keys: keys.clone(),
+                        seat: caller.seat,
                         max_wait: max_wait.saturating_sub(started.elapsed()),
                         retry: retries > 0,
                     })
@@ -212,7 +222,7 @@ impl PaceShared {
                         Some(Skip::MaxRetries)
                     } else if started.elapsed() + wait >= max_wait {
                         Some(Skip::Deadline)
-                    } else if !self.pacer.withdraw_retry(owner) {
+                    } else if !self.pacer.withdraw_retry(owner, &keys) {
                         Some(Skip::RetryBudget)
                     } else {
                         None

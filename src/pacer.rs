@@ -1,12 +1,14 @@
-//! Pacing: each call waits in its owner's queue until every budget it spends has a free
+//! Pacing: each call waits in its owner's lane until every budget it spends has a free
 //! slot, then goes; calls that cannot make their deadline are refused instead.
 //!
-//! One lane per owner holds a FIFO queue (`engine::OwnerQueue`). A call that finds its
-//! lane empty reserves at once when the store can answer without I/O, so a burst from idle
-//! leaves with no delay. Otherwise it queues, and the lane's driver task — spawned when
-//! the lane gets busy, gone when it empties — reserves for the head, sleeps until the
-//! store's "not before" or the next deadline, and wakes on new arrivals. Nothing polls:
-//! an idle owner has no task and no timer, and a sweeper drops idle lanes and budgets.
+//! A lane holds an owner's waiting calls of one kind (burst, search or other, so a slow
+//! search never holds up the owner's other calls) in a `FairQueue`: strict priority
+//! between `high`, `normal` and `low`, deficit round robin between callers. A call that
+//! finds its lane empty reserves at once when the store can answer without I/O, so a
+//! burst from idle leaves with no delay. Otherwise it queues, and the lane's driver task —
+//! spawned when the lane gets busy, gone when it empties — reserves for the head, sleeps
+//! until the store's "not before" or the next deadline, and wakes on new arrivals.
+//! Nothing polls: an idle owner has no task and no timer, and a sweeper drops idle lanes.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -16,7 +18,9 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::classify::Keys;
 use crate::clock::Clock;
-use crate::engine::{OwnerQueue, QueueTicket, RejectReason, Reservation, Tick};
+use crate::engine::{
+    BudgetKey, FairQueue, Priority, QueueTicket, RejectReason, Reservation, Seat, Tick,
+};
 use crate::identity::Owner;
 use crate::retry::RetryConfig;
 use crate::store::BudgetStore;
@@ -55,24 +59,76 @@ struct Waiter {
     arrived: Tick,
 }
 
-/// One owner's queue and the state of its driver.
+/// Lanes split an owner's calls by the window they wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LaneKind {
+    /// Calls spending a burst-like window (burst, unidentified, anonymous).
+    Burst,
+    /// CRM searches, which spend the portal's search window.
+    Search,
+    /// Calls spending no window (exempt ones with only a daily budget).
+    Other,
+}
+
+impl LaneKind {
+    fn of(keys: &Keys) -> LaneKind {
+        if keys.iter().any(|k| matches!(k, BudgetKey::Search { .. })) {
+            LaneKind::Search
+        } else if keys.iter().any(|k| !matches!(k, BudgetKey::Daily { .. })) {
+            LaneKind::Burst
+        } else {
+            LaneKind::Other
+        }
+    }
+}
+
+/// One owner's queue of one kind and the state of its driver.
 struct Lane {
     state: Mutex<LaneState>,
-    /// Wakes the driver early: a new waiter may carry an earlier deadline, or the head left.
+    /// Wakes the driver early: a new waiter may carry an earlier deadline or a higher
+    /// priority, or the head left.
     wake: Notify,
     /// First tries deposit, retries withdraw: retries stay a share of recent traffic.
     retry_budget: tower::retry::budget::TpsBudget,
 }
 
 struct LaneState {
-    queue: OwnerQueue<Waiter>,
+    queue: FairQueue<Waiter>,
     /// Whether a driver task owns this lane now; at most one does.
     driving: bool,
-    /// When the lane last became empty, for idle eviction.
+    /// When the lane was last used, for idle eviction.
     idle_since: Tick,
+    /// When a `high` call last asked; while that is recent, other calls leave the
+    /// high reserve free.
+    last_high: Option<Tick>,
 }
 
-/// Pacing settings, from `[queue]` and `[budgets]`.
+/// The share of each window kept for `high` calls, in slots.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HighReserve {
+    /// Slots of a burst-like window kept free for `high` calls.
+    pub burst_slots: usize,
+    /// Slots of a search window kept free for `high` calls.
+    pub search_slots: usize,
+    /// How long after the last `high` call the reserve is kept; after that it is given
+    /// to the other calls (work-conserving).
+    pub memory: Duration,
+}
+
+impl HighReserve {
+    fn slots_for(&self, keys: &Keys) -> usize {
+        keys.iter()
+            .map(|k| match k {
+                BudgetKey::Search { .. } => self.search_slots,
+                BudgetKey::Daily { .. } => 0,
+                _ => self.burst_slots,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Pacing settings, from `[queue]`, `[lanes]`, `[retry]` and `[budgets]`.
 #[derive(Debug, Clone)]
 pub struct PacerConfig {
     pub max_depth_per_owner: usize,
@@ -80,6 +136,7 @@ pub struct PacerConfig {
     pub idle_ttl: Duration,
     /// Builds each owner's retry budget.
     pub retry: RetryConfig,
+    pub high_reserve: HighReserve,
 }
 
 /// One call asking to be sent.
@@ -88,6 +145,8 @@ pub struct Ask {
     pub owner: Owner,
     /// The budgets it spends.
     pub keys: Keys,
+    /// Its priority, caller and weight.
+    pub seat: Seat,
     /// Longest it may wait from now.
     pub max_wait: Duration,
     /// A retry goes to the head of its lane: it already waited its turn once.
@@ -104,7 +163,7 @@ struct PacerInner {
     store: Arc<dyn BudgetStore>,
     /// `DashMap` because every call looks its lane up and owners are many; a guard is
     /// never held across an `.await` (the `Arc<Lane>` is cloned out first).
-    lanes: DashMap<Owner, Arc<Lane>>,
+    lanes: DashMap<(Owner, LaneKind), Arc<Lane>>,
     clock: Clock,
     config: PacerConfig,
 }
@@ -126,24 +185,32 @@ impl Pacer {
         &self.inner.store
     }
 
-    /// Lanes alive now (busy or recently used).
+    /// Owners with a live lane now (busy or recently used).
     pub fn active_owners(&self) -> usize {
-        self.inner.lanes.len()
+        let mut owners: Vec<Owner> = self.inner.lanes.iter().map(|e| e.key().0).collect();
+        owners.sort_unstable_by_key(|o| o.label());
+        owners.dedup();
+        owners.len()
     }
 
-    /// Calls waiting in `owner`'s lane.
+    /// Calls waiting for `owner`, over all its lanes.
     pub fn queue_depth(&self, owner: &Owner) -> usize {
         self.inner
             .lanes
-            .get(owner)
-            .map(|lane| lock(&lane.state).queue.len())
-            .unwrap_or(0)
+            .iter()
+            .filter(|e| e.key().0 == *owner)
+            .map(|e| lock(&e.value().state).queue.len())
+            .sum()
     }
 
-    /// Whether `owner` may retry one more call now (spends from its retry budget).
-    pub fn withdraw_retry(&self, owner: Owner) -> bool {
+    /// Whether `owner` may retry one more call of this kind now (spends from its lane's
+    /// retry budget).
+    pub fn withdraw_retry(&self, owner: Owner, keys: &Keys) -> bool {
         use tower::retry::budget::Budget;
-        self.inner.lane(owner).retry_budget.withdraw()
+        self.inner
+            .lane(owner, LaneKind::of(keys))
+            .retry_budget
+            .withdraw()
     }
 
     /// Waits until the call may be sent and reserves its budgets, or says why not. The
@@ -153,21 +220,29 @@ impl Pacer {
         let Ask {
             owner,
             keys,
+            seat,
             max_wait,
             retry,
         } = ask;
         let inner = self.inner.clone();
         let now = inner.clock.now();
         let unix_ms = inner.clock.unix_ms();
-        let lane = inner.lane(owner);
+        let lane = inner.lane(owner, LaneKind::of(&keys));
         if !retry {
             use tower::retry::budget::Budget;
             lane.retry_budget.deposit();
         }
         let (ticket, receiver) = {
             let mut state = lock(&lane.state);
-            if state.queue.is_empty() {
-                state.idle_since = now;
+            state.idle_since = now;
+            if seat.priority == Priority::High {
+                state.last_high = Some(now);
+            }
+            if state.queue.is_empty()
+                && inner
+                    .reserve_wait(&state, seat.priority, &keys, now, unix_ms)
+                    .is_zero()
+            {
                 match inner.store.try_reserve_now(&keys, now, unix_ms) {
                     Some(Reservation::Granted) => return Ok(Duration::ZERO),
                     Some(Reservation::DailyExhausted(e)) => {
@@ -180,7 +255,7 @@ impl Pacer {
             }
             let estimate = inner
                 .store
-                .estimate_wait(&keys, now, unix_ms, state.queue.len())
+                .estimate_wait(&keys, now, unix_ms, state.queue.ahead_of(seat))
                 .map_err(|e| Refusal::DailyExhausted {
                     resets_at_unix_ms: e.resets_at_unix_ms,
                 })?;
@@ -192,9 +267,9 @@ impl Pacer {
             };
             let deadline = now.saturating_add(max_wait);
             let pushed = if retry {
-                Ok(state.queue.push_front(waiter, deadline, now))
+                Ok(state.queue.push_front(waiter, seat, deadline, now))
             } else {
-                state.queue.push(waiter, deadline, now, estimate)
+                state.queue.push(waiter, seat, deadline, now, estimate)
             };
             let ticket = pushed.map_err(|rejected| match rejected.reason {
                 RejectReason::QueueFull => Refusal::QueueFull {
@@ -230,24 +305,49 @@ impl Pacer {
 }
 
 impl PacerInner {
-    fn lane(&self, owner: Owner) -> Arc<Lane> {
-        if let Some(lane) = self.lanes.get(&owner) {
+    fn lane(&self, owner: Owner, kind: LaneKind) -> Arc<Lane> {
+        if let Some(lane) = self.lanes.get(&(owner, kind)) {
             return lane.clone();
         }
         self.lanes
-            .entry(owner)
+            .entry((owner, kind))
             .or_insert_with(|| {
                 Arc::new(Lane {
                     state: Mutex::new(LaneState {
-                        queue: OwnerQueue::new(self.config.max_depth_per_owner),
+                        queue: FairQueue::new(self.config.max_depth_per_owner),
                         driving: false,
                         idle_since: self.clock.now(),
+                        last_high: None,
                     }),
                     wake: Notify::new(),
                     retry_budget: self.config.retry.new_budget(),
                 })
             })
             .clone()
+    }
+
+    /// How long a call of `priority` must hold back so the high reserve stays free: zero
+    /// for `high` calls, when no `high` call asked recently, or when enough slots are free.
+    fn reserve_wait(
+        &self,
+        state: &LaneState,
+        priority: Priority,
+        keys: &Keys,
+        now: Tick,
+        unix_ms: i64,
+    ) -> Duration {
+        let reserve = &self.config.high_reserve;
+        let slots = reserve.slots_for(keys);
+        let high_recently = state
+            .last_high
+            .is_some_and(|at| now.saturating_duration_since(at) < reserve.memory);
+        if priority == Priority::High || slots == 0 || !high_recently {
+            return Duration::ZERO;
+        }
+        // Free now with `slots` calls ahead means more than `slots` slots are free.
+        self.store
+            .estimate_wait(keys, now, unix_ms, slots)
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -263,7 +363,7 @@ impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             let mut state = lock(&self.lane.state);
-            let was_head = state.queue.front().map(|q| q.ticket) == Some(ticket);
+            let was_head = state.queue.peek().map(|(q, _)| q.ticket) == Some(ticket);
             state.queue.remove(ticket);
             if was_head {
                 self.lane.wake.notify_one();
@@ -273,25 +373,35 @@ impl Drop for LeaveOnDrop {
 }
 
 /// Serves one lane until it is empty: reserve for the head, deliver, or sleep until the
-/// store says a slot frees up or a deadline passes.
+/// store says a slot frees up, the high reserve allows, or a deadline passes.
 async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
     loop {
         let now = inner.clock.now();
-        let (ticket, keys) = {
+        let unix_ms = inner.clock.unix_ms();
+        let head = {
             let mut state = lock(&lane.state);
             for expired in state.queue.expire(now) {
                 let waited = now.saturating_duration_since(expired.arrived);
                 let retry_after = inner
                     .store
-                    .estimate_wait(&expired.keys, now, inner.clock.unix_ms(), state.queue.len())
+                    .estimate_wait(&expired.keys, now, unix_ms, state.queue.len())
                     .unwrap_or(Duration::ZERO);
                 let _ = expired.reply.send(Err(Refusal::DeadlineExpired {
                     waited,
                     retry_after,
                 }));
             }
-            match state.queue.front() {
-                Some(head) => (head.ticket, head.item.keys.clone()),
+            match state.queue.peek() {
+                Some((head, priority)) => {
+                    let (ticket, keys) = (head.ticket, head.item.keys.clone());
+                    let hold = inner.reserve_wait(&state, priority, &keys, now, unix_ms);
+                    if hold.is_zero() {
+                        Ok((ticket, keys))
+                    } else {
+                        let until = now.saturating_add(hold);
+                        Err(state.queue.next_deadline().map_or(until, |d| d.min(until)))
+                    }
+                }
                 None => {
                     state.driving = false;
                     state.idle_since = now;
@@ -299,11 +409,15 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                 }
             }
         };
-        let unix_ms = inner.clock.unix_ms();
-        let reservation = inner.store.reserve(&keys, now, unix_ms).await;
-        let Some(wake_at) = settle(&mut lock(&lane.state), ticket, reservation, &inner.clock)
-        else {
-            continue;
+        let wake_at = match head {
+            Ok((ticket, keys)) => {
+                let reservation = inner.store.reserve(&keys, now, unix_ms).await;
+                match settle(&mut lock(&lane.state), ticket, reservation, &inner.clock) {
+                    Some(wake_at) => wake_at,
+                    None => continue,
+                }
+            }
+            Err(wake_at) => wake_at,
         };
         tokio::select! {
             () = tokio::time::sleep_until(inner.clock.instant_of(wake_at)) => {}
@@ -334,13 +448,11 @@ fn settle(
             resets_at_unix_ms: e.resets_at_unix_ms,
         }),
     };
-    // When the head changed meanwhile, its caller left while the slot was being reserved:
-    // the slot stays spent (the safe side of the limit) and the next waiter gets its turn.
-    if state.queue.front().map(|q| q.ticket) == Some(ticket) {
-        if let Some(head) = state.queue.pop_front() {
-            let verdict = verdict.map(|sent| sent.saturating_duration_since(head.item.arrived));
-            let _ = head.item.reply.send(verdict);
-        }
+    // When the ticket is gone, its caller left while the slot was being reserved: the
+    // slot stays spent (the safe side of the limit) and the next waiter gets its turn.
+    if let Some(head) = state.queue.take(ticket) {
+        let verdict = verdict.map(|sent| sent.saturating_duration_since(head.item.arrived));
+        let _ = head.item.reply.send(verdict);
     }
     None
 }
@@ -405,6 +517,7 @@ mod tests {
                 max_depth_per_owner: max_depth,
                 idle_ttl: Duration::from_secs(300),
                 retry: RetryConfig::default(),
+                high_reserve: HighReserve::default(),
             },
         )
     }
@@ -413,6 +526,11 @@ mod tests {
         Ask {
             owner,
             keys,
+            seat: Seat {
+                priority: Priority::Normal,
+                caller: 0,
+                weight: 1,
+            },
             max_wait,
             retry: false,
         }
@@ -536,6 +654,7 @@ mod tests {
                 max_depth_per_owner: 100,
                 idle_ttl: Duration::from_secs(300),
                 retry: RetryConfig::default(),
+                high_reserve: HighReserve::default(),
             },
         );
         let search = CallClass {
@@ -639,6 +758,7 @@ mod tests {
                 max_depth_per_owner: 10,
                 idle_ttl: Duration::from_secs(2),
                 retry: RetryConfig::default(),
+                high_reserve: HighReserve::default(),
             },
         );
         for portal_id in 0..50 {

@@ -11,6 +11,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use std::sync::Arc;
 
 use crate::body::Body;
+use crate::callers::Callers;
 use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -20,7 +21,7 @@ use crate::identify::IdentifyLayer;
 use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
 use crate::pace::{PaceLayer, PaceShared};
-use crate::pacer::{Pacer, PacerConfig};
+use crate::pacer::{HighReserve, Pacer, PacerConfig};
 use crate::respond::RespondLayer;
 use crate::store::MemoryStore;
 use crate::upstream;
@@ -61,6 +62,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
             max_depth_per_owner: config.queue.max_depth_per_owner,
             idle_ttl: Duration::from_millis(config.budgets.idle_ttl_ms),
             retry: config.retry.clone(),
+            high_reserve: high_reserve(config),
         },
     );
     let pace = PaceLayer::new(PaceShared {
@@ -69,6 +71,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         max_wait: Duration::from_millis(config.queue.max_wait_ms),
         search_pause: Duration::from_millis(config.budgets.search_window_ms),
         retry: config.retry.clone(),
+        callers: Callers::new(&config.callers),
         clock,
         metrics: metrics.clone(),
     });
@@ -101,4 +104,17 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         service: BoxCloneService::new(service),
         pacer,
     })
+}
+
+/// `[lanes] high_reserve_percent` of each window, in slots (rounded up, so a configured
+/// reserve is never zero).
+fn high_reserve(config: &Config) -> HighReserve {
+    let share = |limit: u32| {
+        (u64::from(limit) * u64::from(config.lanes.high_reserve_percent)).div_ceil(100) as usize
+    };
+    HighReserve {
+        burst_slots: share(config.budgets.burst_limit),
+        search_slots: share(config.budgets.search_limit),
+        memory: Duration::from_millis(config.budgets.burst_window_ms),
+    }
 }

@@ -22,7 +22,9 @@ struct Scripted {
     arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
-async fn scripted(script: impl Fn(usize, &str) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Scripted {
+async fn scripted(
+    script: impl Fn(usize, &str) -> Response<Full<Bytes>> + Send + Sync + 'static,
+) -> Scripted {
     let calls = Arc::new(AtomicUsize::new(0));
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let script = Arc::new(script);
@@ -38,7 +40,11 @@ async fn scripted(script: impl Fn(usize, &str) -> Response<Full<Bytes>> + Send +
         }
     })
     .await;
-    Scripted { addr, calls, arrivals }
+    Scripted {
+        addr,
+        calls,
+        arrivals,
+    }
 }
 
 fn hubspot_429(policy: &str, message: &str) -> Response<Full<Bytes>> {
@@ -57,7 +63,10 @@ fn ok() -> Response<Full<Bytes>> {
 }
 
 fn status(code: u16) -> Response<Full<Bytes>> {
-    Response::builder().status(code).body(Full::new(Bytes::new())).unwrap()
+    Response::builder()
+        .status(code)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 async fn gateway_for(upstream: &Scripted, tune: impl FnOnce(&mut hubgate::Config)) -> Gateway {
@@ -74,7 +83,12 @@ async fn gateway_for(upstream: &Scripted, tune: impl FnOnce(&mut hubgate::Config
     .await
 }
 
-async fn call(gateway: &Gateway, method: &str, path: &str, body: Bytes) -> (StatusCode, http::HeaderMap, Bytes) {
+async fn call(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let request = Request::builder()
         .method(method)
         .uri(gateway.url(path))
@@ -91,26 +105,50 @@ async fn rate_limit_429s_of_every_policy_but_daily_are_retried_and_counted() {
         ("SECONDLY", "/crm/v3/objects/contacts/search"),
         ("SOMETHING_NEW", "/crm/v3/objects/contacts"),
     ] {
-        let upstream = scripted(move |n, _| if n == 0 { hubspot_429(policy, "You have reached your limit.") } else { ok() }).await;
+        let upstream = scripted(move |n, _| {
+            if n == 0 {
+                hubspot_429(policy, "You have reached your limit.")
+            } else {
+                ok()
+            }
+        })
+        .await;
         let gateway = gateway_for(&upstream, |_| {}).await;
         let (status, headers, _) = call(&gateway, "POST", path, Bytes::from_static(b"{}")).await;
-        assert_eq!(status, StatusCode::OK, "{policy}: the caller never sees the transient 429");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{policy}: the caller never sees the transient 429"
+        );
         assert_eq!(headers["x-hubgate-retries"], "1", "{policy}");
         assert_eq!(upstream.calls.load(Ordering::SeqCst), 2, "{policy}");
         let metrics = gateway.metrics().await;
-        let label = if policy == "SOMETHING_NEW" { "UNKNOWN" } else { policy };
+        let label = if policy == "SOMETHING_NEW" {
+            "UNKNOWN"
+        } else {
+            policy
+        };
         assert_eq!(
-            metric_value(&metrics, &format!(r#"hubgate_upstream_rate_limited_total{{app_id="anonymous",policy="{label}",portal_id="anonymous"}}"#)),
+            metric_value(
+                &metrics,
+                &format!(
+                    r#"hubgate_upstream_rate_limited_total{{app_id="anonymous",policy="{label}",portal_id="anonymous"}}"#
+                )
+            ),
             Some(1.0),
             "{metrics}"
         );
-        assert_eq!(metric_value(&metrics, r#"hubgate_retries_total{reason="rate_limited"}"#), Some(1.0));
+        assert_eq!(
+            metric_value(&metrics, r#"hubgate_retries_total{reason="rate_limited"}"#),
+            Some(1.0)
+        );
     }
 }
 
 #[tokio::test]
 async fn a_daily_429_is_answered_by_hubgate_and_stops_further_calls() {
-    let upstream = scripted(|_, _| hubspot_429("DAILY", "You have reached your daily limit.")).await;
+    let upstream =
+        scripted(|_, _| hubspot_429("DAILY", "You have reached your daily limit.")).await;
     let gateway = gateway_for(&upstream, |c| {
         c.credentials = vec![hubgate::identity::StaticCredential {
             token: Some("pat-na1-known".into()),
@@ -132,15 +170,24 @@ async fn a_daily_429_is_answered_by_hubgate_and_stops_further_calls() {
         assert_eq!(error["policyName"], "DAILY");
         assert!(headers.contains_key("retry-after"));
     }
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1, "after HubSpot said DAILY, hubgate answers itself");
+    assert_eq!(
+        upstream.calls.load(Ordering::SeqCst),
+        1,
+        "after HubSpot said DAILY, hubgate answers itself"
+    );
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let upstream = scripted(|n, _| {
         if n == 0 {
-            let mut response = hubspot_429("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.");
-            response.headers_mut().insert("retry-after", "1".parse().unwrap());
+            let mut response = hubspot_429(
+                "TEN_SECONDLY_ROLLING",
+                "You have reached your ten_secondly_rolling limit.",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", "1".parse().unwrap());
             response
         } else {
             ok()
@@ -151,14 +198,24 @@ async fn retry_after_is_honoured() {
     let (status, _, _) = call(&gateway, "GET", "/crm/v3/objects/contacts", Bytes::new()).await;
     assert_eq!(status, StatusCode::OK);
     let arrivals = upstream.arrivals.lock().unwrap().clone();
-    assert!(arrivals[1] - arrivals[0] >= Duration::from_secs(1), "{:?}", arrivals[1] - arrivals[0]);
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_secs(1),
+        "{:?}",
+        arrivals[1] - arrivals[0]
+    );
 }
 
 #[tokio::test]
 async fn locked_is_retried_after_the_locked_delay() {
     let upstream = scripted(|n, _| if n == 0 { status(423) } else { ok() }).await;
     let gateway = gateway_for(&upstream, |_| {}).await;
-    let (status, headers, _) = call(&gateway, "PATCH", "/crm/v3/objects/contacts/1", Bytes::from_static(b"{}")).await;
+    let (status, headers, _) = call(
+        &gateway,
+        "PATCH",
+        "/crm/v3/objects/contacts/1",
+        Bytes::from_static(b"{}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-hubgate-retries"], "1");
     let arrivals = upstream.arrivals.lock().unwrap().clone();
@@ -168,26 +225,60 @@ async fn locked_is_retried_after_the_locked_delay() {
 #[tokio::test]
 async fn a_post_is_not_sent_again_after_a_502_but_a_get_is() {
     // The POST always fails; the GET (call 1) fails once, then succeeds.
-    let upstream = scripted(|n, path| if path.ends_with("/post") || n == 1 { status(502) } else { ok() }).await;
+    let upstream = scripted(|n, path| {
+        if path.ends_with("/post") || n == 1 {
+            status(502)
+        } else {
+            ok()
+        }
+    })
+    .await;
     let gateway = gateway_for(&upstream, |_| {}).await;
-    let (status_code, headers, _) = call(&gateway, "POST", "/crm/v3/objects/post", Bytes::from_static(b"{}")).await;
+    let (status_code, headers, _) = call(
+        &gateway,
+        "POST",
+        "/crm/v3/objects/post",
+        Bytes::from_static(b"{}"),
+    )
+    .await;
     assert_eq!(status_code, StatusCode::BAD_GATEWAY);
-    assert!(headers["x-hubgate-retry-skipped"].to_str().unwrap().starts_with("not-idempotent"));
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1, "the POST went once");
-    let (status_code, headers, _) = call(&gateway, "GET", "/crm/v3/objects/get", Bytes::new()).await;
+    assert!(headers["x-hubgate-retry-skipped"]
+        .to_str()
+        .unwrap()
+        .starts_with("not-idempotent"));
+    assert_eq!(
+        upstream.calls.load(Ordering::SeqCst),
+        1,
+        "the POST went once"
+    );
+    let (status_code, headers, _) =
+        call(&gateway, "GET", "/crm/v3/objects/get", Bytes::new()).await;
     assert_eq!(status_code, StatusCode::OK);
     assert_eq!(headers["x-hubgate-retries"], "1");
 }
 
 #[tokio::test]
 async fn a_five_mib_body_is_not_retried() {
-    let upstream = scripted(|_, _| hubspot_429("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.")).await;
+    let upstream = scripted(|_, _| {
+        hubspot_429(
+            "TEN_SECONDLY_ROLLING",
+            "You have reached your ten_secondly_rolling limit.",
+        )
+    })
+    .await;
     let gateway = gateway_for(&upstream, |_| {}).await;
     let big = Bytes::from(vec![b'x'; 5 * 1024 * 1024]);
     let (status, headers, body) = call(&gateway, "POST", "/files/v3/files", big).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(json(&body)["policyName"], "TEN_SECONDLY_ROLLING", "HubSpot's own 429 is passed on");
-    assert!(headers["x-hubgate-retry-skipped"].to_str().unwrap().starts_with("body-too-large"));
+    assert_eq!(
+        json(&body)["policyName"],
+        "TEN_SECONDLY_ROLLING",
+        "HubSpot's own 429 is passed on"
+    );
+    assert!(headers["x-hubgate-retry-skipped"]
+        .to_str()
+        .unwrap()
+        .starts_with("body-too-large"));
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
 }
 
@@ -206,27 +297,39 @@ async fn the_retry_budget_caps_a_429_storm() {
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let gateway = gateway.clone();
-            tokio::spawn(async move { call(&gateway, "GET", "/crm/v3/objects/contacts", Bytes::new()).await })
+            tokio::spawn(async move {
+                call(&gateway, "GET", "/crm/v3/objects/contacts", Bytes::new()).await
+            })
         })
         .collect();
     let mut budget_skips = 0;
     for c in calls {
         let (status, headers, _) = c.await.unwrap();
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-        if headers.get("x-hubgate-retry-skipped").is_some_and(|v| v.to_str().unwrap().starts_with("retry-budget")) {
+        if headers
+            .get("x-hubgate-retry-skipped")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("retry-budget"))
+        {
             budget_skips += 1;
         }
     }
     let sent = upstream.calls.load(Ordering::SeqCst);
     // tower's budget: 1 retry per second over its 10 s memory, plus 10 % of 100 first tries.
     println!("storm: 100 calls caused {sent} upstream calls; {budget_skips} callers were told the retry budget was spent");
-    assert!(sent <= 100 + 10 + 10 + 5, "retries stayed within the budget: {sent}");
+    assert!(
+        sent <= 100 + 10 + 10 + 5,
+        "retries stayed within the budget: {sent}"
+    );
     assert!(budget_skips >= 70, "{budget_skips}");
 }
 
 #[tokio::test]
 async fn a_connection_refused_is_retried_for_any_method() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gateway = Gateway::start(&format!("http://127.0.0.1:{port}"), |c| {
         c.retry.base_delay_ms = 200;
         c.retry.max_delay_ms = 400;
@@ -235,21 +338,31 @@ async fn a_connection_refused_is_retried_for_any_method() {
     .await;
     let url = gateway.url("/crm/v3/objects/contacts");
     let pending = tokio::spawn(async move {
-        send(Request::post(url).body(Full::new(Bytes::from_static(b"{}"))).unwrap()).await
+        send(
+            Request::post(url)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The upstream comes up while the POST is being retried: nothing was sent before.
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let service = hyper::service::service_fn(|_| async { Ok::<_, std::convert::Infallible>(ok()) });
+        let service =
+            hyper::service::service_fn(|_| async { Ok::<_, std::convert::Infallible>(ok()) });
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
             .await;
     });
     let (status, headers, _) = pending.await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    let retries: u32 = headers["x-hubgate-retries"].to_str().unwrap().parse().unwrap();
+    let retries: u32 = headers["x-hubgate-retries"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retries >= 1);
 }
 

@@ -16,6 +16,7 @@
 
 pub mod book;
 pub mod daily;
+pub mod fair;
 pub mod queue;
 pub mod sim;
 pub mod time;
@@ -23,6 +24,7 @@ pub mod window;
 
 pub use book::{Budget, BudgetBook, BudgetKey, BudgetSpec, Limits, Reservation};
 pub use daily::{DailyBudget, DailyExhausted, DailySpec};
+pub use fair::{CallerId, FairQueue, Priority, Seat};
 pub use queue::{OwnerQueue, QueueTicket, Queued, RejectReason, Rejected};
 pub use time::Tick;
 pub use window::{SlidingLog, WindowSpec};

@@ -23,6 +23,13 @@ use super::time::Tick;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueTicket(u64);
 
+impl QueueTicket {
+    /// A ticket from another queue's numbering (`fair` shares the scheme).
+    pub(crate) const fn from_raw(raw: u64) -> QueueTicket {
+        QueueTicket(raw)
+    }
+}
+
 /// Why a call was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
