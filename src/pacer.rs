@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::classify::Keys;
 use crate::clock::Clock;
 use crate::engine::{
-    BudgetKey, FairQueue, Priority, QueueTicket, RejectReason, Reservation, Seat, Tick,
+    BudgetKey, CallerId, FairQueue, Priority, QueueTicket, RejectReason, Reservation, Seat, Tick,
 };
 use crate::identity::Owner;
 use crate::retry::RetryConfig;
@@ -53,6 +53,8 @@ type Verdict = Result<Duration, Refusal>;
 struct Waiter {
     /// The budgets the call spends.
     keys: Keys,
+    /// Its caller and weight, to count its send against the caller's share.
+    seat: Seat,
     /// Where the verdict goes; the caller's future holds the receiver.
     reply: oneshot::Sender<Verdict>,
     /// When the call arrived, for `X-Hubgate-Queue-Ms`.
@@ -101,6 +103,119 @@ struct LaneState {
     /// When a `high` call last asked; while that is recent, other calls leave the
     /// high reserve free.
     last_high: Option<Tick>,
+    /// Each caller's recent sends, so callers active together split the window.
+    shares: Shares,
+}
+
+/// Each caller's sends within the lane's window. Deficit round robin alone orders the
+/// waiting calls, but a caller with one call in flight is not waiting when a window's
+/// slots free up all at once; its share is kept for it while it is active (sent within
+/// the window), and given to the others once it is not.
+struct Shares {
+    /// The lane's window: capacity and length (capacity 0: no sharing, e.g. exempt calls).
+    window: (u32, Duration),
+    callers: std::collections::HashMap<CallerId, CallerSends>,
+}
+
+struct CallerSends {
+    sends: std::collections::VecDeque<Tick>,
+    weight: u32,
+    /// Callers share with callers of their own priority; higher ones are served first anyway.
+    priority: Priority,
+}
+
+impl Shares {
+    fn new(window: (u32, Duration)) -> Shares {
+        Shares {
+            window,
+            callers: std::collections::HashMap::new(),
+        }
+    }
+
+    fn prune(&mut self, now: Tick) {
+        let span = self.window.1;
+        self.callers.retain(|_, c| {
+            while c
+                .sends
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= span)
+            {
+                c.sends.pop_front();
+            }
+            !c.sends.is_empty()
+        });
+    }
+
+    fn record(&mut self, seat: Seat, now: Tick) {
+        if self.window.0 == 0 {
+            return;
+        }
+        let entry = self
+            .callers
+            .entry(seat.caller)
+            .or_insert_with(|| CallerSends {
+                sends: std::collections::VecDeque::new(),
+                weight: seat.weight,
+                priority: seat.priority,
+            });
+        entry.weight = seat.weight.max(1);
+        entry.priority = seat.priority;
+        entry.sends.push_back(now);
+    }
+
+    /// Whether `caller` may send now without taking the share of another active caller
+    /// of the same priority (`waiting` holds the waiting callers of that priority).
+    fn eligible(
+        &self,
+        caller: CallerId,
+        priority: Priority,
+        weight: u32,
+        waiting: &[(CallerId, u32)],
+    ) -> bool {
+        let limit = self.window.0;
+        if limit == 0 {
+            return true;
+        }
+        let mut total = 0u64;
+        let mut others = false;
+        let mut counted = std::collections::HashSet::new();
+        let active = self
+            .callers
+            .iter()
+            .filter(|(_, s)| s.priority == priority)
+            .map(|(c, s)| (*c, s.weight))
+            .chain(waiting.iter().copied())
+            .chain(std::iter::once((caller, weight)));
+        for (c, w) in active {
+            if counted.insert(c) {
+                total += u64::from(w.max(1));
+                others |= c != caller;
+            }
+        }
+        if !others {
+            return true;
+        }
+        let share = (u64::from(limit) * u64::from(weight.max(1)) / total).max(1);
+        let sent = self.callers.get(&caller).map_or(0, |c| c.sends.len()) as u64;
+        sent < share
+    }
+
+    /// Callers of `priority` active in the window that have nothing waiting: their share
+    /// is being kept.
+    fn idle_but_active(&self, priority: Priority, waiting: &[(CallerId, u32)]) -> bool {
+        self.callers
+            .iter()
+            .any(|(c, s)| s.priority == priority && !waiting.iter().any(|(w, _)| w == c))
+    }
+
+    /// When the next caller's oldest send leaves the window.
+    fn next_release(&self) -> Option<Tick> {
+        self.callers
+            .values()
+            .filter_map(|c| c.sends.front())
+            .min()
+            .map(|t| t.saturating_add(self.window.1))
+    }
 }
 
 /// The share of each window kept for `high` calls, in slots.
@@ -113,6 +228,13 @@ pub struct HighReserve {
     /// How long after the last `high` call the reserve is kept; after that it is given
     /// to the other calls (work-conserving).
     pub memory: Duration,
+}
+
+/// The windows callers share, per lane kind: capacity and length.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FairWindows {
+    pub burst: (u32, Duration),
+    pub search: (u32, Duration),
 }
 
 impl HighReserve {
@@ -137,6 +259,7 @@ pub struct PacerConfig {
     /// Builds each owner's retry budget.
     pub retry: RetryConfig,
     pub high_reserve: HighReserve,
+    pub fair_windows: FairWindows,
 }
 
 /// One call asking to be sent.
@@ -262,6 +385,7 @@ impl Pacer {
             let (reply, receiver) = oneshot::channel();
             let waiter = Waiter {
                 keys,
+                seat,
                 reply,
                 arrived: now,
             };
@@ -318,6 +442,11 @@ impl PacerInner {
                         driving: false,
                         idle_since: self.clock.now(),
                         last_high: None,
+                        shares: Shares::new(match kind {
+                            LaneKind::Burst => self.config.fair_windows.burst,
+                            LaneKind::Search => self.config.fair_windows.search,
+                            LaneKind::Other => (0, Duration::ZERO),
+                        }),
                     }),
                     wake: Notify::new(),
                     retry_budget: self.config.retry.new_budget(),
@@ -391,9 +520,36 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                     retry_after,
                 }));
             }
-            match state.queue.peek() {
-                Some((head, priority)) => {
-                    let (ticket, keys) = (head.ticket, head.item.keys.clone());
+            if state.queue.is_empty() {
+                state.driving = false;
+                state.idle_since = now;
+                return;
+            }
+            state.shares.prune(now);
+            // Only the highest priority with waiters competes; within it, callers share.
+            let top = state.queue.peek().map_or(Priority::Normal, |(_, p)| p);
+            let waiting: Vec<(CallerId, u32)> = state.queue.waiting_callers(top).collect();
+            let fair = state
+                .queue
+                .peek_eligible(|c| {
+                    waiting
+                        .iter()
+                        .find(|(w, _)| *w == c)
+                        .is_some_and(|&(_, weight)| state.shares.eligible(c, top, weight, &waiting))
+                })
+                .map(|(head, priority, _)| (head.ticket, head.item.keys.clone(), priority));
+            let chosen = match fair {
+                Some(head) => Some(head),
+                // Everyone waiting is at its share: hold the rest for an active caller
+                // between calls, or, if there is none, let the next in turn go.
+                None if state.shares.idle_but_active(top, &waiting) => None,
+                None => state
+                    .queue
+                    .peek()
+                    .map(|(head, priority)| (head.ticket, head.item.keys.clone(), priority)),
+            };
+            match chosen {
+                Some((ticket, keys, priority)) => {
                     let hold = inner.reserve_wait(&state, priority, &keys, now, unix_ms);
                     if hold.is_zero() {
                         Ok((ticket, keys))
@@ -403,9 +559,8 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                     }
                 }
                 None => {
-                    state.driving = false;
-                    state.idle_since = now;
-                    return;
+                    let until = state.shares.next_release().unwrap_or(now);
+                    Err(state.queue.next_deadline().map_or(until, |d| d.min(until)))
                 }
             }
         };
@@ -451,6 +606,9 @@ fn settle(
     // When the ticket is gone, its caller left while the slot was being reserved: the
     // slot stays spent (the safe side of the limit) and the next waiter gets its turn.
     if let Some(head) = state.queue.take(ticket) {
+        if verdict.is_ok() {
+            state.shares.record(head.item.seat, clock.now());
+        }
         let verdict = verdict.map(|sent| sent.saturating_duration_since(head.item.arrived));
         let _ = head.item.reply.send(verdict);
     }
@@ -518,6 +676,7 @@ mod tests {
                 idle_ttl: Duration::from_secs(300),
                 retry: RetryConfig::default(),
                 high_reserve: HighReserve::default(),
+                fair_windows: FairWindows::default(),
             },
         )
     }
@@ -655,6 +814,7 @@ mod tests {
                 idle_ttl: Duration::from_secs(300),
                 retry: RetryConfig::default(),
                 high_reserve: HighReserve::default(),
+                fair_windows: FairWindows::default(),
             },
         );
         let search = CallClass {
@@ -759,6 +919,7 @@ mod tests {
                 idle_ttl: Duration::from_secs(2),
                 retry: RetryConfig::default(),
                 high_reserve: HighReserve::default(),
+                fair_windows: FairWindows::default(),
             },
         );
         for portal_id in 0..50 {

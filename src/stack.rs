@@ -21,7 +21,7 @@ use crate::identify::IdentifyLayer;
 use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
 use crate::pace::{PaceLayer, PaceShared};
-use crate::pacer::{HighReserve, Pacer, PacerConfig};
+use crate::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
 use crate::respond::RespondLayer;
 use crate::store::MemoryStore;
 use crate::upstream;
@@ -63,6 +63,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
             idle_ttl: Duration::from_millis(config.budgets.idle_ttl_ms),
             retry: config.retry.clone(),
             high_reserve: high_reserve(config),
+            fair_windows: fair_windows(config),
         },
     );
     let pace = PaceLayer::new(PaceShared {
@@ -116,5 +117,28 @@ fn high_reserve(config: &Config) -> HighReserve {
         burst_slots: share(config.budgets.burst_limit),
         search_slots: share(config.budgets.search_limit),
         memory: Duration::from_millis(config.budgets.burst_window_ms),
+    }
+}
+
+/// The windows an owner's callers split between them, as the pacer counts them.
+fn fair_windows(config: &Config) -> FairWindows {
+    let budgets = &config.budgets;
+    let window = |limit: u32, ms: u64, margin_ms: u64| {
+        (
+            limit.saturating_sub(budgets.margin_slots),
+            Duration::from_millis(ms + margin_ms),
+        )
+    };
+    FairWindows {
+        burst: window(
+            budgets.burst_limit,
+            budgets.burst_window_ms,
+            budgets.burst_margin_ms,
+        ),
+        search: window(
+            budgets.search_limit,
+            budgets.search_window_ms,
+            budgets.search_margin_ms,
+        ),
     }
 }

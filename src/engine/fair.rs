@@ -248,6 +248,31 @@ impl<T> FairQueue<T> {
         self.deadlines.insert((deadline, ticket));
     }
 
+    /// The call that goes next among callers `eligible` allows: the highest priority with
+    /// an eligible waiter, and within it the first eligible caller in turn order.
+    pub fn peek_eligible(
+        &self,
+        eligible: impl Fn(CallerId) -> bool,
+    ) -> Option<(&Queued<T>, Priority, CallerId)> {
+        Priority::ALL.iter().find_map(|&p| {
+            let class = &self.classes[p.index()];
+            class
+                .ring
+                .iter()
+                .find(|&&c| eligible(c))
+                .and_then(|&caller| class.callers.get(&caller)?.front().map(|q| (q, p, caller)))
+        })
+    }
+
+    /// Callers with calls waiting at `priority`, and their weights.
+    pub fn waiting_callers(
+        &self,
+        priority: Priority,
+    ) -> impl Iterator<Item = (CallerId, u32)> + '_ {
+        let class = &self.classes[priority.index()];
+        class.ring.iter().map(move |&c| (c, class.weight(c)))
+    }
+
     /// The call that goes next: the highest priority with waiters, and within it the
     /// caller whose turn it is.
     pub fn peek(&self) -> Option<(&Queued<T>, Priority)> {
