@@ -15,6 +15,7 @@ use crate::classify::{budgets_for, Classifier};
 use crate::clock::Clock;
 use crate::error::GatewayError;
 use crate::identity::Owner;
+use crate::metrics::Metrics;
 use crate::pacer::{Pacer, Refusal};
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
@@ -35,16 +36,25 @@ struct PaceShared {
     /// `[queue] max_wait_ms`: the longest any call waits.
     max_wait: Duration,
     clock: Clock,
+    /// Where queue waits are observed (`hubgate_queue_wait_seconds`).
+    metrics: Metrics,
 }
 
 impl PaceLayer {
-    pub fn new(pacer: Pacer, classifier: Classifier, max_wait: Duration, clock: Clock) -> Self {
+    pub fn new(
+        pacer: Pacer,
+        classifier: Classifier,
+        max_wait: Duration,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> Self {
         PaceLayer {
             shared: Arc::new(PaceShared {
                 pacer,
                 classifier,
                 max_wait,
                 clock,
+                metrics,
             }),
         }
     }
@@ -113,6 +123,9 @@ where
                     .await
                     .map_err(|refusal| refused(refusal, owner, &shared.clock))?
             };
+            // Only sent calls: refusals are counted by outcome in hubgate_requests_total.
+            // Every call is "normal" until priority lanes exist.
+            shared.metrics.observe_queue_wait("normal", waited);
             let mut response = forward(request).await?;
             let headers = response.headers_mut();
             headers.insert(

@@ -336,6 +336,23 @@ async fn sweep_idle(inner: Weak<PacerInner>) {
     }
 }
 
+impl Pacer {
+    /// Every live lane's owner and the calls waiting in it (0 for a recently used idle
+    /// lane), read at scrape time by the budget metrics and the admin API.
+    pub fn queue_depths(&self) -> Vec<(Owner, usize)> {
+        self.inner
+            .lanes
+            .iter()
+            .map(|lane| (*lane.key(), lock(&lane.value().state).queue.len()))
+            .collect()
+    }
+
+    /// The clock the pacer reads, so views of the store use the same ticks.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Lane state stays consistent across a panic (each step is a whole queue operation).
     mutex

@@ -67,6 +67,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         Classifier::new(&config.budgets.exempt),
         Duration::from_millis(config.queue.max_wait_ms),
         clock,
+        metrics.clone(),
     );
     let forward = Forward::new(
         client,
