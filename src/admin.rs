@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness and Prometheus metrics, on a port of its own
-//! so that callers of the proxy never reach it.
+//! The admin listener: liveness, readiness, Prometheus metrics and the budget API, on a
+//! port of its own so that callers of the proxy never reach it.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
+use crate::observe::{self, Observer};
 
 /// What the admin endpoints report on.
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// False once shutdown begins, so load balancers stop sending new calls.
     pub ready: Arc<AtomicBool>,
+    /// Budget and queue state for `/admin/budgets` and `/admin/owners/{owner}`.
+    pub observer: Observer,
 }
 
 pub async fn handle<B>(
@@ -40,12 +43,45 @@ pub async fn handle<B>(
             );
             response
         }
+        (true, "/admin/budgets") => json_value(StatusCode::OK, &state.observer.budgets_json()),
+        (true, path) if path.starts_with("/admin/owners/") => {
+            owner(&state.observer, &path["/admin/owners/".len()..])
+        }
         _ => json(
             StatusCode::NOT_FOUND,
-            r#"{"status":"error","message":"unknown admin endpoint; use GET /healthz, /readyz or /metrics","category":"OBJECT_NOT_FOUND"}"#,
+            r#"{"status":"error","message":"unknown admin endpoint; use GET /healthz, /readyz, /metrics, /admin/budgets or /admin/owners/{app_id}:{portal_id}","category":"OBJECT_NOT_FOUND"}"#,
         ),
     };
     Ok(response)
+}
+
+/// `/admin/owners/{owner}`: the owner's budgets and queue, 400 for a malformed owner, 404
+/// for one hubgate holds nothing for. Error messages never echo the path back, which a
+/// confused caller might have put a token in.
+fn owner(observer: &Observer, text: &str) -> Response<Body> {
+    let Some(owner) = observe::parse_owner(text) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"status":"error","message":"name the owner as app_id:portal_id (e.g. /admin/owners/123:456), anonymous or unidentified:<16 hex digits>","category":"VALIDATION_ERROR"}"#,
+        );
+    };
+    match observer.owner_json(&owner) {
+        Some(view) => json_value(StatusCode::OK, &view),
+        None => json(
+            StatusCode::NOT_FOUND,
+            r#"{"status":"error","message":"no active owner by that name: it has no queue and no live budget (unknown, or idle longer than budgets.idle_ttl_ms)","category":"OBJECT_NOT_FOUND"}"#,
+        ),
+    }
+}
+
+fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(body::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response
 }
 
 fn json(status: StatusCode, text: &'static str) -> Response<Body> {

@@ -32,6 +32,25 @@ pub struct Config {
     /// Private-app tokens known in advance, resolved without asking HubSpot.
     pub credentials: Vec<StaticCredential>,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// What `/metrics` exports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Owners (`app_id`, `portal_id` label pairs) given series of their own in each
+    /// per-owner metric; the rest are summed under `app_id="other", portal_id="other"`, so
+    /// a flood of owners cannot flood Prometheus.
+    pub max_owner_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_owner_series: 1000,
+        }
+    }
 }
 
 /// The listeners callers and operators connect to, and the bounds on what callers send.
@@ -589,6 +608,12 @@ impl Config {
         }
         if self.queue.max_depth_per_owner == 0 {
             bad("queue.max_depth_per_owner", "must be at least 1".into());
+        }
+        if self.metrics.max_owner_series == 0 || self.metrics.max_owner_series > 100_000 {
+            bad(
+                "metrics.max_owner_series",
+                "must be between 1 and 100000: each owner series costs Prometheus memory".into(),
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bad(

@@ -17,6 +17,7 @@ pub mod hop;
 pub mod identify;
 pub mod identity;
 pub mod metrics;
+pub mod observe;
 pub mod outcome;
 pub mod pace;
 pub mod pacer;

@@ -1,7 +1,13 @@
 //! The gateway's Prometheus metrics, in a registry of its own so that parallel gateways
 //! (tests, embedding) never collide.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use crate::identity::Owner;
 use crate::outcome::Outcome;
@@ -23,7 +29,20 @@ pub struct Metrics {
     upstream_rate_limited_total: IntCounterVec,
     /// Calls sent again, by why.
     retries_total: IntCounterVec,
+    /// Time calls waited for budget before being sent, by priority lane.
+    queue_wait_seconds: HistogramVec,
+    /// Owner label pairs that have their own `upstream_rate_limited_total` series; counters
+    /// never lose a series, so once full every new owner counts under "other".
+    rate_limited_owners: Arc<Mutex<HashSet<(String, String)>>>,
+    /// `[metrics] max_owner_series`.
+    max_owner_series: usize,
 }
+
+/// Every `lane` label of `hubgate_queue_wait_seconds`.
+pub const LANES: [&str; 3] = ["high", "normal", "low"];
+
+/// The label value owners beyond `[metrics] max_owner_series` are summed under.
+pub const OTHER: &str = "other";
 
 /// Every `reason` label of `hubgate_retries_total`.
 pub const RETRY_REASONS: [&str; 6] = [
@@ -47,7 +66,13 @@ pub const IDENTITY_RESULTS: [&str; 7] = [
 ];
 
 impl Metrics {
+    /// Metrics with the default bound of 1000 owner series.
     pub fn new() -> Metrics {
+        Metrics::with_max_owner_series(crate::config::MetricsConfig::default().max_owner_series)
+    }
+
+    /// Metrics giving at most `max_owner_series` owners series of their own.
+    pub fn with_max_owner_series(max_owner_series: usize) -> Metrics {
         let registry = Registry::new();
         let requests_total = IntCounterVec::new(
             Opts::new(
@@ -101,6 +126,18 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let queue_wait_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "hubgate_queue_wait_seconds",
+                "Time calls waited for budget before being sent upstream, by priority lane.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+                60.0,
+            ]),
+            &["lane"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_responses_total.clone()),
@@ -108,6 +145,7 @@ impl Metrics {
             Box::new(identity_lookups_total.clone()),
             Box::new(upstream_rate_limited_total.clone()),
             Box::new(retries_total.clone()),
+            Box::new(queue_wait_seconds.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -121,6 +159,9 @@ impl Metrics {
         for reason in RETRY_REASONS {
             retries_total.with_label_values(&[reason]);
         }
+        for lane in LANES {
+            queue_wait_seconds.with_label_values(&[lane]);
+        }
         Metrics {
             registry,
             requests_total,
@@ -129,15 +170,54 @@ impl Metrics {
             identity_lookups_total,
             upstream_rate_limited_total,
             retries_total,
+            queue_wait_seconds,
+            rate_limited_owners: Arc::default(),
+            max_owner_series: max_owner_series.max(1),
         }
+    }
+
+    /// `[metrics] max_owner_series`.
+    pub fn max_owner_series(&self) -> usize {
+        self.max_owner_series
+    }
+
+    /// Adds a collector computed at scrape time (the budget and queue gauges).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        self.registry
+            .register(collector)
+            .map_err(|e| anyhow::anyhow!("cannot register metrics: {e}"))
+    }
+
+    /// A call waited `waited` for budget in `lane` (one of [`LANES`]) and was sent.
+    pub fn observe_queue_wait(&self, lane: &'static str, waited: Duration) {
+        self.queue_wait_seconds
+            .with_label_values(&[lane])
+            .observe(waited.as_secs_f64());
     }
 
     /// A 429 from the upstream for `owner`, by the policy its body named.
     pub fn count_upstream_rate_limited(&self, owner: &Owner, policy: Policy) {
-        let (app, portal) = owner_labels(owner);
+        let (app, portal) = self.bounded_rate_limited_owner(owner_labels(owner));
         self.upstream_rate_limited_total
             .with_label_values(&[app.as_str(), portal.as_str(), policy.as_label()])
             .inc();
+    }
+
+    /// The labels `owner` counts under: its own while fewer than `max_owner_series` owners
+    /// have a series, "other" after that.
+    fn bounded_rate_limited_owner(&self, labels: (String, String)) -> (String, String) {
+        let mut owners = self
+            .rate_limited_owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if owners.contains(&labels) {
+            return labels;
+        }
+        if owners.len() < self.max_owner_series {
+            owners.insert(labels.clone());
+            return labels;
+        }
+        (OTHER.into(), OTHER.into())
     }
 
     /// A call sent again; `reason` is one of [`RETRY_REASONS`].
@@ -183,7 +263,7 @@ impl Metrics {
 }
 
 /// `app_id` and `portal_id` label values of an owner; never a token or its hash.
-fn owner_labels(owner: &Owner) -> (String, String) {
+pub fn owner_labels(owner: &Owner) -> (String, String) {
     match owner {
         Owner::App { app_id, portal_id } => (app_id.to_string(), portal_id.to_string()),
         Owner::Unidentified { .. } => ("unidentified".into(), "unidentified".into()),

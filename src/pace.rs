@@ -154,7 +154,7 @@ impl PaceShared {
         let mut queued = Duration::ZERO;
         loop {
             if !keys.is_empty() {
-                queued += self
+                let waited = self
                     .pacer
                     .admit(Ask {
                         owner,
@@ -165,6 +165,11 @@ impl PaceShared {
                     })
                     .await
                     .map_err(|refusal| refused(refusal, owner, &self.clock))?;
+                // Only admitted calls: refusals are counted by outcome in
+                // hubgate_requests_total.
+                self.metrics
+                    .observe_queue_wait(caller.seat.priority.as_label(), waited);
+                queued += waited;
             }
             let body = match (&replayable, streaming.take()) {
                 (Some(bytes), _) => body::full(bytes.clone()),

@@ -310,10 +310,7 @@ impl Pacer {
 
     /// Owners with a live lane now (busy or recently used).
     pub fn active_owners(&self) -> usize {
-        let mut owners: Vec<Owner> = self.inner.lanes.iter().map(|e| e.key().0).collect();
-        owners.sort_unstable_by_key(|o| o.label());
-        owners.dedup();
-        owners.len()
+        self.queue_depths().len()
     }
 
     /// Calls waiting for `owner`, over all its lanes.
@@ -636,6 +633,23 @@ async fn sweep_idle(inner: Weak<PacerInner>) {
                 || now.saturating_duration_since(state.idle_since) < ttl
         });
         inner.store.evict_idle(now, inner.clock.unix_ms(), ttl);
+    }
+}
+
+impl Pacer {
+    /// Every live lane's owner and the calls waiting in it (0 for a recently used idle
+    /// lane), read at scrape time by the budget metrics and the admin API.
+    pub fn queue_depths(&self) -> Vec<(Owner, usize)> {
+        let mut depths: std::collections::HashMap<Owner, usize> = std::collections::HashMap::new();
+        for lane in self.inner.lanes.iter() {
+            *depths.entry(lane.key().0).or_default() += lock(&lane.value().state).queue.len();
+        }
+        depths.into_iter().collect()
+    }
+
+    /// The clock the pacer reads, so views of the store use the same ticks.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
     }
 }
 

@@ -19,6 +19,7 @@ use crate::admin::{self, AdminState};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::observe::{BudgetCollector, Observer};
 use crate::respond::PeerAddr;
 use crate::stack::{self, ProxyService};
 
@@ -50,12 +51,20 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let stack::Stack { service, pacer: _ } = stack::build(&config, &metrics)?;
+    let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
+    let stack::Stack { service, pacer } = stack::build(&config, &metrics)?;
+    // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
+    let observer = Observer::new(
+        pacer,
+        config.metrics.max_owner_series,
+        Duration::from_millis(config.queue.max_wait_ms),
+    );
+    metrics.register(Box::new(BudgetCollector::new(observer.clone())))?;
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        observer,
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

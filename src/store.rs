@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::engine::{BudgetBook, BudgetKey, DailyExhausted, Limits, Reservation, Tick};
+use crate::engine::{Budget, BudgetBook, BudgetKey, DailyExhausted, Limits, Reservation, Tick};
 
 /// A boxed future, so the trait stays object-safe for a network-backed store.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -63,8 +63,66 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// How many budgets are held.
     fn len(&self) -> usize;
 
+    /// Every live budget as it stands at `now` / `unix_ms`, read-only, for the admin API
+    /// and the budget metrics (scrape time, never per call).
+    fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView>;
+
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One budget's state at a moment: plain numbers, so any store (memory, Redis) can fill it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetView {
+    pub key: BudgetKey,
+    /// Sends allowed per window (HubSpot's limit less `margin_slots`) or per day; 0 for an
+    /// unlimited daily budget.
+    pub limit: u64,
+    /// Sends in the current rolling window (a window HubSpot blocked counts as full), or
+    /// counted today.
+    pub used: u64,
+    /// Sends still allowed now; `u64::MAX` for an unlimited daily budget.
+    pub remaining: u64,
+    /// How long until one more send is allowed: 0 when one is allowed now, `None` never
+    /// (limit 0) or, for daily budgets, not before `resets_at_unix_ms`.
+    pub next_free_in: Option<Duration>,
+    /// Daily budgets: unix ms of the next reset (local midnight).
+    pub resets_at_unix_ms: Option<i64>,
+}
+
+impl BudgetView {
+    /// The view of `budget` named `key`.
+    pub fn of(key: BudgetKey, budget: &Budget, now: Tick, unix_ms: i64) -> BudgetView {
+        match budget {
+            Budget::Window(log) => {
+                let next = log.next_free(now);
+                BudgetView {
+                    key,
+                    limit: u64::from(log.capacity()),
+                    used: u64::from(log.used(now)),
+                    remaining: u64::from(log.remaining(now)),
+                    next_free_in: (next != Tick::MAX).then(|| next.saturating_duration_since(now)),
+                    resets_at_unix_ms: None,
+                }
+            }
+            Budget::Daily(day) => {
+                let reset = day.reset_at(unix_ms);
+                let remaining = day.remaining(unix_ms);
+                BudgetView {
+                    key,
+                    limit: day.limit(),
+                    used: day.used(unix_ms),
+                    remaining,
+                    next_free_in: Some(if remaining > 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(u64::try_from(reset - unix_ms).unwrap_or(0))
+                    }),
+                    resets_at_unix_ms: Some(reset),
+                }
+            }
+        }
     }
 }
 
@@ -150,5 +208,12 @@ impl BudgetStore for MemoryStore {
 
     fn len(&self) -> usize {
         self.book().len()
+    }
+
+    fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView> {
+        self.book()
+            .iter()
+            .map(|(key, budget)| BudgetView::of(*key, budget, now, unix_ms))
+            .collect()
     }
 }

@@ -319,6 +319,11 @@ impl BudgetBook {
         }
     }
 
+    /// Every live budget, in no particular order, for admin views and metrics.
+    pub fn iter(&self) -> impl Iterator<Item = (&BudgetKey, &Budget)> + '_ {
+        self.budgets.iter().map(|(k, e)| (k, &e.budget))
+    }
+
     /// The live budget named `key`, for admin views; `None` if not live.
     pub fn get(&self, key: &BudgetKey) -> Option<&Budget> {
         self.budgets.get(key).map(|e| &e.budget)
