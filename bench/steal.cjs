@@ -1,0 +1,33 @@
+// Callers that use the official Node SDK (@hubspot/api-client) for SECONDS seconds with
+// CONCURRENCY loops of contacts getPage. MODE: "hubgate" (basePath = hubgate, SDK without
+// limiter or retries), "sdk-presets" (basePath = simulator, the SDK's own limiter preset
+// and 6 retries), "sdk-plain" (basePath = simulator, nothing). Prints one JSON line.
+const hubspot = require('@hubspot/api-client');
+const { DEFAULT_LIMITER_OPTIONS } = require('@hubspot/api-client/lib/src/configuration/constants');
+
+const mode = process.env.MODE;
+const options = { accessToken: process.env.TOKEN, basePath: process.env.BASE };
+if (mode === 'sdk-presets') {
+  options.limiterOptions = DEFAULT_LIMITER_OPTIONS;
+  options.numberOfApiCallRetries = 6;
+}
+const client = new hubspot.Client(options);
+const stopAt = Date.now() + Number(process.env.SECONDS) * 1000;
+let ok = 0;
+const errors = {};
+
+async function loop() {
+  while (Date.now() < stopAt) {
+    try {
+      await client.crm.contacts.basicApi.getPage(1);
+      ok += 1;
+    } catch (e) {
+      const code = String(e.code || e.message);
+      errors[code] = (errors[code] || 0) + 1;
+    }
+  }
+}
+
+Promise.all(Array.from({ length: Number(process.env.CONCURRENCY) }, loop)).then(() => {
+  console.log(JSON.stringify({ mode, ok, errors }));
+});
