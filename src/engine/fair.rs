@@ -10,7 +10,9 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use super::queue::{QueueTicket, Queued, RejectReason, Rejected};
+#[cfg(test)]
+use super::queue::RejectReason;
+use super::queue::{refuse, QueueTicket, Queued, Rejected};
 use super::time::Tick;
 
 /// Which of a lane's three service classes a call waits in.
@@ -175,19 +177,8 @@ impl<T> FairQueue<T> {
         now: Tick,
         estimated_wait: Duration,
     ) -> Result<QueueTicket, Rejected<T>> {
-        if self.len() >= self.max_depth {
-            return Err(Rejected {
-                reason: RejectReason::QueueFull,
-                item,
-            });
-        }
-        if estimated_wait == Duration::MAX || now.saturating_add(estimated_wait) > deadline {
-            return Err(Rejected {
-                reason: RejectReason::DeadlineUnmeetable {
-                    estimate: estimated_wait,
-                },
-                item,
-            });
+        if let Some(reason) = refuse(self.len(), self.max_depth, deadline, now, estimated_wait) {
+            return Err(Rejected { reason, item });
         }
         let ticket = QueueTicket::from_raw(self.next_back);
         self.next_back += 1;

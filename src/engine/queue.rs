@@ -65,6 +65,26 @@ pub struct Queued<T> {
     pub enqueued_at: Tick,
 }
 
+/// Why a new waiter may not join a queue of `len` (of at most `max_depth`): full, or its
+/// estimated wait already passes its deadline. `None`: it may.
+pub(crate) fn refuse(
+    len: usize,
+    max_depth: usize,
+    deadline: Tick,
+    now: Tick,
+    estimated_wait: Duration,
+) -> Option<RejectReason> {
+    if len >= max_depth {
+        return Some(RejectReason::QueueFull);
+    }
+    if estimated_wait == Duration::MAX || now.saturating_add(estimated_wait) > deadline {
+        return Some(RejectReason::DeadlineUnmeetable {
+            estimate: estimated_wait,
+        });
+    }
+    None
+}
+
 /// Tickets from `push` count up from here and those from `push_front` count down, so the
 /// deque stays sorted by ticket and `remove` can binary-search it.
 const TICKET_MIDDLE: u64 = 1 << 63;
@@ -121,19 +141,14 @@ impl<T> OwnerQueue<T> {
         now: Tick,
         estimated_wait: Duration,
     ) -> Result<QueueTicket, Rejected<T>> {
-        if self.items.len() >= self.max_depth {
-            return Err(Rejected {
-                reason: RejectReason::QueueFull,
-                item,
-            });
-        }
-        if estimated_wait == Duration::MAX || now.saturating_add(estimated_wait) > deadline {
-            return Err(Rejected {
-                reason: RejectReason::DeadlineUnmeetable {
-                    estimate: estimated_wait,
-                },
-                item,
-            });
+        if let Some(reason) = refuse(
+            self.items.len(),
+            self.max_depth,
+            deadline,
+            now,
+            estimated_wait,
+        ) {
+            return Err(Rejected { reason, item });
         }
         let ticket = QueueTicket(self.next_back);
         self.next_back = self.next_back.saturating_add(1);
