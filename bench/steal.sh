@@ -36,10 +36,13 @@ callers = json.loads(sys.argv[1]); seconds = int(sys.argv[2])
 o = [x for x in json.load(sys.stdin)["owners"] if x["app_id"] == 7][0]
 ours = o["arrivals"] - o["outside"]
 rejected = o["rate_limited"]["TEN_SECONDLY_ROLLING"]
-left = (110 - 33) * (seconds / 10)
+left = (110 - 33) * callers["windows"]
 errors = sum(callers["errors"].values())
-print(f"{callers[\"mode\"]:>12}: callers got {callers[\"ok\"]} answers and {errors} errors {callers[\"errors\"]}; "
+mode, ok, by_code = callers["mode"], callers["ok"], callers["errors"]
+in_span, windows = callers["inSpan"], callers["windows"]
+print(f"{mode:>12}: callers got {ok} answers and {errors} errors {by_code}; "
       f"sent {ours}, HubSpot refused {rejected} ({100 * rejected / max(ours, 1):.1f} %); "
-      f"accepted {ours - rejected} of the ~{left:.0f} slots the other client left ({100 * (ours - rejected) / left:.0f} %)")
+      f"{in_span} answered within {windows} windows of the first, of the {left} slots "
+      f"the other client left ({100 * in_span / left:.0f} %)")
 ' "$callers" "$seconds"
 done
