@@ -14,6 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hubgate::sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
+/// The timing-sensitive tests run one at a time, so they do not slow each other down on a
+/// 2-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An upstream that answers call `n` (0-based) with `script(n, path)` and records when
 /// each call arrived.
 struct Scripted {
@@ -284,6 +288,7 @@ async fn a_five_mib_body_is_not_retried() {
 
 #[tokio::test]
 async fn the_retry_budget_caps_a_429_storm() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let upstream = scripted(|_, _| hubspot_429("SOMETHING_NEW", "busy")).await;
     let gateway = Arc::new(
         gateway_for(&upstream, |c| {
@@ -371,9 +376,11 @@ async fn a_connection_refused_is_retried_for_any_method() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_client_stealing_budget_costs_callers_nothing() {
     const LIMIT: u64 = 20;
-    let sim_config = SimConfig::from_toml_str(
-        "burst_limit = 20\nburst_window_ms = 200\ndaily_limit = 0\n[[tokens]]\ntoken = \"pat-na1-steal\"\napp_id = 7\nportal_id = 70\n",
-    )
+    const WINDOW_MS: u64 = 250;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let sim_config = SimConfig::from_toml_str(&format!(
+        "burst_limit = {LIMIT}\nburst_window_ms = {WINDOW_MS}\ndaily_limit = 0\n[[tokens]]\ntoken = \"pat-na1-steal\"\napp_id = 7\nportal_id = 70\n"
+    ))
     .unwrap();
     let sim = Simulator::start(sim_config, TcpListener::bind("127.0.0.1:0").await.unwrap())
         .await
@@ -383,8 +390,8 @@ async fn another_client_stealing_budget_costs_callers_nothing() {
     let gateway = Arc::new(
         Gateway::start(&sim.base_url(), |c| {
             c.budgets.burst_limit = LIMIT as u32;
-            c.budgets.burst_window_ms = 200;
-            c.budgets.burst_margin_ms = 10;
+            c.budgets.burst_window_ms = WINDOW_MS;
+            c.budgets.burst_margin_ms = 20;
         })
         .await,
     );
@@ -394,7 +401,7 @@ async fn another_client_stealing_budget_costs_callers_nothing() {
             let gateway = gateway.clone();
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
-                while started.elapsed() < Duration::from_secs(8) {
+                while started.elapsed() < Duration::from_secs(10) {
                     let request = Request::get(gateway.url("/crm/v3/objects/contacts"))
                         .header("authorization", "Bearer pat-na1-steal")
                         .body(Full::new(Bytes::new()))
@@ -417,7 +424,7 @@ async fn another_client_stealing_budget_costs_callers_nothing() {
     let owner = stats.owner(7, 70).unwrap();
     let ours = owner.arrivals - owner.outside;
     let rejected = owner.rate_limited.ten_secondly_rolling;
-    let windows = started.elapsed().as_millis() as u64 / 200;
+    let windows = started.elapsed().as_millis() as u64 / WINDOW_MS;
     println!(
         "steal: {answered} calls answered 200; hubgate sent {ours}, HubSpot refused {rejected} ({:.2} %); the other client sent {}; hubgate used {:.1} % of the {} slots per window left to it",
         100.0 * rejected as f64 / ours as f64,
