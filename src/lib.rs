@@ -21,6 +21,7 @@ pub mod pace;
 pub mod pacer;
 pub mod ratelimit;
 pub mod redact;
+pub mod redis_store;
 pub mod respond;
 pub mod server;
 pub mod sim;

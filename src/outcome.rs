@@ -15,16 +15,19 @@ pub enum Outcome {
     RejectedQueueFull,
     /// Refused because its portal's daily budget was exhausted.
     RejectedDaily,
+    /// Refused because the shared budget store was unreachable (`on_failure = "fail_closed"`).
+    RejectedStoreUnavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
         Outcome::RejectedDeadline,
         Outcome::RejectedQueueFull,
         Outcome::RejectedDaily,
+        Outcome::RejectedStoreUnavailable,
     ];
 
     /// The `outcome` label value of `hubgate_requests_total`.
@@ -36,6 +39,7 @@ impl Outcome {
             Outcome::RejectedDeadline => "rejected_deadline",
             Outcome::RejectedQueueFull => "rejected_queue_full",
             Outcome::RejectedDaily => "rejected_daily",
+            Outcome::RejectedStoreUnavailable => "rejected_store_unavailable",
         }
     }
 }

@@ -51,11 +51,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let stack::Stack { service, pacer: _ } = stack::build(&config, &metrics)?;
+    let stack::Stack {
+        service,
+        pacer: _,
+        shared_store,
+    } = stack::build(&config, &metrics)?;
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        store: shared_store,
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

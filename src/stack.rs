@@ -8,8 +8,6 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use std::sync::Arc;
-
 use crate::body::Body;
 use crate::classify::Classifier;
 use crate::clock::Clock;
@@ -22,7 +20,6 @@ use crate::metrics::Metrics;
 use crate::pace::PaceLayer;
 use crate::pacer::{Pacer, PacerConfig};
 use crate::respond::RespondLayer;
-use crate::store::MemoryStore;
 use crate::upstream;
 
 /// The whole request path as one cloneable service that never fails: every call gets a
@@ -33,6 +30,8 @@ pub type ProxyService = BoxCloneService<Request<Body>, Response<Body>, Infallibl
 pub struct Stack {
     pub service: ProxyService,
     pub pacer: Pacer,
+    /// The Redis store when budgets are shared (`[store] kind = "redis"`), for `/readyz`.
+    pub shared_store: Option<crate::redis_store::RedisStore>,
 }
 
 /// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
@@ -54,8 +53,13 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         metrics.clone(),
     )?;
     let clock = Clock::new();
+    let (store, shared_store) = crate::redis_store::build_store(
+        &config.store,
+        config.budgets.limits(),
+        metrics.store_degraded_gauge(),
+    )?;
     let pacer = Pacer::new(
-        Arc::new(MemoryStore::new(config.budgets.limits())),
+        store,
         clock,
         PacerConfig {
             max_depth_per_owner: config.queue.max_depth_per_owner,
@@ -95,5 +99,6 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
     Ok(Stack {
         service: BoxCloneService::new(service),
         pacer,
+        shared_store,
     })
 }
