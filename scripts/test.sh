@@ -14,6 +14,8 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_apt+=(prometheus)
+# tests/redis_store.rs starts its own redis-server instances on loopback ports.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -19,6 +19,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Budget and queue state for `/admin/budgets` and `/admin/owners/{owner}`.
     pub observer: Observer,
+    /// The shared budget store, when there is one: `/readyz` reports it degraded.
+    pub store: Option<crate::redis_store::RedisStore>,
 }
 
 pub async fn handle<B>(
@@ -28,6 +30,9 @@ pub async fn handle<B>(
     let get = matches!(*request.method(), Method::GET | Method::HEAD);
     let response = match (get, request.uri().path()) {
         (true, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
+        (true, "/readyz") if state.ready.load(Ordering::Relaxed) && state.store.is_some() => {
+            store_readiness(state.store.as_ref())
+        }
         (true, "/readyz") if state.ready.load(Ordering::Relaxed) => {
             json(StatusCode::OK, r#"{"status":"ready"}"#)
         }
@@ -82,6 +87,23 @@ fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         HeaderValue::from_static("application/json;charset=utf-8"),
     );
     response
+}
+
+/// Ready, or degraded: serving local shares (200, so load balancers keep it) or refusing
+/// every call until Redis is back (503).
+fn store_readiness(store: Option<&crate::redis_store::RedisStore>) -> Response<Body> {
+    use crate::redis_store::StoreHealth;
+    match store.map(|s| s.health()) {
+        Some(StoreHealth::DegradedLocalShare) => json(
+            StatusCode::OK,
+            r#"{"status":"degraded","store":"redis unreachable","message":"serving each budget's local share ([store] on_failure = \"local_share\") until Redis answers again"}"#,
+        ),
+        Some(StoreHealth::DegradedFailClosed) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"degraded","store":"redis unreachable","message":"refusing calls ([store] on_failure = \"fail_closed\") until Redis answers again","category":"HUBGATE_STORE_UNAVAILABLE"}"#,
+        ),
+        Some(StoreHealth::Healthy) | None => json(StatusCode::OK, r#"{"status":"ready"}"#),
+    }
 }
 
 fn json(status: StatusCode, text: &'static str) -> Response<Body> {

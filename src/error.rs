@@ -58,6 +58,8 @@ pub enum GatewayError {
         resets_at: String,
         retry_after: Duration,
     },
+    #[error("hubgate cannot reach the shared budget store (Redis) and is configured to refuse calls meanwhile ([store] on_failure = \"fail_closed\"); nothing was sent to HubSpot, retry shortly")]
+    StoreUnavailable { owner: String },
 }
 
 /// When and whether a caller should try again, as `Retry-After`, `retry-after-ms` and
@@ -79,7 +81,9 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::QueueFull { .. } | GatewayError::StoreUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::DeadlineUnmeetable { .. }
             | GatewayError::DeadlineExpired { .. }
             | GatewayError::DailyExhausted { .. }
@@ -106,6 +110,8 @@ impl GatewayError {
             | GatewayError::DeadlineExpired { retry_after, .. }
             | GatewayError::CallerCapped { retry_after, .. } => (*retry_after, true),
             GatewayError::DeadlineUnmeetable { estimate, .. } => (*estimate, true),
+            // The store is probed about twice a second; a second is a fair first retry.
+            GatewayError::StoreUnavailable { .. } => (Duration::from_secs(1), true),
             // Hours away: an SDK's automatic retry would only spend the caller's time.
             GatewayError::DailyExhausted { retry_after, .. } => (*retry_after, false),
             _ => return None,
@@ -122,7 +128,8 @@ impl GatewayError {
             GatewayError::QueueFull { owner, .. }
             | GatewayError::DeadlineUnmeetable { owner, .. }
             | GatewayError::DeadlineExpired { owner, .. }
-            | GatewayError::DailyExhausted { owner, .. } => Some(owner),
+            | GatewayError::DailyExhausted { owner, .. }
+            | GatewayError::StoreUnavailable { owner } => Some(owner),
             _ => None,
         }
     }
@@ -139,6 +146,7 @@ impl GatewayError {
                 "HUBGATE_UPSTREAM_UNAVAILABLE"
             }
             GatewayError::UpstreamTimeout { .. } => "HUBGATE_UPSTREAM_TIMEOUT",
+            GatewayError::StoreUnavailable { .. } => "HUBGATE_STORE_UNAVAILABLE",
             GatewayError::QueueFull { .. }
             | GatewayError::DeadlineUnmeetable { .. }
             | GatewayError::DeadlineExpired { .. }
@@ -158,6 +166,7 @@ impl GatewayError {
             }
             GatewayError::DailyExhausted { .. } => Outcome::RejectedDaily,
             GatewayError::CallerCapped { .. } => Outcome::RejectedCap,
+            GatewayError::StoreUnavailable { .. } => Outcome::RejectedStoreUnavailable,
             GatewayError::ConnectRefused
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }

@@ -23,6 +23,7 @@ pub mod pace;
 pub mod pacer;
 pub mod ratelimit;
 pub mod redact;
+pub mod redis_store;
 pub mod replay;
 pub mod respond;
 pub mod retry;

@@ -271,6 +271,24 @@ pub fn owner_labels(owner: &Owner) -> (String, String) {
     }
 }
 
+impl Metrics {
+    /// `hubgate_store_degraded`, registered by the stack whatever the store kind (memory
+    /// stays 0). Registered on first call; a second stack on the same `Metrics` gets an
+    /// unexported gauge rather than an error.
+    pub fn store_degraded_gauge(&self) -> prometheus::IntGauge {
+        let gauge = prometheus::IntGauge::new(
+            "hubgate_store_degraded",
+            "1 while the shared budget store (Redis) is unreachable and this replica serves \
+             its local share or refuses calls ([store] on_failure), else 0.",
+        )
+        .expect("static metric definition");
+        if let Err(e) = self.registry.register(Box::new(gauge.clone())) {
+            tracing::debug!(error = %e, "hubgate_store_degraded already registered");
+        }
+        gauge
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()

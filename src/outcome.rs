@@ -17,10 +17,12 @@ pub enum Outcome {
     RejectedDaily,
     /// Refused because its caller was over its `max_rps` cap.
     RejectedCap,
+    /// Refused because the shared budget store was unreachable (`on_failure = "fail_closed"`).
+    RejectedStoreUnavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
@@ -28,6 +30,7 @@ impl Outcome {
         Outcome::RejectedQueueFull,
         Outcome::RejectedDaily,
         Outcome::RejectedCap,
+        Outcome::RejectedStoreUnavailable,
     ];
 
     /// The `outcome` label value of `hubgate_requests_total`.
@@ -40,6 +43,7 @@ impl Outcome {
             Outcome::RejectedQueueFull => "rejected_queue_full",
             Outcome::RejectedDaily => "rejected_daily",
             Outcome::RejectedCap => "rejected_cap",
+            Outcome::RejectedStoreUnavailable => "rejected_store_unavailable",
         }
     }
 }

@@ -429,6 +429,7 @@ fn refused(refusal: Refusal, owner: Owner, clock: &Clock) -> GatewayError {
             waited,
             retry_after,
         },
+        Refusal::StoreUnavailable => GatewayError::StoreUnavailable { owner: owner_label },
         Refusal::DailyExhausted { resets_at_unix_ms } => {
             let now = clock.unix_ms();
             let portal = match owner {

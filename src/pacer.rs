@@ -44,6 +44,8 @@ pub enum Refusal {
     },
     /// A daily budget has nothing left until its reset.
     DailyExhausted { resets_at_unix_ms: i64 },
+    /// The shared budget store is unreachable and `[store] on_failure = "fail_closed"`.
+    StoreUnavailable,
 }
 
 /// A call's verdict as its lane's driver delivers it.
@@ -370,6 +372,7 @@ impl Pacer {
                             resets_at_unix_ms: e.resets_at_unix_ms,
                         })
                     }
+                    Some(Reservation::StoreUnavailable) => return Err(Refusal::StoreUnavailable),
                     Some(Reservation::NotBefore(_)) | None => {}
                 }
             }
@@ -599,6 +602,7 @@ fn settle(
         Reservation::DailyExhausted(e) => Err(Refusal::DailyExhausted {
             resets_at_unix_ms: e.resets_at_unix_ms,
         }),
+        Reservation::StoreUnavailable => Err(Refusal::StoreUnavailable),
     };
     // When the ticket is gone, its caller left while the slot was being reserved: the
     // slot stays spent (the safe side of the limit) and the next waiter gets its turn.

@@ -52,7 +52,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
-    let stack::Stack { service, pacer } = stack::build(&config, &metrics)?;
+    let stack::Stack {
+        service,
+        pacer,
+        shared_store,
+    } = stack::build(&config, &metrics)?;
     // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
     let observer = Observer::new(
         pacer,
@@ -65,6 +69,7 @@ pub async fn run(
         metrics: metrics.clone(),
         ready: ready.clone(),
         observer,
+        store: shared_store,
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

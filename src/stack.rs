@@ -8,8 +8,6 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use std::sync::Arc;
-
 use crate::body::Body;
 use crate::callers::Callers;
 use crate::classify::Classifier;
@@ -23,7 +21,6 @@ use crate::metrics::Metrics;
 use crate::pace::{PaceLayer, PaceShared};
 use crate::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
 use crate::respond::RespondLayer;
-use crate::store::MemoryStore;
 use crate::upstream;
 
 /// The whole request path as one cloneable service that never fails: every call gets a
@@ -34,6 +31,8 @@ pub type ProxyService = BoxCloneService<Request<Body>, Response<Body>, Infallibl
 pub struct Stack {
     pub service: ProxyService,
     pub pacer: Pacer,
+    /// The Redis store when budgets are shared (`[store] kind = "redis"`), for `/readyz`.
+    pub shared_store: Option<crate::redis_store::RedisStore>,
 }
 
 /// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
@@ -55,8 +54,13 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         metrics.clone(),
     )?;
     let clock = Clock::new();
+    let (store, shared_store) = crate::redis_store::build_store(
+        &config.store,
+        config.budgets.limits(),
+        metrics.store_degraded_gauge(),
+    )?;
     let pacer = Pacer::new(
-        Arc::new(MemoryStore::new(config.budgets.limits())),
+        store,
         clock,
         PacerConfig {
             max_depth_per_owner: config.queue.max_depth_per_owner,
@@ -104,6 +108,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
     Ok(Stack {
         service: BoxCloneService::new(service),
         pacer,
+        shared_store,
     })
 }
 

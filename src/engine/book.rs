@@ -161,6 +161,9 @@ pub enum Reservation {
     /// Nothing was spent; a daily budget is out until its reset. Takes precedence over
     /// `NotBefore` because waiting for the window would not help.
     DailyExhausted(DailyExhausted),
+    /// Nothing was spent; a shared store cannot be reached and `[store] on_failure =
+    /// "fail_closed"` refuses calls until it can. `BudgetBook` never answers this.
+    StoreUnavailable,
 }
 
 /// All budgets by key, created on first use from `Limits`.

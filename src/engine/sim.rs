@@ -202,6 +202,7 @@ impl Run<'_> {
                 }
                 Reservation::DailyExhausted(_) => self.fates[id] = Fate::DailyExhausted(self.now),
                 Reservation::NotBefore(t) => return (t != Tick::MAX).then_some(t),
+                Reservation::StoreUnavailable => return None,
             }
             q.pop_front();
         }

@@ -1,0 +1,587 @@
+//! Shared budgets on a real `redis-server` (started here on free loopback ports): the
+//! script's semantics against the in-memory engine, three gateways saturating one budget
+//! through one Redis, and what happens when Redis dies and comes back.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hubgate::clock::Clock;
+use hubgate::engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
+use hubgate::redis_store::{OnFailure, RedisSettings, RedisStore};
+use hubgate::sim::{SimConfig, Simulator};
+use hubgate::store::{BudgetStore, Lesson};
+use hubgate::Config;
+
+/// A `redis-server` of this test's own on 127.0.0.1, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        RedisServer::start_on(port)
+    }
+
+    /// Starts (or restarts) on `port`, without persistence, and waits for `PING`.
+    fn start_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need a real Redis; run \
+                     scripts/test.sh, which installs it (apt-get install -y redis-server)"
+                )
+            });
+        let server = RedisServer {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pings(&self) -> bool {
+        self.command(&["PING"])
+            .is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// One command over a fresh connection; the raw RESP reply.
+    fn command(&self, args: &[&str]) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        stream.write_all(out.as_bytes()).ok()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// SIGKILL: no goodbye to clients, state gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const MS: u64 = 1_000;
+const APP: BudgetKey = BudgetKey::Burst {
+    app_id: 1,
+    portal_id: 10,
+};
+const DAILY: BudgetKey = BudgetKey::Daily { portal_id: 10 };
+
+fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        url: redis.url(),
+        key_prefix: prefix.into(),
+        on_failure: OnFailure::LocalShare,
+        replicas: 2,
+        command_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        reconnect_interval: Duration::from_millis(100),
+    }
+}
+
+fn store(redis: &RedisServer, limits: &Limits) -> RedisStore {
+    RedisStore::new(
+        settings(redis, "t"),
+        limits.clone(),
+        prometheus::IntGauge::new("g", "g").unwrap(),
+    )
+    .unwrap()
+}
+
+fn burst_limits(limit: u32, window_ms: u64, daily: DailySpec) -> Limits {
+    Limits {
+        burst: WindowSpec::new(limit, Duration::from_millis(window_ms)),
+        daily,
+        ..Limits::default()
+    }
+}
+
+/// How far `t` is from `now`, in ms (negative = earlier).
+fn ms_after(t: Tick, now: Tick) -> i64 {
+    (t.as_micros() as i64 - now.as_micros() as i64) / 1_000
+}
+
+#[tokio::test]
+async fn a_burst_from_idle_goes_at_once_and_the_next_waits_one_window_like_the_engine() {
+    let redis = RedisServer::start();
+    let limits = burst_limits(5, 500, DailySpec::default());
+    let (a, b) = (store(&redis, &limits), store(&redis, &limits));
+    let mut book = BudgetBook::new(limits.clone());
+    let clock = Clock::new();
+    // Two "replicas" spend one budget: 3 + 2 sends fill it.
+    for s in [&a, &a, &a, &b, &b] {
+        assert_eq!(
+            s.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+            Reservation::Granted
+        );
+        assert_eq!(book.reserve(&[APP], Tick::ZERO, 0), Reservation::Granted);
+    }
+    let now = clock.now();
+    let Reservation::NotBefore(t) = a.reserve(&[APP], now, clock.unix_ms()).await else {
+        panic!("the 6th send must wait")
+    };
+    let Reservation::NotBefore(engine) = book.reserve(&[APP], Tick::ZERO, 0) else {
+        panic!("the engine refuses too")
+    };
+    assert_eq!(engine, Tick(500 * MS));
+    let wait = ms_after(t, now);
+    assert!((440..=510).contains(&wait), "waits {wait} ms, engine 500");
+    // Waking at the answer is never too early: Redis's clock has reached it by then.
+    tokio::time::sleep_until(clock.instant_of(t)).await;
+    assert_eq!(
+        b.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+        Reservation::Granted
+    );
+    assert_eq!(a.round_trips() + b.round_trips(), 7);
+    // Idle keys expire: the log lives one span (plus a second), not forever.
+    let ttl = redis.command(&["PTTL", "t:{p10}:burst:1"]).unwrap();
+    let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!((1..=1_500).contains(&ttl), "PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn a_spent_daily_budget_refuses_until_local_midnight_then_resets() {
+    let redis = RedisServer::start();
+    let clock = Clock::new();
+    // A time zone whose midnight is 3 to 4 s away (offsets are whole seconds) (Redis's clock decides; it is ours).
+    let day = 86_400_000i64;
+    let now_ms = clock.unix_ms();
+    let offset_secs = ((day - 3_000 - now_ms.rem_euclid(day)) / 1_000) as i32;
+    let spec = DailySpec {
+        limit: 2,
+        utc_offset_secs: offset_secs,
+    };
+    let limits = burst_limits(100, 1_000, spec);
+    let s = store(&redis, &limits);
+    let mut book = BudgetBook::new(limits.clone());
+    for _ in 0..2 {
+        assert_eq!(
+            s.reserve(&[APP, DAILY], clock.now(), clock.unix_ms()).await,
+            Reservation::Granted
+        );
+        book.reserve(&[APP, DAILY], Tick::ZERO, now_ms);
+    }
+    let Reservation::DailyExhausted(spent) =
+        s.reserve(&[APP, DAILY], clock.now(), clock.unix_ms()).await
+    else {
+        panic!("the third call of the day must be refused")
+    };
+    let Reservation::DailyExhausted(engine) = book.reserve(&[APP, DAILY], Tick::ZERO, now_ms)
+    else {
+        panic!("the engine refuses too")
+    };
+    assert_eq!(spent, engine, "same reset as the engine");
+    let until = spent.resets_at_unix_ms - clock.unix_ms();
+    assert!((0..=4_100).contains(&until), "resets in {until} ms");
+    // The refusal spent nothing in the burst window either (all or nothing).
+    let log = redis.command(&["LLEN", "t:{p10}:burst:1"]).unwrap();
+    assert!(log.starts_with(":2"), "{log}");
+    tokio::time::sleep(Duration::from_millis(until as u64 + 100)).await;
+    assert_eq!(
+        s.reserve(&[APP, DAILY], clock.now(), clock.unix_ms()).await,
+        Reservation::Granted
+    );
+}
+
+#[tokio::test]
+async fn what_one_replica_learns_every_replica_obeys() {
+    let redis = RedisServer::start();
+    let limits = burst_limits(
+        10,
+        500,
+        DailySpec {
+            limit: 100,
+            utc_offset_secs: 0,
+        },
+    );
+    let (a, b) = (store(&redis, &limits), store(&redis, &limits));
+    let clock = Clock::new();
+    // A 429's pause, learned by A, holds B.
+    let now = clock.now();
+    a.learn(
+        Lesson::BlockUntil {
+            key: APP,
+            until: now.saturating_add(Duration::from_millis(300)),
+        },
+        now,
+        clock.unix_ms(),
+    )
+    .await;
+    let asked = clock.now();
+    let Reservation::NotBefore(t) = b.reserve(&[APP], asked, clock.unix_ms()).await else {
+        panic!("blocked window must refuse")
+    };
+    let wait = ms_after(t, asked);
+    assert!((250..=310).contains(&wait), "blocked for {wait} ms more");
+    tokio::time::sleep_until(clock.instant_of(t)).await;
+    // HubSpot says 3 left: after the send above, both replicas see 3 more slots, no more.
+    assert_eq!(
+        b.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+        Reservation::Granted
+    );
+    a.learn(
+        Lesson::Remaining {
+            key: APP,
+            remaining: 3,
+        },
+        clock.now(),
+        clock.unix_ms(),
+    )
+    .await;
+    for s in [&b, &a, &b] {
+        assert_eq!(
+            s.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+            Reservation::Granted
+        );
+    }
+    assert!(matches!(
+        a.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+        Reservation::NotBefore(_)
+    ));
+    // A lowered daily remaining and a DAILY 429 reach the other replica.
+    b.learn(
+        Lesson::Remaining {
+            key: DAILY,
+            remaining: 1,
+        },
+        clock.now(),
+        clock.unix_ms(),
+    )
+    .await;
+    assert_eq!(
+        a.reserve(&[DAILY], clock.now(), clock.unix_ms()).await,
+        Reservation::Granted
+    );
+    assert!(matches!(
+        a.reserve(&[DAILY], clock.now(), clock.unix_ms()).await,
+        Reservation::DailyExhausted(_)
+    ));
+    let other = BudgetKey::Daily { portal_id: 20 };
+    a.learn(
+        Lesson::DailyExhausted { portal_id: 20 },
+        clock.now(),
+        clock.unix_ms(),
+    )
+    .await;
+    assert!(matches!(
+        b.reserve(&[other], clock.now(), clock.unix_ms()).await,
+        Reservation::DailyExhausted(_)
+    ));
+}
+
+/// Tokens of the simulated world: one app in portal 10.
+const SIM: &str = r#"
+burst_limit = 30
+burst_window_ms = 1000
+daily_limit = 0
+[[tokens]]
+token = "pat-na1-app1-portal10"
+app_id = 1
+portal_id = 10
+"#;
+const TOKEN: &str = "pat-na1-app1-portal10";
+const LIMIT: u64 = 30;
+const WINDOW: Duration = Duration::from_millis(1000);
+
+async fn simulator() -> Simulator {
+    let config = SimConfig::from_toml_str(SIM).unwrap();
+    Simulator::start(
+        config,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A replica of three sharing `redis`, with the simulator's budget.
+async fn replica(sim: &Simulator, redis: &RedisServer, prefix: &str, on_failure: &str) -> Gateway {
+    let (url, prefix, on_failure) = (redis.url(), prefix.to_string(), on_failure.to_string());
+    Gateway::start(&sim.base_url(), move |c: &mut Config| {
+        c.budgets.burst_limit = LIMIT as u32;
+        c.budgets.burst_window_ms = 1000;
+        // Three gateways, 24-45 callers, the simulator and Redis share two cores here: the
+        // time from reservation to arrival varies by more than the 10 ms the one-gateway
+        // pacing tests use (10 ms gave tail 429s in this test), so the margin is wider.
+        c.budgets.burst_margin_ms = 40;
+        c.queue.max_wait_ms = 5_000;
+        c.store.kind = "redis".into();
+        c.store.redis_url = url;
+        c.store.key_prefix = prefix;
+        c.store.on_failure = on_failure;
+        c.store.replicas = 3;
+        c.store.reconnect_interval_ms = 100;
+        c.store.command_timeout_ms = 500;
+    })
+    .await
+}
+
+async fn call(gateway: &Gateway) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    let request = Request::get(gateway.url("/crm/v3/objects/contacts"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    send(request).await
+}
+
+/// `callers` loops per gateway until `until`; every answer's status and arrival time.
+async fn saturate(
+    gateways: &[Arc<Gateway>],
+    callers: usize,
+    started: Instant,
+    until: Duration,
+) -> Vec<(StatusCode, Duration)> {
+    let mut tasks = Vec::new();
+    for gateway in gateways {
+        for _ in 0..callers {
+            let gateway = gateway.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while started.elapsed() < until {
+                    let (status, _, body) = call(&gateway).await;
+                    if status != StatusCode::OK {
+                        println!("{status}: {}", String::from_utf8_lossy(&body));
+                    }
+                    seen.push((status, started.elapsed()));
+                }
+                seen
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(task.await.unwrap());
+    }
+    out
+}
+
+async fn degraded_gauge(gateway: &Gateway) -> f64 {
+    metric_value(&gateway.metrics().await, "hubgate_store_degraded").expect("gauge exported")
+}
+
+async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
+    let (status, _, body) = get(&format!("http://{}/readyz", gateway.admin)).await;
+    (status, json(&body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_saturating_one_budget_never_cross_it_and_use_it_all() {
+    const MEASURED: Duration = Duration::from_millis(3500);
+    let redis = RedisServer::start();
+    let sim = simulator().await;
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        gateways.push(Arc::new(replica(&sim, &redis, "sat", "local_share").await));
+    }
+    let started = Instant::now();
+    let responses = saturate(&gateways, 15, started, MEASURED).await;
+    let non_200: Vec<_> = responses
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::OK)
+        .collect();
+    assert!(non_200.is_empty(), "callers saw {non_200:?}");
+    let first = responses.iter().map(|(_, t)| *t).min().unwrap();
+    let in_measured = responses
+        .iter()
+        .filter(|(_, t)| *t < first + MEASURED)
+        .count() as u64;
+    let allowed = LIMIT * (MEASURED.as_millis() as u64).div_ceil(WINDOW.as_millis() as u64);
+    let stats = sim.stats();
+    let owner = stats.owner(1, 10).expect("owner seen by the simulator");
+    println!(
+        "3 replicas: {in_measured} within {MEASURED:?} (allowed {allowed}, efficiency {:.1}%); simulator: {} arrivals, 429s {:?}, max in window {}",
+        100.0 * in_measured as f64 / allowed as f64,
+        owner.arrivals,
+        owner.rate_limited,
+        owner.max_arrivals_in_window
+    );
+    assert_eq!(owner.rate_limited.total(), 0);
+    assert!(
+        owner.max_arrivals_in_window <= LIMIT,
+        "max in window {}",
+        owner.max_arrivals_in_window
+    );
+    assert!(
+        in_measured * 100 >= allowed * 97,
+        "efficiency {in_measured}/{allowed}"
+    );
+    for gateway in &gateways {
+        assert_eq!(degraded_gauge(gateway).await, 0.0);
+        assert_eq!(readyz(gateway).await.1["status"], "ready");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_itself() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let sim = simulator().await;
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        gateways.push(Arc::new(replica(&sim, &redis, "kill", "local_share").await));
+    }
+    let started = Instant::now();
+    // Shared for 1.5 s, then Redis dies while every replica is saturated.
+    let load = {
+        let gateways = gateways.clone();
+        tokio::spawn(
+            async move { saturate(&gateways, 8, started, Duration::from_millis(4_000)).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for gateway in &gateways {
+        assert_eq!(degraded_gauge(gateway).await, 1.0, "gauge says degraded");
+        let (status, body) = readyz(gateway).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("degraded"))
+        );
+    }
+    let degraded_phase = load.await.unwrap();
+    let failed: Vec<_> = degraded_phase
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::OK)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "local share answers every call: {failed:?}"
+    );
+    let served_degraded = degraded_phase
+        .iter()
+        .filter(|(_, t)| *t > Duration::from_millis(2_600))
+        .count();
+    assert!(
+        served_degraded > 0,
+        "calls were served while Redis was down"
+    );
+
+    // Redis comes back empty on the same port; every replica notices by itself.
+    let _redis = RedisServer::start_on(port);
+    let back = Instant::now();
+    for gateway in &gateways {
+        while degraded_gauge(gateway).await != 0.0 {
+            assert!(
+                back.elapsed() < Duration::from_secs(5),
+                "shared mode did not resume"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(readyz(gateway).await.1["status"], "ready");
+    }
+    // Shared again: one replica alone may use the whole budget, beyond its share of 10,
+    // once the rejoin (one span plus two probes) is over.
+    let solo = saturate(
+        &gateways[..1],
+        20,
+        Instant::now(),
+        Duration::from_millis(3_500),
+    )
+    .await;
+    assert!(solo.iter().all(|(s, _)| *s == StatusCode::OK));
+    let last_window = solo
+        .iter()
+        .filter(|(_, t)| *t >= Duration::from_millis(2_400))
+        .count();
+    let stats = sim.stats();
+    let owner = stats.owner(1, 10).unwrap();
+    println!(
+        "kill/restart: last window through one replica {last_window}; simulator: {} arrivals, 429s {:?}, max in window {}",
+        owner.arrivals, owner.rate_limited, owner.max_arrivals_in_window
+    );
+    assert!(
+        last_window as u64 > LIMIT / 2,
+        "one replica got {last_window} in its last window: shared budget not back"
+    );
+    assert_eq!(
+        owner.rate_limited.total(),
+        0,
+        "no 429 across kill and restart"
+    );
+    assert!(
+        owner.max_arrivals_in_window <= LIMIT,
+        "max in window {}",
+        owner.max_arrivals_in_window
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_answers_503_json_while_redis_is_down_and_recovers() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let sim = simulator().await;
+    let gateway = replica(&sim, &redis, "closed", "fail_closed").await;
+    assert_eq!(call(&gateway).await.0, StatusCode::OK);
+    redis.kill();
+    let asked = Instant::now();
+    let (status, headers, body) = call(&gateway).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "answered in {:?}",
+        asked.elapsed()
+    );
+    let value = assert_hubspot_error(status, &headers, &body, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(value["category"], "HUBGATE_STORE_UNAVAILABLE");
+    assert_eq!(headers["x-should-retry"], "true");
+    assert_eq!(degraded_gauge(&gateway).await, 1.0);
+    assert_eq!(readyz(&gateway).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("outcome=\"rejected_store_unavailable\"} 1"),
+        "{metrics}"
+    );
+
+    let _redis = RedisServer::start_on(port);
+    let back = Instant::now();
+    while degraded_gauge(&gateway).await != 0.0 {
+        assert!(back.elapsed() < Duration::from_secs(5), "did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readyz(&gateway).await.0, StatusCode::OK);
+    // Rejoining waits out the quarantine of one window, then forwards again.
+    let (status, _, _) = call(&gateway).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sim.stats().totals.rate_limited.total(), 0);
+}
