@@ -798,22 +798,14 @@ fn max_span_micros(limits: &Limits) -> u64 {
     .unwrap_or(0)
 }
 
-/// A lesson applied to a local book, as `MemoryStore` does.
+/// A lesson applied to this replica's local books.
 fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i64) {
     match lesson {
-        Lesson::BlockUntil { key, until } => book.block_until(&key, now, until),
-        Lesson::Remaining {
-            key: BudgetKey::Daily { portal_id },
-            remaining,
-        } => book.observe_daily_remaining(portal_id, now, unix_ms, remaining),
-        Lesson::Remaining { key, remaining } => {
-            book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
-        }
-        Lesson::DailyExhausted { portal_id } => book.mark_daily_exhausted(portal_id, now, unix_ms),
         // Not in the local books: to one replica, the other replicas' sends look like
         // another client's, and its local share already leaves room for them. Redis, which
         // holds every replica's sends, gets HubSpot's count instead (see `run_learn`).
         Lesson::Usage { .. } | Lesson::Rejected { .. } => {}
+        lesson => crate::store::apply_lesson(book, lesson, now, unix_ms),
     }
 }
 

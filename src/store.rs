@@ -72,6 +72,26 @@ pub trait BudgetStore: Send + Sync + 'static {
     }
 }
 
+/// Applies a lesson to a book in memory: the whole of `MemoryStore::learn`, and what the
+/// Redis store does with its local books.
+pub fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i64) {
+    match lesson {
+        Lesson::BlockUntil { key, until } => book.block_until(&key, now, until),
+        Lesson::Remaining {
+            key: BudgetKey::Daily { portal_id },
+            remaining,
+        } => book.observe_daily_remaining(portal_id, now, unix_ms, remaining),
+        Lesson::Remaining { key, remaining } => {
+            book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
+        }
+        Lesson::DailyExhausted { portal_id } => book.mark_daily_exhausted(portal_id, now, unix_ms),
+        Lesson::Usage { key, hub_used } => {
+            book.observe_usage(&key, now, u32::try_from(hub_used).unwrap_or(u32::MAX))
+        }
+        Lesson::Rejected { key } => book.observe_rejection(&key, now),
+    }
+}
+
 /// One budget's state at a moment: plain numbers, so any store (memory, Redis) can fill it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetView {
@@ -181,24 +201,7 @@ impl BudgetStore for MemoryStore {
     }
 
     fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()> {
-        let mut book = self.book();
-        match lesson {
-            Lesson::BlockUntil { key, until } => book.block_until(&key, now, until),
-            Lesson::Remaining {
-                key: BudgetKey::Daily { portal_id },
-                remaining,
-            } => book.observe_daily_remaining(portal_id, now, unix_ms, remaining),
-            Lesson::Remaining { key, remaining } => {
-                book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
-            }
-            Lesson::DailyExhausted { portal_id } => {
-                book.mark_daily_exhausted(portal_id, now, unix_ms)
-            }
-            Lesson::Usage { key, hub_used } => {
-                book.observe_usage(&key, now, u32::try_from(hub_used).unwrap_or(u32::MAX))
-            }
-            Lesson::Rejected { key } => book.observe_rejection(&key, now),
-        }
+        apply_lesson(&mut self.book(), lesson, now, unix_ms);
         Box::pin(std::future::ready(()))
     }
 
