@@ -392,6 +392,9 @@ async fn another_client_stealing_budget_costs_callers_nothing() {
             c.budgets.burst_limit = LIMIT as u32;
             c.budgets.burst_window_ms = WINDOW_MS;
             c.budgets.burst_margin_ms = 20;
+            // One slot of slack: the other client's calls arrive on a busy machine's timers,
+            // so one window now and then holds one more of them than the last.
+            c.budgets.margin_slots = 1;
         })
         .await,
     );
@@ -425,12 +428,13 @@ async fn another_client_stealing_budget_costs_callers_nothing() {
     let ours = owner.arrivals - owner.outside;
     let rejected = owner.rate_limited.ten_secondly_rolling;
     let windows = started.elapsed().as_millis() as u64 / WINDOW_MS;
+    let left = LIMIT - 1 - 6;
     println!(
         "steal: {answered} calls answered 200; hubgate sent {ours}, HubSpot refused {rejected} ({:.2} %); the other client sent {}; hubgate used {:.1} % of the {} slots per window left to it",
         100.0 * rejected as f64 / ours as f64,
         owner.outside,
-        100.0 * (ours - rejected) as f64 / ((LIMIT - 6) * windows) as f64,
-        LIMIT - 6,
+        100.0 * (ours - rejected) as f64 / (left * windows) as f64,
+        left,
     );
     assert!(rejected * 100 < ours * 2, "429s {rejected} of {ours} sends");
 }
