@@ -257,6 +257,7 @@ impl PaceShared {
                         lessons.push(Lesson::Usage {
                             key,
                             hub_used: max.saturating_sub(remaining),
+                            max,
                         });
                     }
                 }

@@ -489,16 +489,17 @@ impl Inner {
             // Redis keeps no estimate of another client's use: HubSpot's count becomes
             // placeholder sends there (what "remaining" does), which every replica sees;
             // the finer per-epoch estimate lives in each replica's mirror.
-            Lesson::Usage { key, hub_used } => match self.limits.spec_for(&key) {
+            Lesson::Usage { key, hub_used, max } => match self.limits.spec_for(&key) {
                 BudgetSpec::Window(spec) => {
-                    let limit = u64::from(spec.limit.min(WindowSpec::MAX_LIMIT));
+                    // What HubSpot says is left, against the configured limit: a lower
+                    // `-Max` than configured leaves fewer slots, a higher one changes nothing.
                     invocation
                         .key(key_name(&self.prefix, &key))
                         .arg("remaining")
-                        .arg(limit)
+                        .arg(spec.limit.min(WindowSpec::MAX_LIMIT))
                         .arg(spec.capacity())
                         .arg(spec.span_micros())
-                        .arg(limit.saturating_sub(hub_used));
+                        .arg(max.saturating_sub(hub_used));
                 }
                 BudgetSpec::Daily(_) => return Ok(()),
             },

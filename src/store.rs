@@ -24,7 +24,12 @@ pub enum Lesson {
     DailyExhausted { portal_id: u64 },
     /// HubSpot counted `hub_used` calls in this window budget (`-Max` minus `-Remaining`);
     /// the part our own sends do not explain is another client's, and is left to it.
-    Usage { key: BudgetKey, hub_used: u64 },
+    Usage {
+        key: BudgetKey,
+        hub_used: u64,
+        /// `-Max`: HubSpot's limit for this window (a lower tier than configured is believed).
+        max: u64,
+    },
     /// HubSpot answered 429 for one of our sends on this window budget.
     Rejected { key: BudgetKey },
 }
@@ -85,9 +90,12 @@ pub fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i
             book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
         }
         Lesson::DailyExhausted { portal_id } => book.mark_daily_exhausted(portal_id, now, unix_ms),
-        Lesson::Usage { key, hub_used } => {
-            book.observe_usage(&key, now, u32::try_from(hub_used).unwrap_or(u32::MAX))
-        }
+        Lesson::Usage { key, hub_used, max } => book.observe_usage(
+            &key,
+            now,
+            u32::try_from(hub_used).unwrap_or(u32::MAX),
+            u32::try_from(max).unwrap_or(u32::MAX),
+        ),
         Lesson::Rejected { key } => book.observe_rejection(&key, now),
     }
 }

@@ -289,9 +289,9 @@ impl BudgetBook {
     /// HubSpot counted `hub_used` calls in window budget `key`, in an answer received at
     /// `now`; what our log does not explain is left to the other client. Ignored for daily
     /// keys.
-    pub fn observe_usage(&mut self, key: &BudgetKey, now: Tick, hub_used: u32) {
+    pub fn observe_usage(&mut self, key: &BudgetKey, now: Tick, hub_used: u32, reported_max: u32) {
         if let Budget::Window(log) = self.entry(key, now) {
-            log.observe_usage(now, hub_used);
+            log.observe_usage(now, hub_used, reported_max);
         }
     }
 

@@ -178,12 +178,19 @@ impl SlidingLog {
     }
 
     /// HubSpot counted `hub_used` calls in its window (`-Max` minus `-Remaining`) in an
-    /// answer received at `now`. What our own sends in the window do not explain is
+    /// answer received at `now`, out of `reported_max`. What our own sends in the window do not explain is
     /// another client's use, and that many slots are left to it from now on.
-    pub fn observe_usage(&mut self, now: Tick, hub_used: u32) {
+    ///
+    /// A `reported_max` below the configured limit (a lower tier than configured) counts as
+    /// that many more slots that are not ours; a higher one changes nothing.
+    pub fn observe_usage(&mut self, now: Tick, hub_used: u32, reported_max: u32) {
         let now = self.effective(now);
         let ours = self.in_window(now);
-        let seen = hub_used.saturating_sub(ours).min(self.capacity);
+        let below_tier = self.limit.saturating_sub(reported_max);
+        let seen = hub_used
+            .saturating_sub(ours)
+            .saturating_add(below_tier)
+            .min(self.capacity);
         self.foreign.roll(now, self.span);
         self.foreign.current = self.foreign.current.max(seen);
     }
@@ -525,7 +532,7 @@ mod tests {
             log.try_reserve(t0).unwrap();
         }
         // HubSpot counted 11 when our fifth call arrived: 6 are someone else's.
-        log.observe_usage(t0, 11);
+        log.observe_usage(t0, 11, 20);
         assert_eq!(log.remaining(t0), 20 - 6 - 5);
         for _ in 0..9 {
             log.try_reserve(t0).unwrap();
@@ -537,15 +544,15 @@ mod tests {
         let t3 = Tick::from_millis(12_500);
         assert_eq!(log.remaining(t3), 20);
         // A smaller estimate replaces a larger one once a whole epoch has passed.
-        log.observe_usage(t3, 2 + log.used(t3));
+        log.observe_usage(t3, 2 + log.used(t3), 20);
         assert_eq!(log.remaining(t3), 18);
-        log.observe_usage(Tick::from_millis(13_600), 0);
+        log.observe_usage(Tick::from_millis(13_600), 0, 20);
         assert_eq!(
             log.remaining(Tick::from_millis(13_600)),
             18,
             "the previous epoch still counts"
         );
-        log.observe_usage(Tick::from_millis(14_600), 0);
+        log.observe_usage(Tick::from_millis(14_600), 0, 20);
         assert_eq!(log.remaining(Tick::from_millis(14_600)), 20);
     }
 
@@ -559,7 +566,7 @@ mod tests {
         // The window was already partly spent elsewhere: 6 of our 20 were refused, and the
         // headers (capped at the limit) could not tell.
         for _ in 0..20 {
-            log.observe_usage(t0, 20);
+            log.observe_usage(t0, 20, 20);
         }
         for _ in 0..6 {
             log.observe_rejection(t0);
@@ -569,13 +576,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lower_max_than_configured_is_believed_a_higher_one_is_not() {
+        let mut log = SlidingLog::new(spec(110, 10_000));
+        let t0 = Tick::from_millis(1_000);
+        log.try_reserve(t0).unwrap();
+        log.observe_usage(t0, 1, 100);
+        assert_eq!(log.remaining(t0), 100 - 1, "HubSpot's tier is 100, not 110");
+        let mut higher = SlidingLog::new(spec(110, 10_000));
+        higher.observe_usage(t0, 0, 190);
+        assert_eq!(higher.remaining(t0), 110, "a higher -Max is not learned");
+    }
+
+    #[test]
     fn observed_use_never_takes_the_last_slot_or_raises_the_limit() {
         let mut log = SlidingLog::new(spec(10, 1_000));
         let t0 = Tick::from_millis(1_000);
-        log.observe_usage(t0, 500);
+        log.observe_usage(t0, 500, 10);
         assert_eq!(log.remaining(t0), 1, "one slot stays, to keep learning");
         let mut fresh = SlidingLog::new(spec(10, 1_000));
-        fresh.observe_usage(t0, 0);
+        fresh.observe_usage(t0, 0, 10);
         assert_eq!(fresh.remaining(t0), 10);
     }
 }
