@@ -2,6 +2,8 @@
 //! simulator, all in one process on 127.0.0.1, against callers sending straight to the
 //! simulator. `cargo bench --bench pacing`; results go to BENCHMARKS.md.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -125,23 +127,15 @@ async fn saturate(base: &str) -> (Vec<(StatusCode, usize)>, u64, u64) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; anything else (e.g. `cargo test --all-targets`) gets
-    // a pointer instead of a minutes-long run.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "benches/pacing.rs measures for minutes: run it with `cargo bench --bench pacing`"
-        );
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::run_under_cargo_bench("pacing", "minutes", async {
         println!("hubgate pacing bench: limit {LIMIT} per {WINDOW_MS} ms, {CALLERS} closed-loop callers, {WINDOWS} windows");
         for target in ["direct to simulator", "through hubgate"] {
             let sim = simulator().await;
-            let base = if target == "through hubgate" { gateway(&sim).await } else { sim.base_url() };
+            let base = if target == "through hubgate" {
+                gateway(&sim).await
+            } else {
+                sim.base_url()
+            };
             let (by_status, ok, allowed) = saturate(&base).await;
             let owner = sim.stats().owner(2001, 1001).cloned().expect("owner stats");
             println!(

@@ -3,6 +3,8 @@
 //! efficiency with 1, 2 and 3 replicas sharing one Redis. Starts its own `redis-server`
 //! on a free loopback port. `cargo bench --bench redis`; results go to BENCHMARKS.md.
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -200,17 +202,7 @@ async fn saturate(bases: &[String]) -> (u64, u64, u64) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "benches/redis.rs measures for about a minute: run it with `cargo bench --bench redis`"
-        );
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::run_under_cargo_bench("redis", "about a minute", async {
         let redis = Redis::start();
         println!("hubgate redis bench: limit {LIMIT} per {WINDOW_MS} ms, {CALLERS} closed-loop callers, {WINDOWS} windows; latency: {LATENCY_CALLS} calls, 8 callers, unsaturated");
         for kind in ["memory", "redis"] {
