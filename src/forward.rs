@@ -135,9 +135,9 @@ impl ForwardInner {
     }
 
     fn classify_failure(&self, error: &hyper_util::client::legacy::Error) -> GatewayError {
-        if let Some(exceeded) = find_cause::<BodyLimitExceeded>(error) {
+        if let Some(max) = BodyLimitExceeded::found_in(error) {
             // The limit is enforced while streaming, so the upstream saw a cut-off body.
-            return GatewayError::BodyTooLarge { max: exceeded.max };
+            return GatewayError::BodyTooLarge { max };
         }
         let reason = describe(error);
         if error.is_connect() {
@@ -165,19 +165,6 @@ fn strip_hubgate_headers(headers: &mut http::HeaderMap) {
     for name in ours {
         headers.remove(name);
     }
-}
-
-fn find_cause<'e, E: std::error::Error + 'static>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e E> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 /// The innermost cause, short and free of request data, for the caller's error message.

@@ -19,6 +19,21 @@ pub struct BodyLimitExceeded {
     pub max: u64,
 }
 
+impl BodyLimitExceeded {
+    /// The limit, when `error` (or anything it was caused by) is a body that passed it:
+    /// the error may surface from the upstream client or from reading the body for replay.
+    pub fn found_in(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(exceeded) = e.downcast_ref::<BodyLimitExceeded>() {
+                return Some(exceeded.max);
+            }
+            current = e.source();
+        }
+        None
+    }
+}
+
 /// What the guard enforces, from `[server]`.
 #[derive(Debug, Clone)]
 pub struct InboundLimits {

@@ -379,12 +379,8 @@ fn finish(
 }
 
 fn unreadable_body(error: crate::body::BoxError) -> GatewayError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = source {
-        if let Some(exceeded) = e.downcast_ref::<BodyLimitExceeded>() {
-            return GatewayError::BodyTooLarge { max: exceeded.max };
-        }
-        source = e.source();
+    if let Some(max) = BodyLimitExceeded::found_in(error.as_ref()) {
+        return GatewayError::BodyTooLarge { max };
     }
     GatewayError::BadRequest(format!(
         "the request body could not be read ({error}); send it again"
