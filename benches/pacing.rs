@@ -4,17 +4,14 @@
 
 mod support;
 
+use support::{client, get};
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use hubgate::identity::StaticCredential;
 use hubgate::sim::{SimConfig, Simulator};
 use hubgate::Config;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 const LIMIT: u64 = 110;
@@ -22,29 +19,6 @@ const WINDOW_MS: u64 = 2_000;
 const WINDOWS: u64 = 5;
 const CALLERS: usize = 200;
 const BURST_TRIALS: u64 = 20;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1024)
-        .build_http()
-}
-
-async fn get(client: &HttpClient, base: &str, token: &str) -> StatusCode {
-    let request = Request::get(format!("{base}/crm/v3/objects/contacts"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    match client.request(request).await {
-        Ok(response) => {
-            let status = response.status();
-            let _ = response.into_body().collect().await;
-            status
-        }
-        Err(_) => StatusCode::BAD_GATEWAY,
-    }
-}
 
 async fn simulator() -> Simulator {
     let config = SimConfig::from_toml_str(&format!(

@@ -5,26 +5,22 @@
 
 mod support;
 
+use support::{client, get};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use hubgate::sim::{SimConfig, Simulator};
 use hubgate::Config;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
+const TOKEN: &str = "pat-na1-a";
 const LIMIT: u64 = 60;
 const WINDOW_MS: u64 = 1_000;
 const WINDOWS: u64 = 5;
 const CALLERS: usize = 60;
 const LATENCY_CALLS: usize = 2_000;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 struct Redis {
     port: u16,
@@ -80,30 +76,9 @@ impl Drop for Redis {
     }
 }
 
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1024)
-        .build_http()
-}
-
-async fn get(client: &HttpClient, base: &str) -> StatusCode {
-    let request = Request::get(format!("{base}/crm/v3/objects/contacts"))
-        .header("authorization", "Bearer pat-na1-a")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    match client.request(request).await {
-        Ok(response) => {
-            let status = response.status();
-            let _ = response.into_body().collect().await;
-            status
-        }
-        Err(_) => StatusCode::BAD_GATEWAY,
-    }
-}
-
 async fn simulator(limit: u64) -> Simulator {
     let config = SimConfig::from_toml_str(&format!(
-        "burst_limit = {limit}\nburst_window_ms = {WINDOW_MS}\ndaily_limit = 0\n[[tokens]]\ntoken = \"pat-na1-a\"\napp_id = 1\nportal_id = 10\n"
+        "burst_limit = {limit}\nburst_window_ms = {WINDOW_MS}\ndaily_limit = 0\n[[tokens]]\ntoken = \"{TOKEN}\"\napp_id = 1\nportal_id = 10\n"
     ))
     .unwrap();
     Simulator::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
@@ -140,7 +115,7 @@ async fn gateway(sim: &Simulator, limit: u64, redis: Option<(&Redis, &str, u32)>
 async fn latencies(base: &str) -> Vec<Duration> {
     let client = client();
     for _ in 0..20 {
-        get(&client, base).await; // warm-up: identity, pooled connections
+        get(&client, base, TOKEN).await; // warm-up: identity, pooled connections
     }
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -149,7 +124,7 @@ async fn latencies(base: &str) -> Vec<Duration> {
                 let mut out = Vec::new();
                 for _ in 0..LATENCY_CALLS / 8 {
                     let t = Instant::now();
-                    assert_eq!(get(&client, &base).await, StatusCode::OK);
+                    assert_eq!(get(&client, &base, TOKEN).await, StatusCode::OK);
                     out.push(t.elapsed());
                 }
                 out
@@ -180,7 +155,7 @@ async fn saturate(bases: &[String]) -> (u64, u64, u64) {
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while started.elapsed() < measured {
-                    let status = get(&client, &base).await;
+                    let status = get(&client, &base, TOKEN).await;
                     seen.push((status, started.elapsed()));
                 }
                 seen
