@@ -109,6 +109,12 @@ struct LaneState {
     shares: Shares,
 }
 
+/// The active callers of one priority, for splitting a window between them.
+struct Split {
+    total_weight: u64,
+    callers: usize,
+}
+
 /// Each caller's sends within the lane's window. Deficit round robin alone orders the
 /// waiting calls, but a caller with one call in flight is not waiting when a window's
 /// slots free up all at once; its share is kept for it while it is active (sent within
@@ -165,39 +171,33 @@ impl Shares {
         entry.sends.push_back(now);
     }
 
-    /// Whether `caller` may send now without taking the share of another active caller
-    /// of the same priority (`waiting` holds the waiting callers of that priority).
-    fn eligible(
-        &self,
-        caller: CallerId,
-        priority: Priority,
-        weight: u32,
-        waiting: &[(CallerId, u32)],
-    ) -> bool {
-        let limit = self.window.0;
-        if limit == 0 {
-            return true;
-        }
-        let mut total = 0u64;
-        let mut others = false;
-        let mut counted = std::collections::HashSet::new();
-        let active = self
+    /// How the window splits between the active callers of `priority`: those that sent
+    /// within it and those `waiting` (which includes whoever is asking). Worked out once
+    /// per decision, then asked per caller with `allows`.
+    fn split(&self, priority: Priority, waiting: &[(CallerId, u32)]) -> Split {
+        let mut callers: std::collections::HashMap<CallerId, u32> = self
             .callers
             .iter()
             .filter(|(_, s)| s.priority == priority)
-            .map(|(c, s)| (*c, s.weight))
-            .chain(waiting.iter().copied())
-            .chain(std::iter::once((caller, weight)));
-        for (c, w) in active {
-            if counted.insert(c) {
-                total += u64::from(w.max(1));
-                others |= c != caller;
-            }
+            .map(|(c, s)| (*c, s.weight.max(1)))
+            .collect();
+        for &(c, w) in waiting {
+            callers.entry(c).or_insert(w.max(1));
         }
-        if !others {
+        Split {
+            total_weight: callers.values().map(|&w| u64::from(w)).sum(),
+            callers: callers.len(),
+        }
+    }
+
+    /// Whether `caller` may send now without taking the share of another active caller.
+    fn allows(&self, split: &Split, caller: CallerId, weight: u32) -> bool {
+        let limit = self.window.0;
+        if limit == 0 || split.callers <= 1 {
             return true;
         }
-        let share = (u64::from(limit) * u64::from(weight.max(1)) / total).max(1);
+        let share =
+            (u64::from(limit) * u64::from(weight.max(1)) / split.total_weight.max(1)).max(1);
         let sent = self.callers.get(&caller).map_or(0, |c| c.sends.len()) as u64;
         sent < share
     }
@@ -360,13 +360,20 @@ impl Pacer {
             if seat.priority == Priority::High {
                 state.last_high = Some(now);
             }
+            state.shares.prune(now);
+            let asking = [(seat.caller, seat.weight)];
+            let split = state.shares.split(seat.priority, &asking);
             if state.queue.is_empty()
+                && state.shares.allows(&split, seat.caller, seat.weight)
                 && inner
                     .reserve_wait(&state, seat.priority, &keys, now, unix_ms)
                     .is_zero()
             {
                 match inner.store.try_reserve_now(&keys, now, unix_ms) {
-                    Some(Reservation::Granted) => return Ok(Duration::ZERO),
+                    Some(Reservation::Granted) => {
+                        state.shares.record(seat, now);
+                        return Ok(Duration::ZERO);
+                    }
                     Some(Reservation::DailyExhausted(e)) => {
                         return Err(Refusal::DailyExhausted {
                             resets_at_unix_ms: e.resets_at_unix_ms,
@@ -529,13 +536,14 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
             // Only the highest priority with waiters competes; within it, callers share.
             let top = state.queue.peek().map_or(Priority::Normal, |(_, p)| p);
             let waiting: Vec<(CallerId, u32)> = state.queue.waiting_callers(top).collect();
+            let split = state.shares.split(top, &waiting);
             let fair = state
                 .queue
                 .peek_eligible(|c| {
                     waiting
                         .iter()
                         .find(|(w, _)| *w == c)
-                        .is_some_and(|&(_, weight)| state.shares.eligible(c, top, weight, &waiting))
+                        .is_some_and(|&(_, weight)| state.shares.allows(&split, c, weight))
                 })
                 .map(|(head, priority, _)| (head.ticket, head.item.keys.clone(), priority));
             let chosen = match fair {
@@ -956,5 +964,58 @@ mod tests {
         // Burst windows are dropped once empty; a portal's daily counter is kept until its
         // day ends, since dropping it would hand the portal a second daily allowance.
         assert_eq!(pacer.store().len(), 50, "only the 50 daily counters remain");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_served_at_once_still_counts_against_its_share() {
+        let limits = Limits {
+            burst: WindowSpec::new(4, WINDOW),
+            ..Limits::default()
+        };
+        let pacer = Pacer::new(
+            Arc::new(MemoryStore::new(limits)),
+            Clock::new(),
+            PacerConfig {
+                max_depth_per_owner: 100,
+                idle_ttl: Duration::from_secs(300),
+                retry: RetryConfig::default(),
+                high_reserve: HighReserve::default(),
+                fair_windows: FairWindows {
+                    burst: (4, WINDOW),
+                    search: (5, WINDOW),
+                },
+            },
+        );
+        let as_caller = |caller| Ask {
+            seat: Seat {
+                priority: Priority::Normal,
+                caller,
+                weight: 1,
+            },
+            ..ask(OWNER, keys(OWNER), Duration::from_secs(60))
+        };
+        // Caller 2 sends once from idle; caller 1 then asks for four. Two of the window's
+        // four slots are caller 1's share; caller 2's second share slot is kept for it.
+        assert_eq!(pacer.admit(as_caller(2)).await, Ok(Duration::ZERO));
+        let start = tokio::time::Instant::now();
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer.admit(as_caller(1)).await.unwrap();
+                    start.elapsed()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for call in calls {
+            times.push(call.await.unwrap());
+        }
+        times.sort();
+        assert_eq!(times[..2], [Duration::ZERO, Duration::ZERO]);
+        assert_eq!(
+            times[2], WINDOW,
+            "waits until caller 2's send leaves the window"
+        );
     }
 }
