@@ -189,3 +189,31 @@ impl Callers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capped(name: &str, max_rps: u32) -> CallerConfig {
+        CallerConfig {
+            name: name.into(),
+            weight: 1,
+            max_rps: Some(max_rps),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_limiter_of_an_unchanged_cap_only() {
+        let callers = Callers::new(&[capped("same", 1), capped("raised", 1)]);
+        assert!(callers.check_cap("same").is_ok());
+        assert!(callers.check_cap("raised").is_ok());
+        let reloaded = callers.reconfigured(&[capped("same", 1), capped("raised", 5)]);
+        assert!(
+            reloaded.check_cap("same").is_err(),
+            "an unchanged cap keeps what it counted: no fresh burst"
+        );
+        assert!(reloaded.check_cap("raised").is_ok(), "a new cap starts anew");
+        let uncapped = reloaded.reconfigured(&[]);
+        assert!(uncapped.check_cap("same").is_ok(), "a removed cap is gone");
+    }
+}

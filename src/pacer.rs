@@ -840,6 +840,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reload_judges_queued_calls_by_the_new_limit_at_once() {
+        let pacer = pacer(2, 100, 0);
+        let start = tokio::time::Instant::now();
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer
+                        .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
+                        .await
+                        .map(|_| start.elapsed())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pacer.queue_depth(&OWNER), 4, "two sent, four queued");
+        let raised = Limits {
+            burst: WindowSpec::new(6, WINDOW),
+            ..Limits::default()
+        };
+        let config = pacer.inner.config.load().as_ref().clone();
+        pacer.reconfigure(config, raised);
+        let mut times = Vec::new();
+        for call in calls {
+            times.push(call.await.unwrap().unwrap());
+        }
+        times.sort();
+        assert_eq!(times[..2], [Duration::ZERO; 2]);
+        assert!(
+            times[2..].iter().all(|t| *t == Duration::from_millis(100)),
+            "the queued four leave at the reload, not a window later: {times:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_full_queue_refuses_at_once() {
         let pacer = pacer(2, 3, 0);
         let results = burst(&pacer, OWNER, 6, Duration::from_secs(60)).await;
