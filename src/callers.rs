@@ -212,7 +212,10 @@ mod tests {
             reloaded.check_cap("same").is_err(),
             "an unchanged cap keeps what it counted: no fresh burst"
         );
-        assert!(reloaded.check_cap("raised").is_ok(), "a new cap starts anew");
+        assert!(
+            reloaded.check_cap("raised").is_ok(),
+            "a new cap starts anew"
+        );
         let uncapped = reloaded.reconfigured(&[]);
         assert!(uncapped.check_cap("same").is_ok(), "a removed cap is gone");
     }

@@ -509,9 +509,7 @@ impl Inner {
     fn slot(&self, key: [u8; 32]) -> Result<Settled, Option<Slot>> {
         let now = Instant::now();
         let max_entries = self.settings.load().max_entries;
-        if self.entries.load(Ordering::Relaxed) >= max_entries
-            && !self.cache.contains_key(&key)
-        {
+        if self.entries.load(Ordering::Relaxed) >= max_entries && !self.cache.contains_key(&key) {
             self.make_room(now);
         }
         match self.cache.entry(key) {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tower::retry::budget::TpsBudget;
 use tokio::sync::{oneshot, Notify};
+use tower::retry::budget::TpsBudget;
 
 use crate::classify::Keys;
 use crate::clock::Clock;
@@ -673,7 +673,10 @@ impl Pacer {
         inner.store.set_limits(limits, inner.clock.unix_ms());
         let old = inner.config.swap(Arc::new(config.clone()));
         let new_retry_terms = (old.retry.budget_percent, old.retry.budget_min_per_second)
-            != (config.retry.budget_percent, config.retry.budget_min_per_second);
+            != (
+                config.retry.budget_percent,
+                config.retry.budget_min_per_second,
+            );
         for entry in inner.lanes.iter() {
             let (kind, lane) = (entry.key().1, entry.value());
             {
@@ -682,8 +685,7 @@ impl Pacer {
                 state.shares.window = kind.fair_window(&config.fair_windows);
             }
             if new_retry_terms {
-                lane.retry_budget
-                    .store(Arc::new(config.retry.new_budget()));
+                lane.retry_budget.store(Arc::new(config.retry.new_budget()));
             }
             lane.wake.notify_one();
         }

@@ -304,7 +304,8 @@ impl Inner {
 
     /// How long rejoining lasts: the longest span plus two probe periods and a timeout.
     fn rejoin_for(&self) -> Duration {
-        Duration::from_micros(max_span_micros(&self.limits.load())).saturating_add(self.rejoin_margin)
+        Duration::from_micros(max_span_micros(&self.limits.load()))
+            .saturating_add(self.rejoin_margin)
     }
 
     /// Redis answered the prober: rejoin.

@@ -388,7 +388,10 @@ mod tests {
         let value = to_value(&Config::default()).unwrap();
         for key in NEEDS_RESTART {
             let pointer = format!("/{}", key.replace('.', "/"));
-            assert!(value.pointer(&pointer).is_some(), "{key} is not a config key");
+            assert!(
+                value.pointer(&pointer).is_some(),
+                "{key} is not a config key"
+            );
         }
         assert!(needs_restart("store.redis_url"));
         assert!(!needs_restart("server.shutdown_grace_ms"));

@@ -577,8 +577,14 @@ mod tests {
     #[test]
     fn new_limits_apply_to_live_budgets_in_place() {
         let mut book = BudgetBook::new(limits(2, 3));
-        assert_eq!(book.reserve(&[APP, DAILY], Tick(0), 0), Reservation::Granted);
-        assert_eq!(book.reserve(&[APP, DAILY], Tick(0), 0), Reservation::Granted);
+        assert_eq!(
+            book.reserve(&[APP, DAILY], Tick(0), 0),
+            Reservation::Granted
+        );
+        assert_eq!(
+            book.reserve(&[APP, DAILY], Tick(0), 0),
+            Reservation::Granted
+        );
         assert_eq!(
             book.reserve(&[APP], Tick(0), 0),
             Reservation::NotBefore(Tick(100 * MS))
@@ -594,14 +600,20 @@ mod tests {
             book.reserve(&[APP], Tick(2 * MS), 0),
             Reservation::NotBefore(Tick(101 * MS))
         );
-        assert_eq!(book.reserve(&[APP], Tick(101 * MS), 0), Reservation::Granted);
+        assert_eq!(
+            book.reserve(&[APP], Tick(101 * MS), 0),
+            Reservation::Granted
+        );
         // The daily count is kept: 2 spent of a new limit of 2.
         assert!(matches!(
             book.reserve(&[DAILY], Tick(101 * MS), 0),
             Reservation::DailyExhausted(_)
         ));
         book.set_limits(limits(2, 5), 0);
-        assert_eq!(book.reserve(&[DAILY], Tick(101 * MS), 0), Reservation::Granted);
+        assert_eq!(
+            book.reserve(&[DAILY], Tick(101 * MS), 0),
+            Reservation::Granted
+        );
         assert_eq!(used(&book, &DAILY, Tick(101 * MS), 0), 3);
         // Budgets created later use the new specs.
         assert_eq!(book.limits().daily.limit, 5);
