@@ -470,6 +470,7 @@ async fn keys_that_need_a_restart_are_reported_and_keep_their_running_values() {
     let moved = format!(
         "[server]\nlisten = \"127.0.0.1:18080\"\n\n[upstream]\nbase_url = \"http://127.0.0.1:9\"\n\n\
          [metrics]\nmax_owner_series = 5\n\n[budgets]\nburst_limit = 7\n\n\
+         [queue]\nmax_wait_ms = 12000\n\n\
          [[credentials]]\ntoken = \"{TOKEN}\"\napp_id = 1\nportal_id = 10\n"
     );
     file.write(&moved);
@@ -486,7 +487,7 @@ async fn keys_that_need_a_restart_are_reported_and_keep_their_running_values() {
             "still waiting for a restart on round {round}"
         );
         let changed: &[&str] = if round == 0 {
-            &["budgets.burst_limit"]
+            &["budgets.burst_limit", "queue.max_wait_ms"]
         } else {
             &[]
         };
@@ -500,6 +501,11 @@ async fn keys_that_need_a_restart_are_reported_and_keep_their_running_values() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert_eq!(owner(&gateway).await["budgets"]["burst"]["limit"], 7);
+    assert_eq!(
+        metric_value(&gateway.metrics().await, "hubgate_queue_max_wait_seconds"),
+        Some(12.0),
+        "the deadline alert compares with the new max_wait_ms"
+    );
 }
 
 #[tokio::test]
@@ -534,13 +540,15 @@ async fn sighup_reloads_the_real_binary_and_it_keeps_running() {
 
     let (upstream, _) = counting_upstream(Duration::ZERO).await;
     let (proxy_port, admin_port) = (free_port(), free_port());
-    let text = |burst_limit: u32| {
+    let text = |burst_limit: u32, level: &str| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n{}",
+            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n\
+             [log]\nlevel = \"{level}\"\n\n{}",
             config_text(upstream, &format!("[budgets]\nburst_limit = {burst_limit}\n"))
         )
     };
-    let file = ConfigFile::new(&text(3));
+    // Warnings only at first; the reload turns info logs on, and says so at info.
+    let file = ConfigFile::new(&text(3, "warn"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
         .args(["--config", file.path().to_str().unwrap()])
         .env_remove("RUST_LOG")
@@ -587,7 +595,7 @@ async fn sighup_reloads_the_real_binary_and_it_keeps_running() {
         assert!(status.success());
     };
 
-    file.write(&text(9));
+    file.write(&text(9, "info"));
     hangup(child.id());
     wait_until("a successful reload", || {
         let admin = admin.clone();
@@ -647,7 +655,11 @@ async fn sighup_reloads_the_real_binary_and_it_keeps_running() {
     };
     assert!(exit.success(), "exit status {exit:?}");
     let logs = logs.join().unwrap();
-    assert!(logs.contains("config reloaded"), "{logs}");
+    assert!(!logs.contains("hubgate listening"), "started at warn: {logs}");
+    assert!(
+        logs.contains("config reloaded"),
+        "the reloaded [log] level is in force: {logs}"
+    );
     assert!(
         logs.contains("budgets.burst_limit: must be at least 1"),
         "the refused reload logs its problem: {logs}"
