@@ -655,7 +655,10 @@ async fn sighup_reloads_the_real_binary_and_it_keeps_running() {
     };
     assert!(exit.success(), "exit status {exit:?}");
     let logs = logs.join().unwrap();
-    assert!(!logs.contains("hubgate listening"), "started at warn: {logs}");
+    assert!(
+        !logs.contains("hubgate listening"),
+        "started at warn: {logs}"
+    );
     assert!(
         logs.contains("config reloaded"),
         "the reloaded [log] level is in force: {logs}"
