@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
 use crate::observe::{self, Observer};
+use crate::reload::Reloader;
 
 /// What the admin endpoints report on.
 #[derive(Clone)]
@@ -21,12 +22,17 @@ pub struct AdminState {
     pub observer: Observer,
     /// The shared budget store, when there is one: `/readyz` reports it degraded.
     pub store: Option<crate::redis_store::RedisStore>,
+    /// `POST /admin/reload`.
+    pub reloader: Reloader,
 }
 
 pub async fn handle<B>(
     state: AdminState,
     request: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
+    if request.uri().path() == "/admin/reload" {
+        return Ok(reload(&state.reloader, request.method()).await);
+    }
     let get = matches!(*request.method(), Method::GET | Method::HEAD);
     let response = match (get, request.uri().path()) {
         (true, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
@@ -54,10 +60,27 @@ pub async fn handle<B>(
         }
         _ => json(
             StatusCode::NOT_FOUND,
-            r#"{"status":"error","message":"unknown admin endpoint; use GET /healthz, /readyz, /metrics, /admin/budgets or /admin/owners/{app_id}:{portal_id}","category":"OBJECT_NOT_FOUND"}"#,
+            r#"{"status":"error","message":"unknown admin endpoint; use GET /healthz, /readyz, /metrics, /admin/budgets or /admin/owners/{app_id}:{portal_id}, or POST /admin/reload","category":"OBJECT_NOT_FOUND"}"#,
         ),
     };
     Ok(response)
+}
+
+/// `POST /admin/reload`: reads the config file again and applies it (see `reload`); other
+/// methods get 405, since a reload changes state.
+async fn reload(reloader: &Reloader, method: &Method) -> Response<Body> {
+    if method != Method::POST {
+        let mut response = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"status":"error","message":"a reload changes the running config: use POST /admin/reload","category":"METHOD_NOT_ALLOWED"}"#,
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let (status, body) = reloader.reload().await.to_json();
+    json_value(status, &body)
 }
 
 /// `/admin/owners/{owner}`: the owner's budgets and queue, 400 for a malformed owner, 404

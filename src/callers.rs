@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::Request;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::body::Body;
 use crate::engine::{Priority, Seat};
@@ -20,7 +21,7 @@ pub const CALLER_HEADER: &str = "x-hubgate-caller";
 pub const PRIORITY_HEADER: &str = "x-hubgate-priority";
 
 /// One `[[callers]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct CallerConfig {
     /// The `X-Hubgate-Caller` value (or IP address) this entry applies to.
     pub name: String,
@@ -79,7 +80,13 @@ fn check_name(name: &str) -> Result<(), String> {
 pub struct Callers {
     weights: HashMap<String, u32>,
     /// GCRA per capped caller: a cap really is a rate (unlike HubSpot's rolling windows).
-    caps: HashMap<String, DefaultDirectRateLimiter>,
+    /// Shared, so a reload keeps the limiter (and what it has counted) of an unchanged cap.
+    caps: HashMap<String, Cap>,
+}
+
+struct Cap {
+    per_second: NonZeroU32,
+    limiter: Arc<DefaultDirectRateLimiter>,
 }
 
 /// The name and seat of one call.
@@ -98,11 +105,33 @@ impl Callers {
         let caps = config
             .iter()
             .filter_map(|c| {
-                let rate = NonZeroU32::new(c.max_rps?)?;
-                Some((c.name.clone(), RateLimiter::direct(Quota::per_second(rate))))
+                let per_second = NonZeroU32::new(c.max_rps?)?;
+                let limiter = Arc::new(RateLimiter::direct(Quota::per_second(per_second)));
+                Some((
+                    c.name.clone(),
+                    Cap {
+                        per_second,
+                        limiter,
+                    },
+                ))
             })
             .collect();
         Callers { weights, caps }
+    }
+
+    /// The callers `config` describes, for a reload: built whole like `new`, except that a
+    /// caller whose cap is unchanged keeps its limiter, so a reload hands no caller a fresh
+    /// burst.
+    pub fn reconfigured(&self, config: &[CallerConfig]) -> Callers {
+        let mut next = Callers::new(config);
+        for (name, cap) in &mut next.caps {
+            if let Some(old) = self.caps.get(name) {
+                if old.per_second == cap.per_second {
+                    cap.limiter = old.limiter.clone();
+                }
+            }
+        }
+        next
     }
 
     /// Names the caller and reads its priority; malformed hubgate headers are refused
@@ -150,13 +179,44 @@ impl Callers {
 
     /// Spends one call of the caller's cap; `Err` holds how long until one is free.
     pub fn check_cap(&self, name: &str) -> Result<(), Duration> {
-        let Some(limiter) = self.caps.get(name) else {
+        let Some(cap) = self.caps.get(name) else {
             return Ok(());
         };
-        limiter.check().map_err(|not_until| {
+        cap.limiter.check().map_err(|not_until| {
             not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capped(name: &str, max_rps: u32) -> CallerConfig {
+        CallerConfig {
+            name: name.into(),
+            weight: 1,
+            max_rps: Some(max_rps),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_limiter_of_an_unchanged_cap_only() {
+        let callers = Callers::new(&[capped("same", 1), capped("raised", 1)]);
+        assert!(callers.check_cap("same").is_ok());
+        assert!(callers.check_cap("raised").is_ok());
+        let reloaded = callers.reconfigured(&[capped("same", 1), capped("raised", 5)]);
+        assert!(
+            reloaded.check_cap("same").is_err(),
+            "an unchanged cap keeps what it counted: no fresh burst"
+        );
+        assert!(
+            reloaded.check_cap("raised").is_ok(),
+            "a new cap starts anew"
+        );
+        let uncapped = reloaded.reconfigured(&[]);
+        assert!(uncapped.check_cap("same").is_ok(), "a removed cap is gone");
     }
 }

@@ -1,14 +1,14 @@
 //! Which HubSpot budgets a call spends: burst, search or neither, and daily or not, from
 //! its method and path, with HubSpot's exemption list kept as data.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::BudgetKey;
 use crate::identity::Owner;
 
 /// One exemption: calls matching it skip the burst window, and the daily budget too when
 /// `daily` is set. Patterns match path segments: `*` one segment, a final `**` the rest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 
 pub struct ExemptRule {
     /// Only this method is exempt (e.g. "POST"); absent: every method.

@@ -75,9 +75,14 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn run_gateway(args: RunArgs) -> ExitCode {
-    let config = match &args.config {
+    // The file reloads read again; none when running on built-in defaults.
+    let path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+        None => None,
+    };
+    let config = match &path {
         Some(path) => Config::load(path),
-        None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
         None => Ok(Config::default()),
     };
     let config = match config {
@@ -88,12 +93,17 @@ fn run_gateway(args: RunArgs) -> ExitCode {
         }
     };
     telemetry::init(&config.log);
-    if args.config.is_none() && !Path::new(DEFAULT_CONFIG).exists() {
+    if path.is_none() {
         tracing::warn!("no ./config.toml found: running with built-in defaults");
     }
     with_runtime(async move {
         let listeners = Listeners::bind(&config).await?;
-        server::run(config, listeners, server::shutdown_signal()).await
+        match path {
+            Some(path) => {
+                server::run_from_file(path, config, listeners, server::shutdown_signal()).await
+            }
+            None => server::run(config, listeners, server::shutdown_signal()).await,
+        }
     })
 }
 

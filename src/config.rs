@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::Uri;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::callers::CallerConfig;
 use crate::classify::{default_exemptions, ExemptRule};
@@ -17,7 +17,7 @@ use crate::identity::{validate_credentials, IdentityConfig, StaticCredential};
 use crate::retry::RetryConfig;
 
 /// Everything `config.toml` can say. Field docs mirror the commented `config.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -38,7 +38,7 @@ pub struct Config {
 }
 
 /// What `/metrics` exports.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct MetricsConfig {
     /// Owners (`app_id`, `portal_id` label pairs) given series of their own in each
@@ -56,7 +56,7 @@ impl Default for MetricsConfig {
 }
 
 /// The listeners callers and operators connect to, and the bounds on what callers send.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ServerConfig {
     /// Address callers use as their HubSpot base URL.
@@ -87,7 +87,7 @@ impl Default for ServerConfig {
 }
 
 /// Where calls are forwarded and how the pooled client behaves.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
     /// HubSpot's API base URL (or the simulator's); `http://` is allowed for tests.
@@ -120,7 +120,7 @@ impl Default for UpstreamConfig {
 
 /// HubSpot's budgets as hubgate paces them: defaults for every owner, per-owner
 /// overrides, safety margins, and which calls are exempt.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct BudgetsConfig {
     /// Calls per (app, portal) per burst window.
@@ -176,7 +176,7 @@ impl Default for BudgetsConfig {
 
 /// Limits of one owner (`app_id` + `portal_id`) or one portal (`portal_id` alone, for
 /// the portal-wide daily budget and time zone).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 
 pub struct OwnerBudget {
     #[serde(default)]
@@ -191,7 +191,7 @@ pub struct OwnerBudget {
 }
 
 /// Priority lanes (`X-Hubgate-Priority: high | normal | low`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LanesConfig {
     /// Share of each window (percent) kept free for `high` calls while they keep coming;
@@ -208,7 +208,7 @@ impl Default for LanesConfig {
 }
 
 /// How calls wait for budget.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct QueueConfig {
     /// Longest a call may wait for budget; `X-Hubgate-Deadline-Ms` can only lower it.
@@ -376,7 +376,7 @@ pub fn parse_utc_offset(text: &str) -> Result<i32, String> {
 }
 
 /// How hubgate logs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LogConfig {
     /// `text` for people, `json` for log pipelines.
@@ -458,23 +458,41 @@ pub struct ConfigErrors {
     pub problems: Vec<Problem>,
 }
 
+impl ConfigErrors {
+    /// One problem that concerns the file as a whole.
+    pub fn of_file(file: &Path, message: String) -> ConfigErrors {
+        ConfigErrors {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                key: String::new(),
+                line: None,
+                message,
+            }],
+        }
+    }
+
+    /// Each problem as `file:line: key: what is wrong`.
+    pub fn lines(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .map(|p| {
+                let mut line = self.file.display().to_string();
+                if let Some(n) = p.line {
+                    line.push_str(&format!(":{n}"));
+                }
+                if !p.key.is_empty() {
+                    line.push_str(&format!(": {}", p.key));
+                }
+                line.push_str(&format!(": {}", p.message));
+                line
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}", self.file.display())?;
-            if let Some(line) = p.line {
-                write!(f, ":{line}")?;
-            }
-            if p.key.is_empty() {
-                write!(f, ": {}", p.message)?;
-            } else {
-                write!(f, ": {}: {}", p.key, p.message)?;
-            }
-        }
-        Ok(())
+        f.write_str(&self.lines().join("\n"))
     }
 }
 
@@ -483,14 +501,8 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads, parses and validates `path`, returning every problem at once.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            file: path.to_path_buf(),
-            problems: vec![Problem {
-                key: String::new(),
-                line: None,
-                message: format!("cannot read the file: {e}"),
-            }],
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::of_file(path, format!("cannot read the file: {e}")))?;
         Config::from_toml(&text).map_err(|problems| ConfigErrors {
             file: path.to_path_buf(),
             problems,
@@ -655,7 +667,7 @@ impl ServerConfig {
 }
 
 /// `[store]`: where budgets live, and what happens when a shared store fails.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StoreConfig {
     /// "memory" (this process only) or "redis" (shared by every replica).

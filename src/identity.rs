@@ -153,7 +153,7 @@ pub enum Resolution {
 }
 
 /// A token whose owner is known in advance, from `[[credentials]]`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 
 pub struct StaticCredential {
     pub token: Option<String>,
@@ -164,7 +164,7 @@ pub struct StaticCredential {
 }
 
 /// The `[identity]` table of config.toml.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct IdentityConfig {
     /// Private-app tokens never expire, so their owner is re-checked this often (a revoked
@@ -320,7 +320,8 @@ pub struct IdentityResolver {
 }
 
 struct Inner {
-    statics: HashMap<[u8; 32], Owner>,
+    /// `[identity]` and `[[credentials]]`, swapped whole by a reload.
+    settings: arc_swap::ArcSwap<Settings>,
     cache: DashMap<[u8; 32], Slot>,
     /// Entries in `cache`, kept beside it because `DashMap::len` locks every shard and so
     /// cannot be asked while an entry guard is held.
@@ -330,7 +331,15 @@ struct Inner {
     client: UpstreamClient,
     target: UpstreamTarget,
     metrics: Metrics,
-    pace: DefaultDirectRateLimiter,
+}
+
+/// What the config says about resolving: known tokens, cache TTLs and bounds, the pace of
+/// lookups. A reload replaces it whole; answers already cached keep their expiry.
+struct Settings {
+    statics: HashMap<[u8; 32], Owner>,
+    /// Shared, so a reload that keeps the rate keeps the limiter and its count.
+    pace: Arc<DefaultDirectRateLimiter>,
+    per_second: NonZeroU32,
     private_app_ttl: Duration,
     negative_ttl: Duration,
     unreachable_ttl: Duration,
@@ -338,19 +347,14 @@ struct Inner {
     timeout: Duration,
 }
 
-/// OAuth tokens live 30 minutes; an answer claiming far more is not trusted for longer.
-const MAX_OAUTH_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Introspection answers are a few hundred bytes; anything much larger is not one.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-impl IdentityResolver {
-    pub fn new(
+impl Settings {
+    /// Checks and builds the settings; `previous` lends its limiter when the rate is
+    /// unchanged.
+    fn new(
         config: &IdentityConfig,
         credentials: &[StaticCredential],
-        client: UpstreamClient,
-        target: UpstreamTarget,
-        metrics: Metrics,
-    ) -> anyhow::Result<IdentityResolver> {
+        previous: Option<&Settings>,
+    ) -> anyhow::Result<Settings> {
         let mut problems = config.validate();
         problems.extend(validate_credentials(credentials));
         if !problems.is_empty() {
@@ -375,23 +379,64 @@ impl IdentityResolver {
         }
         let per_second = NonZeroU32::new(config.introspection_per_second)
             .context("identity.introspection_per_second must be greater than 0")?;
+        let pace = match previous {
+            Some(previous) if previous.per_second == per_second => previous.pace.clone(),
+            _ => Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
+        };
+        Ok(Settings {
+            statics,
+            pace,
+            per_second,
+            private_app_ttl: Duration::from_millis(config.private_app_ttl_ms),
+            negative_ttl: Duration::from_millis(config.negative_ttl_ms),
+            unreachable_ttl: Duration::from_millis(config.unreachable_ttl_ms),
+            max_entries: config.max_entries,
+            timeout: Duration::from_millis(config.introspection_timeout_ms),
+        })
+    }
+}
+
+/// OAuth tokens live 30 minutes; an answer claiming far more is not trusted for longer.
+const MAX_OAUTH_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Introspection answers are a few hundred bytes; anything much larger is not one.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+impl IdentityResolver {
+    pub fn new(
+        config: &IdentityConfig,
+        credentials: &[StaticCredential],
+        client: UpstreamClient,
+        target: UpstreamTarget,
+        metrics: Metrics,
+    ) -> anyhow::Result<IdentityResolver> {
         Ok(IdentityResolver {
             inner: Arc::new(Inner {
-                statics,
+                settings: arc_swap::ArcSwap::from_pointee(Settings::new(
+                    config,
+                    credentials,
+                    None,
+                )?),
                 cache: DashMap::new(),
                 entries: AtomicUsize::new(0),
                 sweeping: Mutex::new(()),
                 client,
                 target,
                 metrics,
-                pace: RateLimiter::direct(Quota::per_second(per_second)),
-                private_app_ttl: Duration::from_millis(config.private_app_ttl_ms),
-                negative_ttl: Duration::from_millis(config.negative_ttl_ms),
-                unreachable_ttl: Duration::from_millis(config.unreachable_ttl_ms),
-                max_entries: config.max_entries,
-                timeout: Duration::from_millis(config.introspection_timeout_ms),
             }),
         })
+    }
+
+    /// Takes on reloaded `[identity]` and `[[credentials]]`: a token added is resolved
+    /// without asking HubSpot from the next call on, a token removed is looked up again on
+    /// its next call, and new TTLs apply to answers cached from now on.
+    pub fn reconfigure(
+        &self,
+        config: &IdentityConfig,
+        credentials: &[StaticCredential],
+    ) -> anyhow::Result<()> {
+        let next = Settings::new(config, credentials, Some(&self.inner.settings.load()))?;
+        self.inner.settings.store(Arc::new(next));
+        Ok(())
     }
 
     /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it.
@@ -422,7 +467,7 @@ impl Inner {
         let unidentified = Owner::Unidentified {
             credential_hash: credential_hash(&digest),
         };
-        if let Some(owner) = self.statics.get(&digest) {
+        if let Some(owner) = self.settings.load().statics.get(&digest) {
             return (Resolution::Owner(*owner), "static");
         }
         if token.is_empty() {
@@ -463,9 +508,8 @@ impl Inner {
     /// inside `Err` when the cache is full of lookups in flight and this one goes uncached.
     fn slot(&self, key: [u8; 32]) -> Result<Settled, Option<Slot>> {
         let now = Instant::now();
-        if self.entries.load(Ordering::Relaxed) >= self.max_entries
-            && !self.cache.contains_key(&key)
-        {
+        let max_entries = self.settings.load().max_entries;
+        if self.entries.load(Ordering::Relaxed) >= max_entries && !self.cache.contains_key(&key) {
             self.make_room(now);
         }
         match self.cache.entry(key) {
@@ -479,7 +523,7 @@ impl Inner {
                 None => Err(Some(occupied.get().clone())),
             },
             MapEntry::Vacant(vacant) => {
-                if self.entries.fetch_add(1, Ordering::Relaxed) >= self.max_entries {
+                if self.entries.fetch_add(1, Ordering::Relaxed) >= max_entries {
                     self.entries.fetch_sub(1, Ordering::Relaxed);
                     return Err(None);
                 }
@@ -495,7 +539,8 @@ impl Inner {
         let Ok(_sweep) = self.sweeping.lock() else {
             return;
         };
-        if self.entries.load(Ordering::Relaxed) < self.max_entries {
+        let max_entries = self.settings.load().max_entries;
+        if self.entries.load(Ordering::Relaxed) < max_entries {
             return;
         }
         self.cache.retain(|_, slot| {
@@ -510,7 +555,7 @@ impl Inner {
             }
             keep
         });
-        let target = self.max_entries - self.max_entries.div_ceil(10);
+        let target = max_entries - max_entries.div_ceil(10);
         let excess = self.entries.load(Ordering::Relaxed).saturating_sub(target);
         if excess == 0 {
             return;
@@ -533,7 +578,7 @@ impl Inner {
         }
         tracing::debug!(
             evicted = excess,
-            max_entries = self.max_entries,
+            max_entries,
             "identity cache full: dropped arbitrary entries"
         );
     }
@@ -542,14 +587,16 @@ impl Inner {
     /// answer holds.
     async fn lookup(&self, token: &str, digest: &[u8; 32]) -> Settled {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(self.timeout, async {
-            self.paced().await;
-            self.introspect(token).await
+        // Owned, not a guard: held across the lookup's awaits.
+        let settings = self.settings.load_full();
+        let outcome = match tokio::time::timeout(settings.timeout, async {
+            paced(&settings.pace).await;
+            self.introspect(token, settings.private_app_ttl).await
         })
         .await
         {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err(format!("no answer within {:?}", settings.timeout)),
         };
         let (verdict, ttl) = match outcome {
             Ok(Answer::Owner { owner, ttl }) => {
@@ -558,16 +605,16 @@ impl Inner {
             }
             Ok(Answer::Invalid(status)) => {
                 tracing::debug!(credential = %short(digest), %status, "HubSpot rejected the token");
-                (Verdict::Invalid, self.negative_ttl)
+                (Verdict::Invalid, settings.negative_ttl)
             }
             Err(why) => {
                 tracing::warn!(
                     credential = %short(digest),
                     error = %why,
-                    retry_in_ms = self.unreachable_ttl.as_millis() as u64,
+                    retry_in_ms = settings.unreachable_ttl.as_millis() as u64,
                     "introspection failed; keying the calls by a hash of the credential"
                 );
-                (Verdict::Unreachable, self.unreachable_ttl)
+                (Verdict::Unreachable, settings.unreachable_ttl)
             }
         };
         Settled {
@@ -579,20 +626,7 @@ impl Inner {
         }
     }
 
-    /// Waits for the pacer on tokio's timer, so the surrounding timeout can cut the wait.
-    async fn paced(&self) {
-        loop {
-            match self.pace.check() {
-                Ok(()) => return,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(self.pace.clock().now());
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-
-    async fn introspect(&self, token: &str) -> Result<Answer, String> {
+    async fn introspect(&self, token: &str, private_app_ttl: Duration) -> Result<Answer, String> {
         let private_app = token.starts_with("pat-");
         let request = if private_app {
             let body = serde_json::json!({ "tokenKey": token }).to_string();
@@ -652,7 +686,7 @@ impl Inner {
             return Err("answer names no app and portal".to_string());
         };
         let ttl = if private_app {
-            self.private_app_ttl
+            private_app_ttl
         } else {
             info.expires_in
                 .and_then(Number::into_u64)
@@ -672,6 +706,19 @@ impl Inner {
             .path_and_query(format!("{}{path}", self.target.base_path))
             .build()
             .map_err(|e| format!("building the introspection URI: {e}"))
+    }
+}
+
+/// Waits for the lookup pacer on tokio's timer, so the surrounding timeout can cut the wait.
+async fn paced(pace: &DefaultDirectRateLimiter) {
+    loop {
+        match pace.check() {
+            Ok(()) => return,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(pace.clock().now());
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod pacer;
 pub mod ratelimit;
 pub mod redact;
 pub mod redis_store;
+pub mod reload;
 pub mod replay;
 pub mod respond;
 pub mod retry;
@@ -35,4 +36,4 @@ pub mod telemetry;
 pub mod upstream;
 
 pub use config::Config;
-pub use server::{run, Listeners};
+pub use server::{run, run_from_file, Listeners};

@@ -7,6 +7,8 @@
 //! it. Owner labels are bounded by `[metrics] max_owner_series`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
@@ -30,8 +32,9 @@ pub struct Observer {
     pacer: Pacer,
     /// `[metrics] max_owner_series`.
     max_owner_series: usize,
-    /// `[queue] max_wait_ms`, exported so alerts compare queue waits with it.
-    max_wait: Duration,
+    /// `[queue] max_wait_ms`, exported so alerts compare queue waits with it; a reload
+    /// sets it.
+    max_wait_ms: Arc<AtomicU64>,
 }
 
 /// One budget's labels in the metrics: `app_id` is empty for portal-wide budgets (search,
@@ -124,8 +127,18 @@ impl Observer {
         Observer {
             pacer,
             max_owner_series: max_owner_series.max(1),
-            max_wait,
+            max_wait_ms: Arc::new(AtomicU64::new(
+                u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
+            )),
         }
+    }
+
+    /// A reload changed `[queue] max_wait_ms`.
+    pub fn set_max_wait(&self, max_wait: Duration) {
+        self.max_wait_ms.store(
+            u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     fn snapshot(&self) -> (Vec<BudgetView>, i64) {
@@ -450,7 +463,8 @@ impl Collector for BudgetCollector {
 
         self.owners_active
             .set(i64::try_from(observer.pacer.active_owners()).unwrap_or(i64::MAX));
-        self.max_wait.set(observer.max_wait.as_secs_f64());
+        self.max_wait
+            .set(observer.max_wait_ms.load(Ordering::Relaxed) as f64 / 1000.0);
 
         let mut families = Vec::new();
         families.extend(budget_limit.collect());

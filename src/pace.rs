@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
@@ -48,6 +49,15 @@ pub struct PaceLayer {
 /// What every paced call needs, built once.
 pub struct PaceShared {
     pub pacer: Pacer,
+    /// What the config says about pacing; a reload swaps it whole, and each call reads it
+    /// once on arrival and keeps that view to its end.
+    pub policy: Arc<ArcSwap<PacePolicy>>,
+    pub clock: Clock,
+    pub metrics: Metrics,
+}
+
+/// The reloadable part of pacing.
+pub struct PacePolicy {
     pub classifier: Classifier,
     /// `[queue] max_wait_ms`: the longest any call waits, retries included.
     pub max_wait: Duration,
@@ -55,8 +65,6 @@ pub struct PaceShared {
     pub search_pause: Duration,
     pub retry: RetryConfig,
     pub callers: Callers,
-    pub clock: Clock,
-    pub metrics: Metrics,
 }
 
 impl PaceLayer {
@@ -119,30 +127,32 @@ impl PaceShared {
         send: Sender,
     ) -> Result<Response<Body>, GatewayError> {
         let started = tokio::time::Instant::now();
+        let pacing = self.policy.load_full();
         let owner = request
             .extensions()
             .get::<Owner>()
             .copied()
             .unwrap_or(Owner::Anonymous);
-        let max_wait = self
+        let max_wait = pacing
             .max_wait
             .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
-        let caller = self.callers.identify(&request)?;
-        self.callers
+        let caller = pacing.callers.identify(&request)?;
+        pacing
+            .callers
             .check_cap(&caller.name)
             .map_err(|retry_after| GatewayError::CallerCapped {
                 caller: caller.name.clone(),
                 retry_after,
             })?;
-        let class = self
+        let class = pacing
             .classifier
             .classify(request.method(), request.uri().path());
         let keys = budgets_for(owner, class);
         let (parts, body) = request.into_parts();
-        let max_replay = if self.retry.max_retries == 0 {
+        let max_replay = if pacing.retry.max_retries == 0 {
             0
         } else {
-            self.retry.max_body_bytes
+            pacing.retry.max_body_bytes
         };
         let (replayable, mut streaming) = match replay::prepare(body, max_replay).await {
             Ok(Prepared::Replayable(bytes)) => (Some(bytes), None),
@@ -191,7 +201,8 @@ impl PaceShared {
                     }
                     let (response, policy) = if status == StatusCode::TOO_MANY_REQUESTS {
                         let (response, policy) = read_429(response).await;
-                        self.learn_from_429(owner, &keys, policy).await;
+                        self.learn_from_429(owner, &keys, policy, pacing.search_pause)
+                            .await;
                         (response, Some(policy))
                     } else {
                         (response, None)
@@ -209,7 +220,7 @@ impl PaceShared {
                 .as_ref()
                 .ok()
                 .and_then(|r| ratelimit::retry_after(r.headers(), std::time::SystemTime::now()));
-            let plan = retry::plan(failure, &parts.method, retry_after, &self.retry);
+            let plan = retry::plan(failure, &parts.method, retry_after, &pacing.retry);
             let skip = match plan {
                 Err(Skip::Daily) => {
                     return Err(self.daily_exhausted(owner, &keys));
@@ -218,12 +229,12 @@ impl PaceShared {
                 Ok(plan) => {
                     let wait = plan.at_least.max(retry::backoff(
                         retries + 1,
-                        &self.retry,
+                        &pacing.retry,
                         &mut rand::rng(),
                     ));
                     let skip = if replayable.is_none() {
                         Some(Skip::BodyNotReplayable)
-                    } else if retries >= self.retry.max_retries {
+                    } else if retries >= pacing.retry.max_retries {
                         Some(Skip::MaxRetries)
                     } else if started.elapsed() + wait >= max_wait {
                         Some(Skip::Deadline)
@@ -276,7 +287,13 @@ impl PaceShared {
     }
 
     /// A 429 tells which budget HubSpot thinks is spent; hubgate's view follows it.
-    async fn learn_from_429(&self, owner: Owner, keys: &Keys, policy: Policy) {
+    async fn learn_from_429(
+        &self,
+        owner: Owner,
+        keys: &Keys,
+        policy: Policy,
+        search_pause: Duration,
+    ) {
         self.metrics.count_upstream_rate_limited(&owner, policy);
         let (now, unix_ms) = (self.clock.now(), self.clock.unix_ms());
         let mut lessons: smallvec::SmallVec<[Lesson; 4]> = smallvec::SmallVec::new();
@@ -294,7 +311,7 @@ impl PaceShared {
                     lessons.push(Lesson::Rejected { key });
                     lessons.push(Lesson::BlockUntil {
                         key,
-                        until: now.saturating_add(self.search_pause),
+                        until: now.saturating_add(search_pause),
                     });
                 }
                 (Policy::Daily, BudgetKey::Daily { portal_id }) => {

@@ -13,8 +13,10 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{oneshot, Notify};
+use tower::retry::budget::TpsBudget;
 
 use crate::classify::Keys;
 use crate::clock::Clock;
@@ -75,6 +77,15 @@ enum LaneKind {
 }
 
 impl LaneKind {
+    /// The window this kind's callers split.
+    fn fair_window(self, windows: &FairWindows) -> (u32, Duration) {
+        match self {
+            LaneKind::Burst => windows.burst,
+            LaneKind::Search => windows.search,
+            LaneKind::Other => (0, Duration::ZERO),
+        }
+    }
+
     fn of(keys: &Keys) -> LaneKind {
         if keys.iter().any(|k| matches!(k, BudgetKey::Search { .. })) {
             LaneKind::Search
@@ -93,7 +104,8 @@ struct Lane {
     /// priority, or the head left.
     wake: Notify,
     /// First tries deposit, retries withdraw: retries stay a share of recent traffic.
-    retry_budget: tower::retry::budget::TpsBudget,
+    /// Replaced when a reload changes the budget's terms.
+    retry_budget: ArcSwap<TpsBudget>,
 }
 
 struct LaneState {
@@ -290,7 +302,8 @@ struct PacerInner {
     /// never held across an `.await` (the `Arc<Lane>` is cloned out first).
     lanes: DashMap<(Owner, LaneKind), Arc<Lane>>,
     clock: Clock,
-    config: PacerConfig,
+    /// Swapped whole by a reload; read once per decision.
+    config: ArcSwap<PacerConfig>,
 }
 
 impl Pacer {
@@ -300,7 +313,7 @@ impl Pacer {
             store,
             lanes: DashMap::new(),
             clock,
-            config,
+            config: ArcSwap::from_pointee(config),
         });
         tokio::spawn(sweep_idle(Arc::downgrade(&inner)));
         Pacer { inner }
@@ -332,6 +345,7 @@ impl Pacer {
         self.inner
             .lane(owner, LaneKind::of(keys))
             .retry_budget
+            .load()
             .withdraw()
     }
 
@@ -352,7 +366,7 @@ impl Pacer {
         let lane = inner.lane(owner, LaneKind::of(&keys));
         if !retry {
             use tower::retry::budget::Budget;
-            lane.retry_budget.deposit();
+            lane.retry_budget.load().deposit();
         }
         let (ticket, receiver) = {
             let mut state = lock(&lane.state);
@@ -443,20 +457,17 @@ impl PacerInner {
         self.lanes
             .entry((owner, kind))
             .or_insert_with(|| {
+                let config = self.config.load();
                 Arc::new(Lane {
                     state: Mutex::new(LaneState {
-                        queue: FairQueue::new(self.config.max_depth_per_owner),
+                        queue: FairQueue::new(config.max_depth_per_owner),
                         driving: false,
                         idle_since: self.clock.now(),
                         last_high: None,
-                        shares: Shares::new(match kind {
-                            LaneKind::Burst => self.config.fair_windows.burst,
-                            LaneKind::Search => self.config.fair_windows.search,
-                            LaneKind::Other => (0, Duration::ZERO),
-                        }),
+                        shares: Shares::new(kind.fair_window(&config.fair_windows)),
                     }),
                     wake: Notify::new(),
-                    retry_budget: self.config.retry.new_budget(),
+                    retry_budget: ArcSwap::from_pointee(config.retry.new_budget()),
                 })
             })
             .clone()
@@ -472,7 +483,8 @@ impl PacerInner {
         now: Tick,
         unix_ms: i64,
     ) -> Duration {
-        let reserve = &self.config.high_reserve;
+        let config = self.config.load();
+        let reserve = &config.high_reserve;
         let slots = reserve.slots_for(keys);
         let high_recently = state
             .last_high
@@ -626,18 +638,16 @@ fn settle(
 
 /// Drops lanes and budgets nobody used for `idle_ttl`, so memory follows active owners.
 async fn sweep_idle(inner: Weak<PacerInner>) {
-    let period = match inner.upgrade() {
-        Some(inner) => (inner.config.idle_ttl / 2).max(Duration::from_secs(1)),
-        None => return,
-    };
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
     loop {
-        ticker.tick().await;
+        // Read each round, so a reloaded `idle_ttl_ms` sets the pace from the next sweep.
+        let period = match inner.upgrade() {
+            Some(inner) => sweep_period(inner.config.load().idle_ttl),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
         let Some(inner) = inner.upgrade() else { return };
         let now = inner.clock.now();
-        let ttl = inner.config.idle_ttl;
+        let ttl = inner.config.load().idle_ttl;
         inner.lanes.retain(|_, lane| {
             let state = lock(&lane.state);
             state.driving
@@ -648,7 +658,39 @@ async fn sweep_idle(inner: Weak<PacerInner>) {
     }
 }
 
+fn sweep_period(idle_ttl: Duration) -> Duration {
+    (idle_ttl / 2).max(Duration::from_secs(1))
+}
+
 impl Pacer {
+    /// Takes on reloaded settings and limits without dropping anything: every lane keeps
+    /// its queue (a lowered `max_depth_per_owner` only refuses new calls), shares the new
+    /// window, and its driver wakes to judge its head by the new limits at once; the
+    /// store applies the limits to live budgets in place. Calls already sent are not
+    /// touched.
+    pub fn reconfigure(&self, config: PacerConfig, limits: crate::engine::Limits) {
+        let inner = &self.inner;
+        inner.store.set_limits(limits, inner.clock.unix_ms());
+        let old = inner.config.swap(Arc::new(config.clone()));
+        let new_retry_terms = (old.retry.budget_percent, old.retry.budget_min_per_second)
+            != (
+                config.retry.budget_percent,
+                config.retry.budget_min_per_second,
+            );
+        for entry in inner.lanes.iter() {
+            let (kind, lane) = (entry.key().1, entry.value());
+            {
+                let mut state = lock(&lane.state);
+                state.queue.set_max_depth(config.max_depth_per_owner);
+                state.shares.window = kind.fair_window(&config.fair_windows);
+            }
+            if new_retry_terms {
+                lane.retry_budget.store(Arc::new(config.retry.new_budget()));
+            }
+            lane.wake.notify_one();
+        }
+    }
+
     /// Every live lane's owner and the calls waiting in it (0 for a recently used idle
     /// lane), read at scrape time by the budget metrics and the admin API.
     pub fn queue_depths(&self) -> Vec<(Owner, usize)> {
@@ -797,6 +839,41 @@ mod tests {
                 "{in_window} sends within a window starting at {first:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_judges_queued_calls_by_the_new_limit_at_once() {
+        let pacer = pacer(2, 100, 0);
+        let start = tokio::time::Instant::now();
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer
+                        .admit(ask(OWNER, keys(OWNER), Duration::from_secs(60)))
+                        .await
+                        .map(|_| start.elapsed())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pacer.queue_depth(&OWNER), 4, "two sent, four queued");
+        let raised = Limits {
+            burst: WindowSpec::new(6, WINDOW),
+            ..Limits::default()
+        };
+        let config = pacer.inner.config.load().as_ref().clone();
+        pacer.reconfigure(config, raised);
+        let mut times = Vec::new();
+        for call in calls {
+            times.push(call.await.unwrap().unwrap());
+        }
+        times.sort();
+        assert_eq!(times[..2], [Duration::ZERO; 2]);
+        assert!(
+            times[2..].iter().all(|t| *t == Duration::from_millis(100)),
+            "the queued four leave at the reload, not a window later: {times:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,8 @@
 //! `{prefix}:{anon}:global` for anonymous calls. The `{…}` hash tag is the portal, so the
 //! keys of one reservation sit in one Redis Cluster slot. Logs expire one span after their
 //! last send, blocks when they end, daily hashes a minute after their day: idle keys go.
-//! Specs travel in `ARGV` with every call, so replicas must share `[budgets]`.
+//! Specs travel in `ARGV` with every call, so replicas must share `[budgets]`; a reload
+//! takes effect with the next call, and the keys' state carries over.
 //!
 //! # When Redis fails
 //! Any error or timeout (`[store] command_timeout_ms`) flips the store to *degraded*. With
@@ -159,13 +160,16 @@ struct Inner {
     conn: ConnectionManager,
     /// Key prefix from `[store] key_prefix`.
     prefix: String,
-    /// The full limits: what Redis enforces, and what the mirror estimates with.
-    limits: Limits,
+    /// The full limits: what Redis enforces, and what the mirror estimates with. Swapped
+    /// whole by a reload; every script call reads them once.
+    limits: arc_swap::ArcSwap<Limits>,
+    /// Replicas sharing the budgets, to size the local share of reloaded limits.
+    replicas: u32,
     on_failure: OnFailure,
     command_timeout: Duration,
     reconnect_interval: Duration,
-    /// How long rejoining lasts: the longest span plus two probe periods and a timeout.
-    rejoin_for: Duration,
+    /// How long rejoining lasts beyond the longest span: two probe periods and a timeout.
+    rejoin_margin: Duration,
     /// The reservation script (EVALSHA, falling back to EVAL after a Redis restart).
     reserve_script: Script,
     /// The script applying one lesson.
@@ -209,19 +213,21 @@ impl RedisStore {
             .set_max_delay(settings.reconnect_interval);
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
-        let rejoin_for = Duration::from_micros(max_span_micros(&limits))
-            .saturating_add(settings.reconnect_interval.saturating_mul(2))
+        let rejoin_margin = settings
+            .reconnect_interval
+            .saturating_mul(2)
             .saturating_add(settings.command_timeout);
         let share = share_limits(&limits, settings.replicas);
         gauge.set(0);
         let inner = Arc::new(Inner {
             conn,
             prefix: settings.key_prefix,
-            limits: limits.clone(),
+            limits: arc_swap::ArcSwap::from_pointee(limits.clone()),
+            replicas: settings.replicas,
             on_failure: settings.on_failure,
             command_timeout: settings.command_timeout,
             reconnect_interval: settings.reconnect_interval,
-            rejoin_for,
+            rejoin_margin,
             reserve_script: Script::new(RESERVE_LUA),
             learn_script: Script::new(LEARN_LUA),
             local: Mutex::new(Local {
@@ -296,13 +302,19 @@ impl Inner {
         );
     }
 
+    /// How long rejoining lasts: the longest span plus two probe periods and a timeout.
+    fn rejoin_for(&self) -> Duration {
+        Duration::from_micros(max_span_micros(&self.limits.load()))
+            .saturating_add(self.rejoin_margin)
+    }
+
     /// Redis answered the prober: rejoin.
     fn resume(&self) {
         let mut local = self.local();
         if let Mode::Degraded { failed_at } = local.mode {
             local.mode = Mode::Rejoining {
                 failed_at,
-                until: Instant::now() + self.rejoin_for,
+                until: Instant::now() + self.rejoin_for(),
             };
             drop(local);
             self.degraded.store(false, Ordering::Relaxed);
@@ -324,7 +336,7 @@ impl Inner {
         if fail_closed {
             return Reservation::StoreUnavailable;
         }
-        quarantine(&mut local.share, &self.limits, keys, now, failed_at);
+        quarantine(&mut local.share, &self.limits.load(), keys, now, failed_at);
         local.share.reserve(keys, now, unix_ms)
     }
 
@@ -400,10 +412,11 @@ impl Inner {
     /// One script round trip, bounded by the command timeout.
     async fn run_reserve(&self, keys: &[BudgetKey]) -> Result<Answer, String> {
         let mut invocation = self.reserve_script.prepare_invoke();
+        let limits = self.limits.load();
         invocation.arg(keys.len());
         for key in keys {
             let name = key_name(&self.prefix, key);
-            match self.limits.spec_for(key) {
+            match limits.spec_for(key) {
                 BudgetSpec::Window(spec) => {
                     invocation
                         .key(name.clone())
@@ -466,7 +479,7 @@ impl Inner {
                     .arg("block")
                     .arg(delay);
             }
-            Lesson::Remaining { key, remaining } => match self.limits.spec_for(&key) {
+            Lesson::Remaining { key, remaining } => match self.limits.load().spec_for(&key) {
                 BudgetSpec::Window(spec) => {
                     let name = key_name(&self.prefix, &key);
                     invocation
@@ -489,7 +502,7 @@ impl Inner {
             // Redis keeps no estimate of another client's use: HubSpot's count becomes
             // placeholder sends there (what "remaining" does), which every replica sees;
             // the finer per-epoch estimate lives in each replica's mirror.
-            Lesson::Usage { key, hub_used, max } => match self.limits.spec_for(&key) {
+            Lesson::Usage { key, hub_used, max } => match self.limits.load().spec_for(&key) {
                 BudgetSpec::Window(spec) => {
                     // What HubSpot says is left, against the configured limit: a lower
                     // `-Max` than configured leaves fewer slots, a higher one changes nothing.
@@ -507,7 +520,7 @@ impl Inner {
             Lesson::Rejected { .. } => return Ok(()),
             Lesson::DailyExhausted { portal_id } => {
                 let key = BudgetKey::Daily { portal_id };
-                let offset = match self.limits.spec_for(&key) {
+                let offset = match self.limits.load().spec_for(&key) {
                     BudgetSpec::Daily(spec) => i64::from(spec.utc_offset_secs) * 1_000,
                     BudgetSpec::Window(_) => 0,
                 };
@@ -660,7 +673,7 @@ impl BudgetStore for RedisStore {
                 Ok(Duration::ZERO)
             }
             Mode::Degraded { failed_at } => {
-                quarantine(&mut local.share, &inner.limits, keys, now, failed_at);
+                quarantine(&mut local.share, &inner.limits.load(), keys, now, failed_at);
                 local.share.estimate_wait(keys, now, unix_ms, ahead)
             }
             Mode::Shared | Mode::Rejoining { .. } => {
@@ -671,6 +684,16 @@ impl BudgetStore for RedisStore {
 
     fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(self.inner.learn(lesson, now, unix_ms))
+    }
+
+    fn set_limits(&self, limits: Limits, unix_ms: i64) {
+        let inner = &self.inner;
+        let mut local = inner.local();
+        local
+            .share
+            .set_limits(share_limits(&limits, inner.replicas), unix_ms);
+        local.mirror.set_limits(limits.clone(), unix_ms);
+        inner.limits.store(Arc::new(limits));
     }
 
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {

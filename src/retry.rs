@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ratelimit::Policy;
 
 /// `[retry]` in config.toml.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RetryConfig {
     /// Retries after the first try; 0 turns retrying off.

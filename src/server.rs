@@ -2,6 +2,7 @@
 //! connection-level bounds, serves the admin port, and shuts down gracefully.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::observe::{BudgetCollector, Observer};
+use crate::reload::Reloader;
 use crate::respond::PeerAddr;
 use crate::stack::{self, ProxyService};
 
@@ -46,16 +48,44 @@ impl Listeners {
 
 /// Runs the gateway until `shutdown` completes, then lets in-flight calls finish within
 /// `[server] shutdown_grace_ms`. `config` must be valid (`Config::validate` is empty).
+/// It has no file behind it, so a reload (SIGHUP, `POST /admin/reload`) changes nothing
+/// and says so.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve(config, None, listeners, shutdown).await
+}
+
+/// `run` for a gateway whose `config` was read from `config_path`: SIGHUP and
+/// `POST /admin/reload` read that file again and apply it in place (see `reload`).
+pub async fn run_from_file(
+    config_path: PathBuf,
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    serve(config, Some(config_path), listeners, shutdown).await
+}
+
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    // Before anything is served: SIGHUP's default action ends the process, and an
+    // operator's reload must never do that.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP (config reload): {e}"))?;
     let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
     let stack::Stack {
         service,
         pacer,
         shared_store,
+        live,
     } = stack::build(&config, &metrics)?;
     // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
     let observer = Observer::new(
@@ -64,12 +94,22 @@ pub async fn run(
         Duration::from_millis(config.queue.max_wait_ms),
     );
     metrics.register(Box::new(BudgetCollector::new(observer.clone())))?;
+    let reloader = Reloader::new(
+        config_path,
+        config.clone(),
+        live,
+        observer.clone(),
+        &metrics,
+    )?;
+    #[cfg(unix)]
+    let hangup_task = tokio::spawn(reload_on_hangup(hangups, reloader.clone()));
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         observer,
         store: shared_store,
+        reloader: reloader.clone(),
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -133,7 +173,10 @@ pub async fn run(
 
     ready.store(false, Ordering::Relaxed);
     drop(listeners.proxy);
-    let grace = config.server.shutdown_grace();
+    #[cfg(unix)]
+    hangup_task.abort();
+    // The grace in force now: a reload may have changed it.
+    let grace = reloader.running().await.server.shutdown_grace();
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: finishing in-flight calls"
@@ -172,6 +215,15 @@ async fn serve_admin(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Reloads the config on every SIGHUP; the reload logs how it went.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: Reloader) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        reloader.reload().await;
     }
 }
 

@@ -1,8 +1,10 @@
 //! The request path, assembled in one place: which layer wraps which, and why.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
@@ -18,7 +20,7 @@ use crate::guard::{GuardLayer, InboundLimits};
 use crate::identify::IdentifyLayer;
 use crate::identity::IdentityResolver;
 use crate::metrics::Metrics;
-use crate::pace::{PaceLayer, PaceShared};
+use crate::pace::{PaceLayer, PacePolicy, PaceShared};
 use crate::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
 use crate::respond::RespondLayer;
 use crate::upstream;
@@ -33,6 +35,35 @@ pub struct Stack {
     pub pacer: Pacer,
     /// The Redis store when budgets are shared (`[store] kind = "redis"`), for `/readyz`.
     pub shared_store: Option<crate::redis_store::RedisStore>,
+    /// What a reload changes in place.
+    pub live: LiveSettings,
+}
+
+/// The settings of the running request path that a reload replaces, with nothing rebuilt:
+/// limits, queues, lanes, retries, callers, credentials, identity TTLs, classification.
+/// Listeners, the upstream client and the budget store stay as built.
+#[derive(Clone)]
+pub struct LiveSettings {
+    pacer: Pacer,
+    pacing: Arc<ArcSwap<PacePolicy>>,
+    resolver: IdentityResolver,
+}
+
+impl LiveSettings {
+    /// Applies `config` (valid: `Config::validate` is empty) to the running path. Calls
+    /// already past a layer keep what they read; queued calls are judged by the new
+    /// limits at once.
+    pub fn apply(&self, config: &Config) -> anyhow::Result<()> {
+        self.resolver
+            .reconfigure(&config.identity, &config.credentials)?;
+        self.pacer
+            .reconfigure(pacer_config(config), config.budgets.limits());
+        // The whole registry is rebuilt from `[[callers]]`; only unchanged caps keep their
+        // limiters.
+        let callers = self.pacing.load().callers.reconfigured(&config.callers);
+        self.pacing.store(Arc::new(pace_policy(config, callers)));
+        Ok(())
+    }
 }
 
 /// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
@@ -59,27 +90,22 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         config.budgets.limits(),
         metrics.store_degraded_gauge(),
     )?;
-    let pacer = Pacer::new(
-        store,
-        clock,
-        PacerConfig {
-            max_depth_per_owner: config.queue.max_depth_per_owner,
-            idle_ttl: Duration::from_millis(config.budgets.idle_ttl_ms),
-            retry: config.retry.clone(),
-            high_reserve: high_reserve(config),
-            fair_windows: fair_windows(config),
-        },
-    );
+    let pacer = Pacer::new(store, clock, pacer_config(config));
+    let pacing = Arc::new(ArcSwap::from_pointee(pace_policy(
+        config,
+        Callers::new(&config.callers),
+    )));
     let pace = PaceLayer::new(PaceShared {
         pacer: pacer.clone(),
-        classifier: Classifier::new(&config.budgets.exempt),
-        max_wait: Duration::from_millis(config.queue.max_wait_ms),
-        search_pause: Duration::from_millis(config.budgets.search_window_ms),
-        retry: config.retry.clone(),
-        callers: Callers::new(&config.callers),
+        policy: pacing.clone(),
         clock,
         metrics: metrics.clone(),
     });
+    let live = LiveSettings {
+        pacer: pacer.clone(),
+        pacing,
+        resolver: resolver.clone(),
+    };
     let forward = Forward::new(
         client,
         target,
@@ -109,7 +135,30 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         service: BoxCloneService::new(service),
         pacer,
         shared_store,
+        live,
     })
+}
+
+/// The pacer's settings from `[queue]`, `[budgets]`, `[retry]` and `[lanes]`.
+fn pacer_config(config: &Config) -> PacerConfig {
+    PacerConfig {
+        max_depth_per_owner: config.queue.max_depth_per_owner,
+        idle_ttl: Duration::from_millis(config.budgets.idle_ttl_ms),
+        retry: config.retry.clone(),
+        high_reserve: high_reserve(config),
+        fair_windows: fair_windows(config),
+    }
+}
+
+/// What the pacing layer reads per call, with `callers` built from `[[callers]]`.
+fn pace_policy(config: &Config, callers: Callers) -> PacePolicy {
+    PacePolicy {
+        classifier: Classifier::new(&config.budgets.exempt),
+        max_wait: Duration::from_millis(config.queue.max_wait_ms),
+        search_pause: Duration::from_millis(config.budgets.search_window_ms),
+        retry: config.retry.clone(),
+        callers,
+    }
 }
 
 /// `[lanes] high_reserve_percent` of each window, in slots (rounded up, so a configured

@@ -62,6 +62,10 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// Applies what HubSpot said about a budget.
     fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()>;
 
+    /// Takes on new limits (a config reload) at `unix_ms`: live budgets keep their sends
+    /// and counts and are judged by the new limits from the next reservation on.
+    fn set_limits(&self, limits: Limits, unix_ms: i64);
+
     /// Drops budgets idle for `idle_ttl`; returns how many.
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize;
 
@@ -215,6 +219,10 @@ impl BudgetStore for MemoryStore {
 
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
         self.book().evict_idle(now, unix_ms, idle_ttl)
+    }
+
+    fn set_limits(&self, limits: Limits, unix_ms: i64) {
+        self.book().set_limits(limits, unix_ms);
     }
 
     fn len(&self) -> usize {

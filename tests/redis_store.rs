@@ -182,6 +182,35 @@ async fn a_burst_from_idle_goes_at_once_and_the_next_waits_one_window_like_the_e
 }
 
 #[tokio::test]
+async fn reloaded_limits_apply_to_the_shared_budgets_and_their_state_carries_over() {
+    use hubgate::store::BudgetStore;
+    let redis = RedisServer::start();
+    let store = store(&redis, &burst_limits(2, 30_000, DailySpec::default()));
+    let clock = Clock::new();
+    let reserve = || store.reserve(&[APP], clock.now(), clock.unix_ms());
+    assert_eq!(reserve().await, Reservation::Granted);
+    assert_eq!(reserve().await, Reservation::Granted);
+    assert!(matches!(reserve().await, Reservation::NotBefore(_)));
+    // Raised: the two sends in Redis still count, two more go now.
+    store.set_limits(
+        burst_limits(4, 30_000, DailySpec::default()),
+        clock.unix_ms(),
+    );
+    assert_eq!(reserve().await, Reservation::Granted);
+    assert_eq!(reserve().await, Reservation::Granted);
+    assert!(matches!(reserve().await, Reservation::NotBefore(_)));
+    // Lowered below what was sent: nothing goes until the window slides.
+    store.set_limits(
+        burst_limits(3, 30_000, DailySpec::default()),
+        clock.unix_ms(),
+    );
+    assert!(matches!(reserve().await, Reservation::NotBefore(_)));
+    let views = store.snapshot(clock.now(), clock.unix_ms());
+    let view = views.iter().find(|v| v.key == APP).expect("the local view");
+    assert_eq!(view.limit, 3, "the admin view reports the new limit");
+}
+
+#[tokio::test]
 async fn a_spent_daily_budget_refuses_until_local_midnight_then_resets() {
     let redis = RedisServer::start();
     let clock = Clock::new();

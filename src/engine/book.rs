@@ -64,7 +64,7 @@ pub enum BudgetSpec {
 }
 
 /// Default specs per budget kind plus per-owner overrides; consulted when a budget is
-/// first used, so changing it affects budgets created afterwards.
+/// first used, and applied to live budgets in place by `BudgetBook::set_limits`.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Burst window of each (app, portal) without an override.
@@ -187,6 +187,21 @@ impl BudgetBook {
     /// The specs used for new budgets.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Replaces the specs (a config reload) and applies them to every live budget in
+    /// place at `unix_ms`: their sends and counts stay, so nothing already spent
+    /// is forgotten and nothing waiting has to start over.
+    pub fn set_limits(&mut self, limits: Limits, unix_ms: i64) {
+        for (key, entry) in &mut self.budgets {
+            match (&mut entry.budget, limits.spec_for(key)) {
+                (Budget::Window(log), BudgetSpec::Window(spec)) => log.respec(spec),
+                (Budget::Daily(day), BudgetSpec::Daily(spec)) => day.respec(spec, unix_ms),
+                // A key's kind never changes; a mismatch cannot happen.
+                _ => {}
+            }
+        }
+        self.limits = limits;
     }
 
     /// Live budgets.
@@ -557,6 +572,67 @@ mod tests {
         assert_eq!(log.log_capacity(), 0);
         log.commit(Tick(0));
         assert!(log.log_capacity() >= 110 && log.log_capacity() < 2 * 110);
+    }
+
+    #[test]
+    fn new_limits_apply_to_live_budgets_in_place() {
+        let mut book = BudgetBook::new(limits(2, 3));
+        assert_eq!(
+            book.reserve(&[APP, DAILY], Tick(0), 0),
+            Reservation::Granted
+        );
+        assert_eq!(
+            book.reserve(&[APP, DAILY], Tick(0), 0),
+            Reservation::Granted
+        );
+        assert_eq!(
+            book.reserve(&[APP], Tick(0), 0),
+            Reservation::NotBefore(Tick(100 * MS))
+        );
+        // Raised: the two sends still count, two more slots are free at once.
+        book.set_limits(limits(4, 3), 0);
+        assert_eq!(book.reserve(&[APP], Tick(MS), 0), Reservation::Granted);
+        assert_eq!(book.reserve(&[APP], Tick(MS), 0), Reservation::Granted);
+        assert_eq!(used(&book, &APP, Tick(MS), 0), 4);
+        // Lowered: the newest two sends fill the window until they leave it.
+        book.set_limits(limits(2, 2), 0);
+        assert_eq!(
+            book.reserve(&[APP], Tick(2 * MS), 0),
+            Reservation::NotBefore(Tick(101 * MS))
+        );
+        assert_eq!(
+            book.reserve(&[APP], Tick(101 * MS), 0),
+            Reservation::Granted
+        );
+        // The daily count is kept: 2 spent of a new limit of 2.
+        assert!(matches!(
+            book.reserve(&[DAILY], Tick(101 * MS), 0),
+            Reservation::DailyExhausted(_)
+        ));
+        book.set_limits(limits(2, 5), 0);
+        assert_eq!(
+            book.reserve(&[DAILY], Tick(101 * MS), 0),
+            Reservation::Granted
+        );
+        assert_eq!(used(&book, &DAILY, Tick(101 * MS), 0), 3);
+        // Budgets created later use the new specs.
+        assert_eq!(book.limits().daily.limit, 5);
+    }
+
+    #[test]
+    fn a_new_time_zone_keeps_todays_count_and_moves_the_reset() {
+        let mut book = BudgetBook::new(limits(2, 1));
+        let noon = 12 * 3_600_000;
+        assert_eq!(book.reserve(&[DAILY], Tick(0), noon), Reservation::Granted);
+        let mut moved = limits(2, 1);
+        moved.daily.utc_offset_secs = -3 * 3600;
+        book.set_limits(moved, noon);
+        assert_eq!(
+            book.reserve(&[DAILY], Tick(0), noon),
+            Reservation::DailyExhausted(DailyExhausted {
+                resets_at_unix_ms: 86_400_000 + 3 * 3_600_000
+            })
+        );
     }
 
     #[test]

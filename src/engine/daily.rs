@@ -151,6 +151,19 @@ impl DailyBudget {
         }
     }
 
+    /// Takes on a new spec in place (a config reload) at `unix_ms`: today's count and a
+    /// `DAILY` from HubSpot are kept, so a lowered limit may be spent already and a raised
+    /// one frees calls at once. A new time zone moves the coming midnight; today's count
+    /// still belongs to the day now running.
+    pub fn respec(&mut self, spec: DailySpec, unix_ms: i64) {
+        let counting_today = self.day != i64::MIN && !self.is_stale(unix_ms);
+        self.limit = spec.limit;
+        self.offset_ms = i64::from(spec.utc_offset_secs) * 1_000;
+        if counting_today {
+            self.day = self.local_day(unix_ms);
+        }
+    }
+
     /// Whether forgetting this budget would change no answer from `unix_ms` on.
     pub fn is_idle(&self, unix_ms: i64) -> bool {
         self.is_stale(unix_ms) || (self.used == 0 && !self.exhausted)

@@ -126,6 +126,11 @@ impl<T> FairQueue<T> {
         }
     }
 
+    /// Changes how many waiters `push` admits; waiters beyond a lowered bound stay.
+    pub fn set_max_depth(&mut self, max_depth: usize) {
+        self.max_depth = max_depth;
+    }
+
     pub fn len(&self) -> usize {
         self.seats.len()
     }

@@ -365,6 +365,25 @@ impl SlidingLog {
         }
     }
 
+    /// Takes on a new spec in place (a config reload): the sends already made keep
+    /// counting, measured with the new span, so a lowered limit holds from the next send
+    /// and a raised one frees slots at once. Only the newest `capacity` sends matter for
+    /// admission, so older ones are dropped; what another client was seen to spend is kept.
+    pub fn respec(&mut self, spec: WindowSpec) {
+        self.limit = spec.limit.min(WindowSpec::MAX_LIMIT);
+        self.capacity = spec.capacity();
+        self.span = spec.span_micros();
+        let keep = self.capacity as usize;
+        if self.sends.len() > keep {
+            self.sends.drain(..self.sends.len() - keep);
+            self.sends.shrink_to(keep);
+        }
+        let foreign = &mut self.foreign;
+        foreign.current = foreign.current.min(self.capacity);
+        foreign.previous = foreign.previous.min(self.capacity);
+        foreign.rejected = foreign.rejected.min(self.capacity);
+    }
+
     /// Whether forgetting this budget would change no answer from `now` on.
     pub fn is_idle(&self, now: Tick) -> bool {
         self.blocked_until <= now

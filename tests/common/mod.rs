@@ -35,17 +35,29 @@ impl Gateway {
         tune(&mut config);
         let problems = config.validate();
         assert!(problems.is_empty(), "test config invalid: {problems:?}");
+        Gateway::spawn(config, None).await
+    }
+
+    /// Starts a gateway from a config file, which reloads read again. Listens on
+    /// ephemeral loopback ports whatever the file's `[server]` says.
+    pub async fn start_from_file(path: &std::path::Path) -> Gateway {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        Gateway::spawn(config, Some(path.to_path_buf())).await
+    }
+
+    async fn spawn(config: Config, path: Option<std::path::PathBuf>) -> Gateway {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(hubgate::run(
-            config,
-            hubgate::Listeners { proxy, admin },
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let listeners = hubgate::Listeners { proxy, admin };
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = match path {
+            Some(path) => tokio::spawn(hubgate::run_from_file(path, config, listeners, shutdown)),
+            None => tokio::spawn(hubgate::run(config, listeners, shutdown)),
+        };
         Gateway {
             proxy: proxy_addr,
             admin: admin_addr,
