@@ -14,7 +14,7 @@ use http::{Request, Response, Uri, Version};
 use crate::body::{self, Body};
 use crate::config::UpstreamTarget;
 use crate::error::GatewayError;
-use crate::guard::BodyLimitExceeded;
+use crate::guard::CallerBodyError;
 use crate::hop;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -135,9 +135,10 @@ impl ForwardInner {
     }
 
     fn classify_failure(&self, error: &hyper_util::client::legacy::Error) -> GatewayError {
-        if let Some(max) = BodyLimitExceeded::found_in(error) {
-            // The limit is enforced while streaming, so the upstream saw a cut-off body.
-            return GatewayError::BodyTooLarge { max };
+        if let Some(found) = CallerBodyError::found_in(error) {
+            // The caller's body failed while streaming: the upstream saw a cut-off body
+            // (never a complete one), and the fault is the caller's, not the upstream's.
+            return found.to_gateway_error();
         }
         let reason = describe(error);
         if error.is_connect() {

@@ -12,25 +12,51 @@ use tower::{Layer, Service};
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
 
-/// The error a streaming request body ends with once it passes `max_body_bytes`.
+/// Why a caller's request body ended early. Every body error is wrapped in one, so that
+/// wherever it surfaces (reading the body for replay, or inside the upstream client's
+/// error while streaming it) the call is answered as the caller's problem, never as an
+/// upstream failure.
 #[derive(Debug, thiserror::Error)]
-#[error("request body exceeds {max} bytes")]
-pub struct BodyLimitExceeded {
-    pub max: u64,
+pub enum CallerBodyError {
+    #[error("request body exceeds {max} bytes")]
+    TooLarge { max: u64 },
+    /// The caller's connection failed or closed mid-body, or its framing was invalid.
+    #[error("request body broke off: {0}")]
+    Broken(#[source] BoxError),
 }
 
-impl BodyLimitExceeded {
-    /// The limit, when `error` (or anything it was caused by) is a body that passed it:
-    /// the error may surface from the upstream client or from reading the body for replay.
-    pub fn found_in(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+impl CallerBodyError {
+    /// The caller's body error in `error`'s chain, if that is what it was.
+    pub fn found_in<'e>(
+        error: &'e (dyn std::error::Error + 'static),
+    ) -> Option<&'e CallerBodyError> {
         let mut current = Some(error);
         while let Some(e) = current {
-            if let Some(exceeded) = e.downcast_ref::<BodyLimitExceeded>() {
-                return Some(exceeded.max);
+            if let Some(found) = e.downcast_ref::<CallerBodyError>() {
+                return Some(found);
             }
             current = e.source();
         }
         None
+    }
+
+    /// What the caller is told.
+    pub fn to_gateway_error(&self) -> GatewayError {
+        match self {
+            CallerBodyError::TooLarge { max } => GatewayError::BodyTooLarge { max: *max },
+            CallerBodyError::Broken(e) => GatewayError::BadRequest(format!(
+                "the request body could not be read ({e}); send the call again"
+            )),
+        }
+    }
+
+    fn wrap(error: BoxError, max: u64) -> BoxError {
+        let wrapped = if error.is::<LengthLimitError>() {
+            CallerBodyError::TooLarge { max }
+        } else {
+            CallerBodyError::Broken(error)
+        };
+        Box::new(wrapped)
     }
 }
 
@@ -132,13 +158,7 @@ fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>
     let max_usize = usize::try_from(max).unwrap_or(usize::MAX);
     Ok(request.map(|body| {
         Limited::new(body, max_usize)
-            .map_err(move |e: BoxError| {
-                if e.is::<LengthLimitError>() {
-                    Box::new(BodyLimitExceeded { max }) as BoxError
-                } else {
-                    e
-                }
-            })
+            .map_err(move |e: BoxError| CallerBodyError::wrap(e, max))
             .boxed_unsync()
     }))
 }

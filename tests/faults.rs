@@ -399,6 +399,87 @@ async fn recording_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<(u64, bool
 }
 
 #[tokio::test]
+async fn a_caller_leaving_mid_upload_never_has_half_a_body_passed_on_as_whole() {
+    let (upstream, seen) = recording_upstream().await;
+    let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
+        quick(c);
+        // Bodies over 1 KiB stream to the upstream as they arrive instead of being read
+        // whole first.
+        c.retry.max_body_bytes = 1024;
+    })
+    .await;
+    let tasks_before = alive_tasks();
+    let uploads: [(&str, Vec<u8>); 3] = [
+        (
+            "read whole for replay",
+            [
+                &b"POST /crm/v3/objects/contacts HTTP/1.1\r\nhost: x\r\ncontent-length: 900\r\n\r\n"[..],
+                &[b'a'; 300],
+            ]
+            .concat(),
+        ),
+        (
+            "streamed with a length",
+            [
+                &b"POST /files/v3/files HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n"[..],
+                &[b'b'; 20_000],
+            ]
+            .concat(),
+        ),
+        (
+            "streamed in chunks",
+            [
+                &b"POST /files/v3/files HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+                b"1000\r\n",
+                &[b'c'; 4096],
+                b"\r\n1000\r\n",
+                &[b'c'; 4096],
+                b"\r\n",
+            ]
+            .concat(),
+        ),
+    ];
+    for (name, bytes) in &uploads {
+        let mut stream = TcpStream::connect(gateway.proxy).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        // Let the gateway start on the body (and open the upstream call), then leave.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let complete: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| *c)
+            .copied()
+            .collect();
+        assert!(
+            complete.is_empty(),
+            "{name}: the upstream got a cut body as whole: {complete:?}"
+        );
+    }
+    gateway.assert_settles(Duration::from_secs(5)).await;
+    let metrics = gateway.metrics().await;
+    // A broken upload is the caller's doing: never counted against the upstream.
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"hubgate_requests_total{outcome="upstream_error"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(gateway.answered().await, uploads.len() as f64);
+    assert_tasks_return_to(tasks_before, 2, Duration::from_secs(5)).await;
+    // A whole upload still goes through.
+    let request = Request::post(gateway.url("/files/v3/files"))
+        .body(Full::new(Bytes::from(vec![b'd'; 5000])))
+        .unwrap();
+    assert_eq!(send(request).await.0, StatusCode::OK);
+    assert!(seen.lock().unwrap().contains(&(5000, true)));
+}
+
+#[tokio::test]
 async fn a_caller_leaving_while_queued_frees_its_place_and_is_never_sent() {
     let (upstream, seen) = recording_upstream().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
