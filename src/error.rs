@@ -20,6 +20,8 @@ pub enum GatewayError {
     HeadersTooLarge { size: usize, max: usize },
     #[error("request body is larger than the {max} bytes hubgate accepts ([server] max_body_bytes); send a smaller body or raise the limit")]
     BodyTooLarge { max: u64 },
+    #[error("the request body stopped: no bytes arrived for {idle_ms} ms ([server] body_idle_timeout_ms); send the body without long pauses, then retry")]
+    RequestBodyStalled { idle_ms: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("could not connect to the upstream {upstream}: {reason}; check [upstream] base_url and that HubSpot is reachable, then retry")]
@@ -76,6 +78,7 @@ impl GatewayError {
             GatewayError::NotAForwardProxy { .. } => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestBodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -141,6 +144,7 @@ impl GatewayError {
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::RequestBodyStalled { .. }
             | GatewayError::BadRequest(_) => "VALIDATION_ERROR",
             GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamFailed { .. } => {
                 "HUBGATE_UPSTREAM_UNAVAILABLE"
@@ -171,6 +175,7 @@ impl GatewayError {
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::RequestBodyStalled { .. }
             | GatewayError::BadRequest(_) => Outcome::BadRequest,
         }
     }

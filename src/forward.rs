@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::config::UpstreamTarget;
 use crate::error::GatewayError;
 use crate::guard::CallerBodyError;
@@ -32,6 +33,8 @@ struct ForwardInner {
     /// `Host` sent upstream: the upstream's authority, whatever the caller used.
     host: HeaderValue,
     response_timeout: Duration,
+    /// `[upstream] body_idle_timeout_ms`: how long a response body may pause.
+    body_idle_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -40,6 +43,7 @@ impl Forward {
         client: UpstreamClient,
         target: UpstreamTarget,
         response_timeout: Duration,
+        body_idle_timeout: Duration,
         metrics: Metrics,
     ) -> anyhow::Result<Forward> {
         let host = HeaderValue::from_str(target.authority.as_str())?;
@@ -49,6 +53,7 @@ impl Forward {
                 target,
                 host,
                 response_timeout,
+                body_idle_timeout,
                 metrics,
             }),
         })
@@ -109,7 +114,20 @@ impl ForwardInner {
         // downgrade it.
         parts.version = Version::HTTP_11;
         parts.extensions.insert(Outcome::Forwarded);
-        Ok(Response::from_parts(parts, body::stream(incoming)))
+        // The status is already on its way to the caller; a body that fails or stalls now
+        // can only be cut off, which the caller sees as a body that ends early.
+        let upstream = self.target.display();
+        let body = body::with_idle_timeout(body::stream(incoming), self.body_idle_timeout)
+            .map_err(move |e: BoxError| {
+                tracing::warn!(
+                    upstream = %upstream,
+                    error = %e,
+                    "upstream response body failed; the caller's response is cut off"
+                );
+                e
+            })
+            .boxed_unsync();
+        Ok(Response::from_parts(parts, body))
     }
 
     /// The caller's path and query, byte for byte, below the upstream's base URL.

@@ -9,7 +9,7 @@ use http::{header, Method, Request, Response, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::{Layer, Service};
 
-use crate::body::{Body, BoxError};
+use crate::body::{self, Body, BodyStalled, BoxError};
 use crate::error::GatewayError;
 
 /// Why a caller's request body ended early. Every body error is wrapped in one, so that
@@ -20,6 +20,8 @@ use crate::error::GatewayError;
 pub enum CallerBodyError {
     #[error("request body exceeds {max} bytes")]
     TooLarge { max: u64 },
+    #[error("request body stalled: {0}")]
+    Stalled(#[source] BodyStalled),
     /// The caller's connection failed or closed mid-body, or its framing was invalid.
     #[error("request body broke off: {0}")]
     Broken(#[source] BoxError),
@@ -44,6 +46,9 @@ impl CallerBodyError {
     pub fn to_gateway_error(&self) -> GatewayError {
         match self {
             CallerBodyError::TooLarge { max } => GatewayError::BodyTooLarge { max: *max },
+            CallerBodyError::Stalled(stalled) => GatewayError::RequestBodyStalled {
+                idle_ms: u64::try_from(stalled.idle.as_millis()).unwrap_or(u64::MAX),
+            },
             CallerBodyError::Broken(e) => GatewayError::BadRequest(format!(
                 "the request body could not be read ({e}); send the call again"
             )),
@@ -54,7 +59,10 @@ impl CallerBodyError {
         let wrapped = if error.is::<LengthLimitError>() {
             CallerBodyError::TooLarge { max }
         } else {
-            CallerBodyError::Broken(error)
+            match error.downcast::<BodyStalled>() {
+                Ok(stalled) => CallerBodyError::Stalled(*stalled),
+                Err(other) => CallerBodyError::Broken(other),
+            }
         };
         Box::new(wrapped)
     }
@@ -67,6 +75,8 @@ pub struct InboundLimits {
     pub upstream_host: String,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// `[server] body_idle_timeout_ms`.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -156,8 +166,9 @@ fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>
     }
     // A body without a declared length is counted while it streams; it is never buffered.
     let max_usize = usize::try_from(max).unwrap_or(usize::MAX);
+    let idle = limits.body_idle_timeout;
     Ok(request.map(|body| {
-        Limited::new(body, max_usize)
+        Limited::new(body::with_idle_timeout(body, idle), max_usize)
             .map_err(move |e: BoxError| CallerBodyError::wrap(e, max))
             .boxed_unsync()
     }))

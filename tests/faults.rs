@@ -201,6 +201,50 @@ async fn garbage_from_the_upstream_is_a_502_and_a_post_is_not_sent_again() {
     recovers(&gateway, garbage.len() as f64).await;
 }
 
+#[tokio::test]
+async fn an_upstream_stalling_after_its_headers_is_cut_at_the_body_idle_timeout() {
+    let upstream = raw_upstream(|mut stream| async move {
+        let head = read_head(&mut stream).await;
+        let chunked = String::from_utf8_lossy(&head).contains("chunked-answer");
+        let partial: &[u8] = if chunked {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello"
+        };
+        let _ = stream.write_all(partial).await;
+        // Then nothing, with the connection open, for longer than any test.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        head
+    })
+    .await;
+    let gateway = Gateway::start(&format!("http://{}", upstream.addr), |c| {
+        quick(c);
+        c.upstream.body_idle_timeout_ms = 500;
+    })
+    .await;
+
+    for marker in ["chunked-answer", "sized-answer"] {
+        let started = Instant::now();
+        let request = Request::get(gateway.url(&format!("{LIST}?{marker}")))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, _, body) = call(request).await;
+        let waited = started.elapsed();
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.is_err(),
+            "{marker}: a stalled body is cut off: {body:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(450) && waited < Duration::from_millis(500 + 1_500),
+            "{marker}: cut after {waited:?}, the idle timeout is 500 ms"
+        );
+    }
+    // The stalled upstream connections are dropped with the cut responses, not pooled.
+    assert_eq!(gateway.answered().await, 2.0);
+    gateway.assert_settles(Duration::from_secs(5)).await;
+}
+
 /// `hubgate sim` as a child process on a fixed port; killed (SIGKILL) when dropped.
 struct SimProcess(Child);
 
@@ -477,6 +521,36 @@ async fn a_caller_leaving_mid_upload_never_has_half_a_body_passed_on_as_whole() 
         .unwrap();
     assert_eq!(send(request).await.0, StatusCode::OK);
     assert!(seen.lock().unwrap().contains(&(5000, true)));
+}
+
+#[tokio::test]
+async fn a_caller_stalling_mid_upload_gets_408_at_the_body_idle_timeout() {
+    let (upstream, seen) = recording_upstream().await;
+    let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
+        quick(c);
+        c.server.body_idle_timeout_ms = 400;
+    })
+    .await;
+    let started = Instant::now();
+    let response = raw(
+        gateway.proxy,
+        b"POST /crm/v3/objects/contacts HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"half\":",
+        Duration::from_secs(10),
+    )
+    .await;
+    let waited = started.elapsed();
+    let (status, headers, body) = parse_response(&response);
+    let error = assert_hubspot_error(status, &headers, &body, StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("body_idle_timeout_ms"),
+        "{error}"
+    );
+    assert!(waited < Duration::from_millis(400 + 1_500), "{waited:?}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent upstream");
+    recovers(&gateway, 1.0).await;
 }
 
 #[tokio::test]
