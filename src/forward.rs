@@ -19,7 +19,7 @@ use crate::guard::CallerBodyError;
 use crate::hop;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{ConnectStep, UpstreamClient};
 
 /// Forwards calls to the configured upstream.
 #[derive(Clone)]
@@ -160,9 +160,15 @@ impl ForwardInner {
         }
         let reason = describe(error);
         if error.is_connect() {
-            GatewayError::UpstreamConnect {
-                upstream: self.target.display(),
-                reason,
+            match ConnectStep::of(error) {
+                ConnectStep::Tls => GatewayError::UpstreamTls {
+                    upstream: self.target.display(),
+                    reason,
+                },
+                ConnectStep::Tcp | ConnectStep::TimedOut => GatewayError::UpstreamConnect {
+                    upstream: self.target.display(),
+                    reason,
+                },
             }
         } else {
             GatewayError::UpstreamFailed {

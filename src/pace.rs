@@ -198,7 +198,10 @@ impl PaceShared {
                     };
                     (Failure::Status { status, policy }, Ok(response))
                 }
-                Err(error @ GatewayError::UpstreamConnect { .. }) => (Failure::Connect, Err(error)),
+                Err(
+                    error @ (GatewayError::UpstreamConnect { .. }
+                    | GatewayError::UpstreamTls { .. }),
+                ) => (Failure::Connect, Err(error)),
                 Err(
                     error @ (GatewayError::UpstreamFailed { .. }
                     | GatewayError::UpstreamTimeout { .. }),

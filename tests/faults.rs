@@ -15,7 +15,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const LIST: &str = "/crm/v3/objects/contacts";
@@ -149,6 +149,110 @@ async fn an_upstream_reset_before_answering_is_a_502_and_only_idempotent_calls_g
 }
 
 #[tokio::test]
+async fn an_upstream_stalling_after_its_headers_is_cut_at_the_body_idle_timeout() {
+    let upstream = raw_upstream(|mut stream| async move {
+        let head = read_head(&mut stream).await;
+        let chunked = String::from_utf8_lossy(&head).contains("chunked-answer");
+        let partial: &[u8] = if chunked {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello"
+        };
+        let _ = stream.write_all(partial).await;
+        // Then nothing, with the connection open, for longer than any test.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        head
+    })
+    .await;
+    let gateway = Gateway::start(&format!("http://{}", upstream.addr), |c| {
+        quick(c);
+        c.upstream.body_idle_timeout_ms = 500;
+    })
+    .await;
+
+    for marker in ["chunked-answer", "sized-answer"] {
+        let started = Instant::now();
+        let request = Request::get(gateway.url(&format!("{LIST}?{marker}")))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, _, body) = call(request).await;
+        let waited = started.elapsed();
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.is_err(),
+            "{marker}: a stalled body is cut off: {body:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(450) && waited < Duration::from_millis(500 + 1_500),
+            "{marker}: cut after {waited:?}, the idle timeout is 500 ms"
+        );
+    }
+    // The stalled upstream connections are dropped with the cut responses, not pooled.
+    assert_eq!(gateway.answered().await, 2.0);
+    gateway.assert_settles(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_peer_closing_or_stalling_the_tls_handshake_is_a_502_naming_tls() {
+    // Reads the ClientHello and hangs up.
+    let closes = raw_upstream(|mut stream| async move {
+        let mut hello = vec![0u8; 512];
+        let n = stream.read(&mut hello).await.unwrap_or(0);
+        hello.truncate(n);
+        hello
+    })
+    .await;
+    let gateway = Gateway::start(&format!("https://{}", closes.addr), |c| {
+        quick(c);
+        c.retry.max_retries = 1;
+    })
+    .await;
+    let (status, headers, body) = call(post(&gateway, "{}")).await;
+    let error = assert_hubspot_error(status, &headers, &body.unwrap(), StatusCode::BAD_GATEWAY);
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("TLS handshake"), "{message}");
+    assert!(message.contains("nothing was sent"), "{message}");
+    // Nothing was sent, so even a POST is tried again.
+    assert_eq!(closes.connections(), 2);
+    let hello = closes.received.lock().unwrap()[0].clone();
+    assert_eq!(
+        hello.first(),
+        Some(&0x16),
+        "a TLS handshake record was sent"
+    );
+
+    // Reads the ClientHello and never answers: a connect failure within
+    // connect_timeout_ms, not a response timeout.
+    let stalls = raw_upstream(|mut stream| async move {
+        let mut hello = vec![0u8; 512];
+        let _ = stream.read(&mut hello).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        hello
+    })
+    .await;
+    let gateway = Gateway::start(&format!("https://{}", stalls.addr), |c| {
+        quick(c);
+        c.retry.max_retries = 0;
+        c.upstream.connect_timeout_ms = 300;
+        c.upstream.response_timeout_ms = 10_000;
+    })
+    .await;
+    let started = Instant::now();
+    let (status, headers, body) = call(post(&gateway, "{}")).await;
+    let waited = started.elapsed();
+    let error = assert_hubspot_error(status, &headers, &body.unwrap(), StatusCode::BAD_GATEWAY);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect_timeout_ms"),
+        "{error}"
+    );
+    assert!(waited < Duration::from_millis(300 + 1_500), "{waited:?}");
+    gateway.assert_settles(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn garbage_from_the_upstream_is_a_502_and_a_post_is_not_sent_again() {
     let garbage: Vec<(&str, Vec<u8>)> = vec![
         ("not-http", b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()),
@@ -199,50 +303,6 @@ async fn garbage_from_the_upstream_is_a_502_and_a_post_is_not_sent_again() {
     }
     assert_eq!(gateway.answered().await, garbage.len() as f64);
     recovers(&gateway, garbage.len() as f64).await;
-}
-
-#[tokio::test]
-async fn an_upstream_stalling_after_its_headers_is_cut_at_the_body_idle_timeout() {
-    let upstream = raw_upstream(|mut stream| async move {
-        let head = read_head(&mut stream).await;
-        let chunked = String::from_utf8_lossy(&head).contains("chunked-answer");
-        let partial: &[u8] = if chunked {
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
-        } else {
-            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello"
-        };
-        let _ = stream.write_all(partial).await;
-        // Then nothing, with the connection open, for longer than any test.
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        head
-    })
-    .await;
-    let gateway = Gateway::start(&format!("http://{}", upstream.addr), |c| {
-        quick(c);
-        c.upstream.body_idle_timeout_ms = 500;
-    })
-    .await;
-
-    for marker in ["chunked-answer", "sized-answer"] {
-        let started = Instant::now();
-        let request = Request::get(gateway.url(&format!("{LIST}?{marker}")))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let (status, _, body) = call(request).await;
-        let waited = started.elapsed();
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            body.is_err(),
-            "{marker}: a stalled body is cut off: {body:?}"
-        );
-        assert!(
-            waited >= Duration::from_millis(450) && waited < Duration::from_millis(500 + 1_500),
-            "{marker}: cut after {waited:?}, the idle timeout is 500 ms"
-        );
-    }
-    // The stalled upstream connections are dropped with the cut responses, not pooled.
-    assert_eq!(gateway.answered().await, 2.0);
-    gateway.assert_settles(Duration::from_secs(5)).await;
 }
 
 /// `hubgate sim` as a child process on a fixed port; killed (SIGKILL) when dropped.
