@@ -11,6 +11,7 @@ use tower::{Layer, Service};
 
 use crate::body::{self, Body, BodyStalled, BoxError};
 use crate::error::GatewayError;
+use crate::respond::LocalAddr;
 
 /// Why a caller's request body ended early. Every body error is wrapped in one, so that
 /// wherever it surfaces (reading the body for replay, or inside the upstream client's
@@ -129,15 +130,31 @@ where
     }
 }
 
+/// Whether `authority` is `address` itself (an IP literal and port, port 80 by default).
+fn names_address(authority: &http::uri::Authority, address: std::net::SocketAddr) -> bool {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == address.ip())
+        && authority.port_u16().unwrap_or(80) == address.port()
+}
+
 fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>, GatewayError> {
     if request.method() == Method::CONNECT {
         return Err(GatewayError::ConnectRefused);
     }
     // Over HTTP/2 every request names an authority, like Host in HTTP/1.1; only an
-    // HTTP/1 absolute-form target is a sign of a client using hubgate as a forward proxy.
+    // HTTP/1 absolute-form target is a sign of a client using hubgate as a forward proxy,
+    // unless it names the upstream or hubgate itself (RFC 9112 §3.2.2: servers accept it).
     if request.version() < Version::HTTP_2 {
         if let Some(authority) = request.uri().authority() {
-            if !authority.host().eq_ignore_ascii_case(&limits.upstream_host) {
+            let names_hubgate = request
+                .extensions()
+                .get::<LocalAddr>()
+                .is_some_and(|local| names_address(authority, local.0));
+            if !names_hubgate && !authority.host().eq_ignore_ascii_case(&limits.upstream_host) {
                 return Err(GatewayError::NotAForwardProxy {
                     host: authority.host().to_string(),
                 });

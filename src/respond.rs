@@ -26,6 +26,10 @@ use crate::redact;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// hubgate's own address as the caller reached it, attached by the server to each request.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
 const CORRELATION_ID: &str = "x-hubspot-correlation-id";
 
 #[derive(Clone)]

@@ -305,6 +305,49 @@ async fn malformed_hubgate_headers_get_400_json_naming_the_header() {
 }
 
 #[tokio::test]
+async fn absolute_form_targets_may_name_hubgate_or_the_upstream_only() {
+    let upstream = echo::start().await;
+    // The upstream by name, so that it and hubgate (127.0.0.1) are different hosts.
+    let upstream = format!("localhost:{}", upstream.port());
+    let gateway = Gateway::start(&format!("http://{upstream}"), |_| {}).await;
+    let port = gateway.proxy.port();
+    for allowed in [
+        format!("http://{}/crm/v3/objects/contacts?a=1", gateway.proxy),
+        format!("http://{upstream}/crm/v3/objects/contacts?a=1"),
+    ] {
+        let request = format!("GET {allowed} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let (response, _) = raw_until_closed(gateway.proxy, request.as_bytes(), WAIT).await;
+        let (status, _, body) = parse_response(&response);
+        assert_eq!(status, StatusCode::OK, "{allowed}: {response}");
+        assert_eq!(
+            echo::parse(&body).target,
+            "/crm/v3/objects/contacts?a=1",
+            "{allowed}"
+        );
+    }
+    for refused in [
+        "http://evil.example/".to_string(),
+        format!("http://evil.example:{port}/crm/v3/objects/contacts"),
+        format!("http://127.0.0.2:{port}/crm/v3/objects/contacts"),
+        "https://evil.example/crm/v3/objects/contacts".to_string(),
+    ] {
+        let request =
+            format!("GET {refused} HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n");
+        let (response, _) = raw_until_closed(gateway.proxy, request.as_bytes(), WAIT).await;
+        let (status, headers, body) = parse_response(&response);
+        let error = assert_hubspot_error(status, &headers, &body, StatusCode::MISDIRECTED_REQUEST);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a forward proxy"),
+            "{refused}: {error}"
+        );
+    }
+    still_serves(&gateway).await;
+}
+
+#[tokio::test]
 async fn dot_segments_are_passed_on_untouched_never_resolved() {
     let upstream = echo::start().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |_| {}).await;
