@@ -139,7 +139,9 @@ impl Callers {
     pub fn identify(&self, request: &Request<Body>) -> Result<Identified, GatewayError> {
         let name = match request.headers().get(CALLER_HEADER) {
             Some(value) => {
-                let name = value.to_str().map(str::trim).unwrap_or("");
+                // Lossy, so a refusal shows what was sent; non-ASCII never passes the check.
+                let sent = String::from_utf8_lossy(value.as_bytes());
+                let name = sent.trim();
                 check_name(name)
                     .map_err(|e| GatewayError::BadRequest(format!("X-Hubgate-Caller: {e}")))?;
                 name.to_string()

@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// A caller must finish sending request headers within this time.
     pub header_read_timeout_ms: u64,
+    /// A caller's request body may pause at most this long while hubgate reads it; past
+    /// it: 408, and nothing more of the call is sent upstream.
+    pub body_idle_timeout_ms: u64,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
 }
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             max_body_bytes: 256 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             header_read_timeout_ms: 10_000,
+            body_idle_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
         }
     }
@@ -99,6 +103,9 @@ pub struct UpstreamConfig {
     /// Time allowed from sending a call until the upstream's response headers arrive,
     /// upload included; past it: 504.
     pub response_timeout_ms: u64,
+    /// An upstream response body may pause at most this long once its headers came; past
+    /// it the caller's response is cut off (its body ends early), so it never hangs.
+    pub body_idle_timeout_ms: u64,
     /// Idle pooled connections are closed after this long.
     pub pool_idle_timeout_ms: u64,
     /// At most this many idle connections are kept per upstream host.
@@ -112,6 +119,7 @@ impl Default for UpstreamConfig {
             ca_file: String::new(),
             connect_timeout_ms: 5_000,
             response_timeout_ms: 60_000,
+            body_idle_timeout_ms: 30_000,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 256,
         }
@@ -577,6 +585,12 @@ impl Config {
                 "must be greater than 0".into(),
             );
         }
+        if self.server.body_idle_timeout_ms == 0 {
+            bad(
+                "server.body_idle_timeout_ms",
+                "must be greater than 0".into(),
+            );
+        }
         if let Err(e) = UpstreamTarget::parse(&self.upstream.base_url) {
             bad("upstream.base_url", e);
         }
@@ -594,6 +608,10 @@ impl Config {
             (
                 "upstream.response_timeout_ms",
                 self.upstream.response_timeout_ms,
+            ),
+            (
+                "upstream.body_idle_timeout_ms",
+                self.upstream.body_idle_timeout_ms,
             ),
         ] {
             if value == 0 {
@@ -660,6 +678,9 @@ impl Config {
 impl ServerConfig {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn body_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_idle_timeout_ms)
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)

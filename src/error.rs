@@ -20,10 +20,14 @@ pub enum GatewayError {
     HeadersTooLarge { size: usize, max: usize },
     #[error("request body is larger than the {max} bytes hubgate accepts ([server] max_body_bytes); send a smaller body or raise the limit")]
     BodyTooLarge { max: u64 },
+    #[error("the request body stopped: no bytes arrived for {idle_ms} ms ([server] body_idle_timeout_ms); send the body without long pauses, then retry")]
+    RequestBodyStalled { idle_ms: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("could not connect to the upstream {upstream}: {reason}; check [upstream] base_url and that HubSpot is reachable, then retry")]
     UpstreamConnect { upstream: String, reason: String },
+    #[error("the TLS handshake with the upstream {upstream} failed ({reason}); nothing was sent. Check that it serves a certificate hubgate trusts (webpki roots or [upstream] ca_file) and speaks TLS on that port")]
+    UpstreamTls { upstream: String, reason: String },
     #[error("the upstream {upstream} failed before answering ({reason}); the call may or may not have been processed")]
     UpstreamFailed { upstream: String, reason: String },
     #[error("the upstream {upstream} did not answer within {timeout_ms} ms ([upstream] response_timeout_ms); the call may or may not have been processed")]
@@ -76,10 +80,11 @@ impl GatewayError {
             GatewayError::NotAForwardProxy { .. } => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestBodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::QueueFull { .. } | GatewayError::StoreUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -141,10 +146,11 @@ impl GatewayError {
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::RequestBodyStalled { .. }
             | GatewayError::BadRequest(_) => "VALIDATION_ERROR",
-            GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamFailed { .. } => {
-                "HUBGATE_UPSTREAM_UNAVAILABLE"
-            }
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamFailed { .. } => "HUBGATE_UPSTREAM_UNAVAILABLE",
             GatewayError::UpstreamTimeout { .. } => "HUBGATE_UPSTREAM_TIMEOUT",
             GatewayError::StoreUnavailable { .. } => "HUBGATE_STORE_UNAVAILABLE",
             GatewayError::QueueFull { .. }
@@ -158,6 +164,7 @@ impl GatewayError {
     pub fn outcome(&self) -> Outcome {
         match self {
             GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
             | GatewayError::UpstreamFailed { .. }
             | GatewayError::UpstreamTimeout { .. } => Outcome::UpstreamError,
             GatewayError::QueueFull { .. } => Outcome::RejectedQueueFull,
@@ -171,6 +178,7 @@ impl GatewayError {
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::RequestBodyStalled { .. }
             | GatewayError::BadRequest(_) => Outcome::BadRequest,
         }
     }

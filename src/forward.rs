@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::config::UpstreamTarget;
 use crate::error::GatewayError;
-use crate::guard::BodyLimitExceeded;
+use crate::guard::CallerBodyError;
 use crate::hop;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{ConnectStep, UpstreamClient};
 
 /// Forwards calls to the configured upstream.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ struct ForwardInner {
     /// `Host` sent upstream: the upstream's authority, whatever the caller used.
     host: HeaderValue,
     response_timeout: Duration,
+    /// `[upstream] body_idle_timeout_ms`: how long a response body may pause.
+    body_idle_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -40,6 +43,7 @@ impl Forward {
         client: UpstreamClient,
         target: UpstreamTarget,
         response_timeout: Duration,
+        body_idle_timeout: Duration,
         metrics: Metrics,
     ) -> anyhow::Result<Forward> {
         let host = HeaderValue::from_str(target.authority.as_str())?;
@@ -49,6 +53,7 @@ impl Forward {
                 target,
                 host,
                 response_timeout,
+                body_idle_timeout,
                 metrics,
             }),
         })
@@ -109,7 +114,20 @@ impl ForwardInner {
         // downgrade it.
         parts.version = Version::HTTP_11;
         parts.extensions.insert(Outcome::Forwarded);
-        Ok(Response::from_parts(parts, body::stream(incoming)))
+        // The status is already on its way to the caller; a body that fails or stalls now
+        // can only be cut off, which the caller sees as a body that ends early.
+        let upstream = self.target.display();
+        let body = body::with_idle_timeout(body::stream(incoming), self.body_idle_timeout)
+            .map_err(move |e: BoxError| {
+                tracing::warn!(
+                    upstream = %upstream,
+                    error = %e,
+                    "upstream response body failed; the caller's response is cut off"
+                );
+                e
+            })
+            .boxed_unsync();
+        Ok(Response::from_parts(parts, body))
     }
 
     /// The caller's path and query, byte for byte, below the upstream's base URL.
@@ -135,15 +153,22 @@ impl ForwardInner {
     }
 
     fn classify_failure(&self, error: &hyper_util::client::legacy::Error) -> GatewayError {
-        if let Some(max) = BodyLimitExceeded::found_in(error) {
-            // The limit is enforced while streaming, so the upstream saw a cut-off body.
-            return GatewayError::BodyTooLarge { max };
+        if let Some(found) = CallerBodyError::found_in(error) {
+            // The caller's body failed while streaming: the upstream saw a cut-off body
+            // (never a complete one), and the fault is the caller's, not the upstream's.
+            return found.to_gateway_error();
         }
         let reason = describe(error);
         if error.is_connect() {
-            GatewayError::UpstreamConnect {
-                upstream: self.target.display(),
-                reason,
+            match ConnectStep::of(error) {
+                ConnectStep::Tls => GatewayError::UpstreamTls {
+                    upstream: self.target.display(),
+                    reason,
+                },
+                ConnectStep::Tcp | ConnectStep::TimedOut => GatewayError::UpstreamConnect {
+                    upstream: self.target.display(),
+                    reason,
+                },
             }
         } else {
             GatewayError::UpstreamFailed {

@@ -9,28 +9,63 @@ use http::{header, Method, Request, Response, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::{Layer, Service};
 
-use crate::body::{Body, BoxError};
+use crate::body::{self, Body, BodyStalled, BoxError};
 use crate::error::GatewayError;
+use crate::respond::LocalAddr;
 
-/// The error a streaming request body ends with once it passes `max_body_bytes`.
+/// Why a caller's request body ended early. Every body error is wrapped in one, so that
+/// wherever it surfaces (reading the body for replay, or inside the upstream client's
+/// error while streaming it) the call is answered as the caller's problem, never as an
+/// upstream failure.
 #[derive(Debug, thiserror::Error)]
-#[error("request body exceeds {max} bytes")]
-pub struct BodyLimitExceeded {
-    pub max: u64,
+pub enum CallerBodyError {
+    #[error("request body exceeds {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("request body stalled: {0}")]
+    Stalled(#[source] BodyStalled),
+    /// The caller's connection failed or closed mid-body, or its framing was invalid.
+    #[error("request body broke off: {0}")]
+    Broken(#[source] BoxError),
 }
 
-impl BodyLimitExceeded {
-    /// The limit, when `error` (or anything it was caused by) is a body that passed it:
-    /// the error may surface from the upstream client or from reading the body for replay.
-    pub fn found_in(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+impl CallerBodyError {
+    /// The caller's body error in `error`'s chain, if that is what it was.
+    pub fn found_in<'e>(
+        error: &'e (dyn std::error::Error + 'static),
+    ) -> Option<&'e CallerBodyError> {
         let mut current = Some(error);
         while let Some(e) = current {
-            if let Some(exceeded) = e.downcast_ref::<BodyLimitExceeded>() {
-                return Some(exceeded.max);
+            if let Some(found) = e.downcast_ref::<CallerBodyError>() {
+                return Some(found);
             }
             current = e.source();
         }
         None
+    }
+
+    /// What the caller is told.
+    pub fn to_gateway_error(&self) -> GatewayError {
+        match self {
+            CallerBodyError::TooLarge { max } => GatewayError::BodyTooLarge { max: *max },
+            CallerBodyError::Stalled(stalled) => GatewayError::RequestBodyStalled {
+                idle_ms: u64::try_from(stalled.idle.as_millis()).unwrap_or(u64::MAX),
+            },
+            CallerBodyError::Broken(e) => GatewayError::BadRequest(format!(
+                "the request body could not be read ({e}); send the call again"
+            )),
+        }
+    }
+
+    fn wrap(error: BoxError, max: u64) -> BoxError {
+        let wrapped = if error.is::<LengthLimitError>() {
+            CallerBodyError::TooLarge { max }
+        } else {
+            match error.downcast::<BodyStalled>() {
+                Ok(stalled) => CallerBodyError::Stalled(*stalled),
+                Err(other) => CallerBodyError::Broken(other),
+            }
+        };
+        Box::new(wrapped)
     }
 }
 
@@ -41,6 +76,8 @@ pub struct InboundLimits {
     pub upstream_host: String,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// `[server] body_idle_timeout_ms`.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -93,15 +130,31 @@ where
     }
 }
 
+/// Whether `authority` is `address` itself (an IP literal and port, port 80 by default).
+fn names_address(authority: &http::uri::Authority, address: std::net::SocketAddr) -> bool {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == address.ip())
+        && authority.port_u16().unwrap_or(80) == address.port()
+}
+
 fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>, GatewayError> {
     if request.method() == Method::CONNECT {
         return Err(GatewayError::ConnectRefused);
     }
     // Over HTTP/2 every request names an authority, like Host in HTTP/1.1; only an
-    // HTTP/1 absolute-form target is a sign of a client using hubgate as a forward proxy.
+    // HTTP/1 absolute-form target is a sign of a client using hubgate as a forward proxy,
+    // unless it names the upstream or hubgate itself (RFC 9112 §3.2.2: servers accept it).
     if request.version() < Version::HTTP_2 {
         if let Some(authority) = request.uri().authority() {
-            if !authority.host().eq_ignore_ascii_case(&limits.upstream_host) {
+            let names_hubgate = request
+                .extensions()
+                .get::<LocalAddr>()
+                .is_some_and(|local| names_address(authority, local.0));
+            if !names_hubgate && !authority.host().eq_ignore_ascii_case(&limits.upstream_host) {
                 return Err(GatewayError::NotAForwardProxy {
                     host: authority.host().to_string(),
                 });
@@ -130,15 +183,10 @@ fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>
     }
     // A body without a declared length is counted while it streams; it is never buffered.
     let max_usize = usize::try_from(max).unwrap_or(usize::MAX);
+    let idle = limits.body_idle_timeout;
     Ok(request.map(|body| {
-        Limited::new(body, max_usize)
-            .map_err(move |e: BoxError| {
-                if e.is::<LengthLimitError>() {
-                    Box::new(BodyLimitExceeded { max }) as BoxError
-                } else {
-                    e
-                }
-            })
+        Limited::new(body::with_idle_timeout(body, idle), max_usize)
+            .map_err(move |e: BoxError| CallerBodyError::wrap(e, max))
             .boxed_unsync()
     }))
 }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::identity::Owner;
@@ -19,6 +20,8 @@ pub struct Metrics {
     registry: Registry,
     /// Calls answered, by how they ended.
     requests_total: IntCounterVec,
+    /// Calls accepted whose response has not finished (or been abandoned) yet.
+    requests_in_flight: IntGauge,
     /// Upstream answers by status class (2xx, 4xx, ...).
     upstream_responses_total: IntCounterVec,
     /// Time from sending a call upstream until its response headers arrived.
@@ -82,6 +85,12 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let requests_in_flight = IntGauge::new(
+            "hubgate_requests_in_flight",
+            "Calls accepted and not finished: waiting, being forwarded, or streaming their \
+             response. Returns to 0 when hubgate is idle.",
+        )
+        .expect("static metric definition");
         let upstream_responses_total = IntCounterVec::new(
             Opts::new(
                 "hubgate_upstream_responses_total",
@@ -140,6 +149,7 @@ impl Metrics {
         .expect("static metric definition");
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests_in_flight.clone()),
             Box::new(upstream_responses_total.clone()),
             Box::new(upstream_duration_seconds.clone()),
             Box::new(identity_lookups_total.clone()),
@@ -165,6 +175,7 @@ impl Metrics {
         Metrics {
             registry,
             requests_total,
+            requests_in_flight,
             upstream_responses_total,
             upstream_duration_seconds,
             identity_lookups_total,
@@ -230,6 +241,12 @@ impl Metrics {
         self.identity_lookups_total
             .with_label_values(&[result])
             .inc();
+    }
+
+    /// `hubgate_requests_in_flight`, which the respond layer raises for each accepted call
+    /// and lowers when its response ends.
+    pub fn requests_in_flight(&self) -> IntGauge {
+        self.requests_in_flight.clone()
     }
 
     pub fn count_request(&self, outcome: Outcome) {

@@ -19,10 +19,13 @@ pub enum Outcome {
     RejectedCap,
     /// Refused because the shared budget store was unreachable (`on_failure = "fail_closed"`).
     RejectedStoreUnavailable,
+    /// The caller closed its connection before an answer was ready (while queued, say);
+    /// nothing more was sent upstream for it.
+    CallerGone,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
@@ -31,6 +34,7 @@ impl Outcome {
         Outcome::RejectedDaily,
         Outcome::RejectedCap,
         Outcome::RejectedStoreUnavailable,
+        Outcome::CallerGone,
     ];
 
     /// The `outcome` label value of `hubgate_requests_total`.
@@ -44,6 +48,7 @@ impl Outcome {
             Outcome::RejectedDaily => "rejected_daily",
             Outcome::RejectedCap => "rejected_cap",
             Outcome::RejectedStoreUnavailable => "rejected_store_unavailable",
+            Outcome::CallerGone => "caller_gone",
         }
     }
 }

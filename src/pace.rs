@@ -19,7 +19,7 @@ use crate::classify::{budgets_for, Classifier, Keys};
 use crate::clock::Clock;
 use crate::engine::BudgetKey;
 use crate::error::GatewayError;
-use crate::guard::BodyLimitExceeded;
+use crate::guard::CallerBodyError;
 use crate::identity::Owner;
 use crate::metrics::Metrics;
 use crate::pacer::{Ask, Pacer, Refusal};
@@ -209,7 +209,10 @@ impl PaceShared {
                     };
                     (Failure::Status { status, policy }, Ok(response))
                 }
-                Err(error @ GatewayError::UpstreamConnect { .. }) => (Failure::Connect, Err(error)),
+                Err(
+                    error @ (GatewayError::UpstreamConnect { .. }
+                    | GatewayError::UpstreamTls { .. }),
+                ) => (Failure::Connect, Err(error)),
                 Err(
                     error @ (GatewayError::UpstreamFailed { .. }
                     | GatewayError::UpstreamTimeout { .. }),
@@ -396,8 +399,8 @@ fn finish(
 }
 
 fn unreadable_body(error: crate::body::BoxError) -> GatewayError {
-    if let Some(max) = BodyLimitExceeded::found_in(error.as_ref()) {
-        return GatewayError::BodyTooLarge { max };
+    if let Some(found) = CallerBodyError::found_in(error.as_ref()) {
+        return found.to_gateway_error();
     }
     GatewayError::BadRequest(format!(
         "the request body could not be read ({error}); send it again"

@@ -25,12 +25,13 @@ use crate::telemetry::{self, LevelChange};
 /// the sockets and connection bounds are set when listening starts, the upstream client
 /// and the budget store are built once, metric series bounds are fixed at registration,
 /// and the log format with the subscriber.
-pub const NEEDS_RESTART: [&str; 9] = [
+pub const NEEDS_RESTART: [&str; 10] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
     "server.max_header_bytes",
     "server.header_read_timeout_ms",
+    "server.body_idle_timeout_ms",
     "upstream",
     "store",
     "metrics.max_owner_series",

@@ -1,5 +1,6 @@
 //! Where every call ends: typed errors become HubSpot-shaped responses, and each call is
-//! logged once and counted once, by outcome.
+//! logged once and counted once, by outcome; a call stays counted in flight until its
+//! response body has ended or been dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,11 +9,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use prometheus::IntGauge;
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -21,6 +25,10 @@ use crate::redact;
 /// The caller's socket address, attached by the server to each request.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// hubgate's own address as the caller reached it, attached by the server to each request.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
 
 const CORRELATION_ID: &str = "x-hubspot-correlation-id";
 
@@ -69,20 +77,22 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let started = Instant::now();
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .and_then(|id| id.header_value().to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        let peer = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map_or_else(|| "-".to_string(), |p| p.0.to_string());
-        let method = request.method().clone();
-        let target = redact::path_and_query(request.uri().path(), request.uri().query());
-        let metrics = self.metrics.clone();
+        let call = Call {
+            started: Instant::now(),
+            request_id: request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+            peer: request
+                .extensions()
+                .get::<PeerAddr>()
+                .map_or_else(|| "-".to_string(), |p| p.0.to_string()),
+            method: request.method().clone(),
+            target: redact::path_and_query(request.uri().path(), request.uri().query()),
+        };
+        let mut in_flight = InFlight::start(call, self.metrics.clone());
         // Boxed before the async block: naming `S::Future` inside it trips rustc's
         // higher-ranked `Send` check (rust-lang/rust#64552) on the boxed error type.
         let future: Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>> =
@@ -90,31 +100,120 @@ where
         Box::pin(async move {
             let response = match future.await {
                 Ok(response) => response,
-                Err(error) => error.into_response(&request_id),
+                Err(error) => error.into_response(in_flight.request_id()),
             };
             let outcome = response
                 .extensions()
                 .get::<Outcome>()
                 .copied()
                 .unwrap_or(Outcome::Forwarded);
-            metrics.count_request(outcome);
             let correlation_id = response
                 .headers()
                 .get(CORRELATION_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info!(
-                request_id = %request_id,
-                correlation_id = %correlation_id,
-                peer = %peer,
-                method = %method,
-                target = %target,
-                status = response.status().as_u16(),
-                outcome = outcome.as_label(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "call"
-            );
-            Ok(response)
+            in_flight.answered(Some(response.status().as_u16()), outcome, correlation_id);
+            Ok(response.map(|body| {
+                Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }
+                .boxed_unsync()
+            }))
         })
+    }
+}
+
+/// What the access log says about a call.
+struct Call {
+    started: Instant,
+    request_id: String,
+    peer: String,
+    method: Method,
+    target: String,
+}
+
+impl Call {
+    fn log(&self, status: Option<u16>, outcome: Outcome, correlation_id: &str) {
+        tracing::info!(
+            request_id = %self.request_id,
+            correlation_id = %correlation_id,
+            peer = %self.peer,
+            method = %self.method,
+            target = %self.target,
+            status = status.unwrap_or(0),
+            outcome = outcome.as_label(),
+            elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "call"
+        );
+    }
+}
+
+/// One accepted call, from arrival until its response body ends or is dropped: it holds
+/// `hubgate_requests_in_flight` up meanwhile, so a leak shows as a gauge that never
+/// returns to 0. Dropped before an answer, it counts and logs the call as `caller_gone`,
+/// so every accepted call is counted exactly once.
+struct InFlight {
+    gauge: IntGauge,
+    metrics: Metrics,
+    call: Call,
+    answered: bool,
+}
+
+impl InFlight {
+    fn start(call: Call, metrics: Metrics) -> InFlight {
+        let gauge = metrics.requests_in_flight();
+        gauge.inc();
+        InFlight {
+            gauge,
+            metrics,
+            call,
+            answered: false,
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        &self.call.request_id
+    }
+
+    fn answered(&mut self, status: Option<u16>, outcome: Outcome, correlation_id: &str) {
+        self.answered = true;
+        self.metrics.count_request(outcome);
+        self.call.log(status, outcome, correlation_id);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answered(None, Outcome::CallerGone, "-");
+        }
+        self.gauge.dec();
+    }
+}
+
+/// A response body that keeps its call in flight until hyper has sent it or dropped it.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::observe::{BudgetCollector, Observer};
 use crate::reload::Reloader;
-use crate::respond::PeerAddr;
+use crate::respond::{LocalAddr, PeerAddr};
 use crate::stack::{self, ProxyService};
 
 /// The sockets hubgate serves on, bound by the caller (tests bind `127.0.0.1:0`).
@@ -156,6 +156,7 @@ async fn serve(
                 let service = CallerConnection {
                     service: service.clone(),
                     peer,
+                    local: stream.local_addr().unwrap_or(proxy_addr),
                 };
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -255,6 +256,7 @@ pub async fn shutdown_signal() {
 struct CallerConnection {
     service: ProxyService,
     peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for CallerConnection {
@@ -265,6 +267,7 @@ impl hyper::service::Service<Request<Incoming>> for CallerConnection {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::stream);
         request.extensions_mut().insert(PeerAddr(self.peer));
+        request.extensions_mut().insert(LocalAddr(self.local));
         self.service.clone().oneshot(request)
     }
 }

@@ -76,6 +76,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         upstream_host: target.host().to_string(),
         max_header_bytes: config.server.max_header_bytes,
         max_body_bytes: config.server.max_body_bytes,
+        body_idle_timeout: config.server.body_idle_timeout(),
     };
     let resolver = IdentityResolver::new(
         &config.identity,
@@ -110,6 +111,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         client,
         target,
         Duration::from_millis(config.upstream.response_timeout_ms),
+        Duration::from_millis(config.upstream.body_idle_timeout_ms),
         metrics.clone(),
     )?;
     let service = ServiceBuilder::new()

@@ -15,11 +15,6 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-async fn still_serves(gateway: &Gateway) {
-    let (status, _, _) = get(&gateway.url("/crm/v3/objects/contacts")).await;
-    assert_eq!(status, StatusCode::OK, "the gateway keeps serving");
-}
-
 #[tokio::test]
 async fn declared_oversized_body_gets_413_before_any_upload() {
     let upstream = echo::start().await;

@@ -5,8 +5,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -82,6 +83,55 @@ impl Gateway {
         assert_eq!(status, StatusCode::OK);
         String::from_utf8(body.to_vec()).unwrap()
     }
+
+    /// Calls answered so far, over every outcome of `hubgate_requests_total`.
+    pub async fn answered(&self) -> f64 {
+        metric_sum(&self.metrics().await, "hubgate_requests_total{")
+    }
+
+    /// Waits until nothing is left of past calls: no call in flight, no call queued, and
+    /// (once the idle sweep ran; tests set a short `budgets.idle_ttl_ms`) no owner lane.
+    /// Panics with the last metrics if that takes longer than `within`.
+    pub async fn assert_settles(&self, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let metrics = self.metrics().await;
+            let in_flight = metric_value(&metrics, "hubgate_requests_in_flight");
+            let queued = metric_sum(&metrics, "hubgate_queue_depth{");
+            let owners = metric_value(&metrics, "hubgate_owners_active");
+            if in_flight == Some(0.0) && queued == 0.0 && owners == Some(0.0) {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "still busy after {within:?}: in flight {in_flight:?}, queued {queued}, owners {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Tasks alive in this test's runtime (the gateway runs in it too), for leak checks.
+pub fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits until at most `baseline + slack` tasks are alive, or panics after `within`.
+pub async fn assert_tasks_return_to(baseline: usize, slack: usize, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let alive = alive_tasks();
+        if alive <= baseline + slack {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{alive} tasks alive after {within:?}, expected at most {baseline} + {slack}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reads one sample's value from Prometheus text, e.g. `hubgate_requests_total{outcome="forwarded"}`.
@@ -90,6 +140,15 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The sum of every sample whose series starts with `prefix`, e.g. `hubgate_queue_depth{`.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
 }
 
 pub type Handler = Arc<
@@ -148,6 +207,24 @@ pub async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
     send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
 }
 
+/// A normal call on a new connection succeeds: the gateway keeps serving.
+pub async fn still_serves(gateway: &Gateway) {
+    let (status, _, _) = get(&gateway.url("/crm/v3/objects/contacts")).await;
+    assert_eq!(status, StatusCode::OK, "the gateway keeps serving");
+}
+
+/// Sends raw bytes on a new connection and reads until the peer closes (`true`) or `wait`
+/// passes (`false`).
+pub async fn raw_until_closed(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(wait, stream.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
 /// Sends raw bytes on a new connection and reads until the peer closes or `wait` passes.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -155,6 +232,72 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An upstream that misbehaves at the socket level: each accepted connection is handed to
+/// `misbehave` as is, and the connections are counted.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    /// Everything each connection sent before `misbehave` finished, in arrival order.
+    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl RawUpstream {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts a [`RawUpstream`]; `misbehave` returns what it read, which is kept in `received`.
+pub async fn raw_upstream<F, Fut>(misbehave: F) -> RawUpstream
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<u8>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let misbehave = Arc::new(misbehave);
+    let (count, keep) = (connections.clone(), received.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let (misbehave, keep) = (misbehave.clone(), keep.clone());
+            tokio::spawn(async move {
+                let bytes = misbehave(stream).await;
+                keep.lock().unwrap().push(bytes);
+            });
+        }
+    });
+    RawUpstream {
+        addr,
+        connections,
+        received,
+    }
+}
+
+/// Reads one request head (through the blank line) and returns everything read so far.
+pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    seen
+}
+
+/// Closes with a TCP reset (RST) instead of an orderly FIN.
+pub fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
 }
 
 /// Splits a raw HTTP/1.1 response with a Content-Length (or no) body into its parts.
