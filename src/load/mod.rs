@@ -243,7 +243,13 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Summary> {
     let simulator = match (&plan.sim, owners) {
         (Some(sim), Some(owners)) => {
             let stats = sim_link::stats(&client, sim).await?;
-            Some(SimView::new(&stats, &offered(&run.tally, &owners), span))
+            // The windows are counted over the intended span: the few milliseconds it takes
+            // to cancel the last calls are no window the load could use.
+            Some(SimView::new(
+                &stats,
+                &offered(&run.tally, &owners),
+                plan.duration,
+            ))
         }
         _ => None,
     };

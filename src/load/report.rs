@@ -105,6 +105,7 @@ fn windows(span: Duration, width_ms: u64) -> u64 {
 }
 
 impl SimView {
+    /// `span` is how long the load sent for.
     pub fn new(stats: &SimStats, offered: &Offered, span: Duration) -> SimView {
         let burst_windows = windows(span, stats.limits.burst_window_ms);
         let search_windows = windows(span, stats.limits.search_window_ms);
