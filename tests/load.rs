@@ -131,6 +131,7 @@ async fn open_loop_sends_by_the_clock_however_slow_the_answers() {
         ..Faults::default()
     });
     let sim_url = sim.base_url();
+    let started = std::time::Instant::now();
     let output = hubgate(&[
         "load",
         "--target",
@@ -148,6 +149,10 @@ async fn open_loop_sends_by_the_clock_however_slow_the_answers() {
     ])
     .await;
     let summary = summary(&output);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stops at the end"
+    );
     assert_eq!(summary.mode, "open");
     assert_eq!(summary.sent + summary.skipped, 400, "rate × duration");
     assert_eq!(summary.skipped, 0);

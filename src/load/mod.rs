@@ -61,7 +61,7 @@ pub struct LoadArgs {
     /// A call unanswered after this long counts as a timeout.
     #[arg(long, default_value_t = 60_000)]
     pub timeout_ms: u64,
-    /// Open loop: at most this many calls out at once; sends beyond it are counted as not sent.
+    /// Open loop: at most this many calls out at once; sends beyond it count as not sent.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
     /// Print the summary as one JSON object on stdout (fields in the README).
@@ -309,7 +309,10 @@ async fn open_loop(run: &Arc<Run>, rate: f64, start: Instant, end: Instant, max_
             tokio::time::sleep_until(intended).await;
         }
         while set.try_join_next().is_some() {}
-        if run.tally.in_flight.load(Ordering::Relaxed) >= max_in_flight as u64 {
+        // A generator that fell behind the clock never sends past `end`; what it owed
+        // counts as not sent, like calls over `max_in_flight`.
+        let behind = Instant::now() >= end;
+        if behind || run.tally.in_flight.load(Ordering::Relaxed) >= max_in_flight as u64 {
             run.tally.skipped.fetch_add(1, Ordering::Relaxed);
             continue;
         }

@@ -60,7 +60,7 @@ pub struct TokenTally {
 
 pub struct Tally {
     pub sent: AtomicU64,
-    /// Calls the generator did not send because `--max-in-flight` were already out.
+    /// Open-loop calls due but not sent (`--max-in-flight` out, or behind the clock).
     pub skipped: AtomicU64,
     pub in_flight: AtomicU64,
     outcomes: [AtomicU64; Outcome::COUNT],
