@@ -1,4 +1,5 @@
-//! The `hubgate` command line: run the gateway, check a config file, start the simulator.
+//! The `hubgate` command line: run the gateway, check a config file, start the simulator,
+//! send load, run the demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server::{self, Listeners};
-use crate::{sim, telemetry};
+use crate::{load, sim, telemetry};
 
 const DEFAULT_CONFIG: &str = "config.toml";
 
@@ -37,6 +38,12 @@ enum Command {
     },
     /// Start the HubSpot API simulator, for tests and load tests without a HubSpot account.
     Sim(sim::SimArgs),
+    /// Send HubSpot CRM calls (get, create, batch, search) for a while, closed loop
+    /// (--callers) or open loop (--rate), and summarise outcomes, latency and throughput.
+    Load(load::LoadArgs),
+    /// Try hubgate in one command, no HubSpot account needed: a simulator, hubgate in front
+    /// of it and a load through it, then the same load straight to the simulator.
+    Demo(load::demo::DemoArgs),
 }
 
 #[derive(Args, Clone)]
@@ -58,6 +65,8 @@ pub fn main() -> ExitCode {
             telemetry::init(&Default::default());
             sim::run_from_args(args).await
         }),
+        Some(Command::Load(args)) => with_runtime(load::run_from_args(args)),
+        Some(Command::Demo(args)) => with_runtime(load::demo::run(args)),
     }
 }
 

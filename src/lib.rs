@@ -16,6 +16,7 @@ pub mod guard;
 pub mod hop;
 pub mod identify;
 pub mod identity;
+pub mod load;
 pub mod metrics;
 pub mod observe;
 pub mod outcome;

@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::config::TokenKind;
-use super::stats::{DailyStats, IntrospectionStats, OwnerStats, SearchStats, SimStats, Totals};
+use super::stats::{
+    DailyStats, IntrospectionStats, OwnerStats, SearchStats, SimLimits, SimStats, Totals,
+};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -144,8 +146,15 @@ struct Inner {
 }
 
 impl Inner {
-    fn owner(&mut self, app_id: u64, portal_id: u64, width: Duration) -> &mut OwnerState {
-        self.owners
+    fn owner(
+        &mut self,
+        app_id: u64,
+        portal_id: u64,
+        burst_limit: u32,
+        width: Duration,
+    ) -> &mut OwnerState {
+        let o = self
+            .owners
             .entry((app_id, portal_id))
             .or_insert_with(|| OwnerState {
                 window: Window::new(width),
@@ -154,7 +163,9 @@ impl Inner {
                     portal_id,
                     ..OwnerStats::default()
                 },
-            })
+            });
+        o.stats.burst_limit = u64::from(burst_limit);
+        o
     }
 }
 
@@ -241,7 +252,12 @@ impl Limiter {
         match class {
             Class::Normal => {
                 let limit = u64::from(caller.burst_limit);
-                let o = inner.owner(caller.app_id, caller.portal_id, burst_window);
+                let o = inner.owner(
+                    caller.app_id,
+                    caller.portal_id,
+                    caller.burst_limit,
+                    burst_window,
+                );
                 let n = o.window.arrive(now);
                 o.stats.arrivals += 1;
                 o.stats.max_arrivals_in_window = o.stats.max_arrivals_in_window.max(n);
@@ -291,7 +307,12 @@ impl Limiter {
                     }
                     Some(p) => {
                         s.stats.rate_limited += 1;
-                        let o = inner.owner(caller.app_id, caller.portal_id, burst_window);
+                        let o = inner.owner(
+                            caller.app_id,
+                            caller.portal_id,
+                            caller.burst_limit,
+                            burst_window,
+                        );
                         bump(&mut o.stats, p);
                     }
                 }
@@ -302,7 +323,12 @@ impl Limiter {
             }
             Class::Exempt { .. } => {
                 let limit = u64::from(caller.burst_limit);
-                let o = inner.owner(caller.app_id, caller.portal_id, burst_window);
+                let o = inner.owner(
+                    caller.app_id,
+                    caller.portal_id,
+                    caller.burst_limit,
+                    burst_window,
+                );
                 o.stats.exempt += 1;
                 o.window.prune(now);
                 let n = o.window.arrivals.len() as u64;
@@ -326,7 +352,7 @@ impl Limiter {
     pub fn outside_arrival(&self, app_id: u64, portal_id: u64, burst_limit: u32, now: Instant) {
         let width = self.burst_window;
         let mut inner = self.lock();
-        let o = inner.owner(app_id, portal_id, width);
+        let o = inner.owner(app_id, portal_id, burst_limit, width);
         let n = o.window.arrive(now);
         o.stats.arrivals += 1;
         o.stats.outside += 1;
@@ -414,6 +440,11 @@ impl Limiter {
         }
         totals.search_arrivals = search.iter().map(|s| s.arrivals).sum();
         SimStats {
+            limits: SimLimits {
+                burst_window_ms: self.burst_window.as_millis() as u64,
+                search_limit: u64::from(self.search_limit),
+                search_window_ms: self.search_window.as_millis() as u64,
+            },
             owners,
             search,
             daily,
@@ -466,6 +497,15 @@ mod tests {
         assert_eq!(s.owners[0].max_accepted_in_window, 2);
         assert_eq!(s.owners[0].arrivals, 5);
         assert_eq!(s.owners[0].accepted, 3);
+        assert_eq!(s.owners[0].burst_limit, 2);
+        assert_eq!(
+            s.limits,
+            SimLimits {
+                burst_window_ms: 1000,
+                search_limit: 5,
+                search_window_ms: 1000
+            }
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub use config::{
 };
 pub use faults::Faults;
 pub use stats::{
-    DailyStats, IntrospectionStats, OwnerStats, RateLimitedCounts, SearchStats, SimStats, Totals,
+    DailyStats, IntrospectionStats, OwnerStats, RateLimitedCounts, SearchStats, SimLimits,
+    SimStats, Totals,
 };
 
 /// Handle to a running simulator.

@@ -31,6 +31,10 @@ impl RateLimitedCounts {
 pub struct OwnerStats {
     pub app_id: u64,
     pub portal_id: u64,
+    /// The owner's burst limit (a token's own `burst_limit` or the simulator's), so readers
+    /// can weigh `accepted` against what the windows allowed.
+    #[serde(default)]
+    pub burst_limit: u64,
     pub arrivals: u64,
     pub accepted: u64,
     pub rate_limited: RateLimitedCounts,
@@ -89,8 +93,18 @@ pub struct Totals {
     pub outside: u64,
 }
 
+/// The window shapes every owner and portal is held to (burst limits are per owner).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimLimits {
+    pub burst_window_ms: u64,
+    pub search_limit: u64,
+    pub search_window_ms: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
+    #[serde(default)]
+    pub limits: SimLimits,
     pub owners: Vec<OwnerStats>,
     pub search: Vec<SearchStats>,
     pub daily: Vec<DailyStats>,
