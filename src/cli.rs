@@ -1,4 +1,5 @@
-//! The `hubgate` command line: run the gateway, check a config file, start the simulator.
+//! The `hubgate` command line: run the gateway, check a config file, probe a running
+//! gateway's health, hash a caller key, start the simulator.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server::{self, Listeners};
-use crate::{sim, telemetry};
+use crate::{admin, callers, sim, telemetry};
 
 const DEFAULT_CONFIG: &str = "config.toml";
 
@@ -37,13 +38,37 @@ enum Command {
     },
     /// Start the HubSpot API simulator, for tests and load tests without a HubSpot account.
     Sim(sim::SimArgs),
+    /// Exit 0 when the gateway's admin /healthz answers 200, else 1 (for container
+    /// HEALTHCHECKs: needs no curl or shell). The address comes from the config's
+    /// [server] admin_listen unless --url names one.
+    Healthcheck(HealthcheckArgs),
+    /// Print the SHA-256 of a caller key, for [[callers]] key_sha256. Reads the key from
+    /// standard input when it is not given (keeps it out of shell history).
+    HashKey {
+        /// The caller's key.
+        key: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
 struct RunArgs {
     /// Path of the config file; when the default file is missing, built-in defaults apply.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "HUBGATE_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct HealthcheckArgs {
+    /// URL to probe, e.g. http://127.0.0.1:9090/healthz.
+    #[arg(long)]
+    url: Option<String>,
+    /// Config whose [server] admin_listen is probed (an unspecified address such as
+    /// 0.0.0.0 means this host's loopback).
+    #[arg(long, value_name = "PATH", env = "HUBGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
 }
 
 pub fn main() -> ExitCode {
@@ -58,6 +83,65 @@ pub fn main() -> ExitCode {
             telemetry::init(&Default::default());
             sim::run_from_args(args).await
         }),
+        Some(Command::Healthcheck(args)) => healthcheck(&args),
+        Some(Command::HashKey { key }) => hash_key(key),
+    }
+}
+
+fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => match load_config(args.config.as_deref()) {
+            Ok(config) => match admin::health_url(&config.server.admin_listen) {
+                Ok(url) => url,
+                Err(e) => {
+                    eprintln!("hubgate healthcheck: [server] admin_listen: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    with_runtime(async move {
+        admin::probe_health(&url, timeout).await?;
+        println!("{url}: ok");
+        Ok(())
+    })
+}
+
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("hubgate hash-key: cannot read the key from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            line
+        }
+    };
+    // Callers' key headers are compared trimmed, so the hash is of the trimmed key too.
+    let key = key.trim();
+    if key.is_empty() {
+        eprintln!("hubgate hash-key: the key is empty; give it as an argument or on standard input");
+        return ExitCode::from(2);
+    }
+    println!("{}", callers::key_sha256(key));
+    ExitCode::SUCCESS
+}
+
+/// The config as `run` would use it: the given file, else ./config.toml when present, else
+/// the built-in defaults.
+fn load_config(path: Option<&Path>) -> Result<Config, crate::config::ConfigErrors> {
+    match path {
+        Some(path) => Config::load(path),
+        None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
+        None => Ok(Config::default()),
     }
 }
 
@@ -75,12 +159,7 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn run_gateway(args: RunArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(path) => Config::load(path),
-        None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
-        None => Ok(Config::default()),
-    };
-    let config = match config {
+    let config = match load_config(args.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");

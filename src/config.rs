@@ -10,7 +10,7 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
 
-use crate::callers::CallerConfig;
+use crate::callers::{CallerConfig, InboundConfig};
 use crate::classify::{default_exemptions, ExemptRule};
 use crate::engine::{BudgetKey, DailySpec, Limits, WindowSpec};
 use crate::identity::{validate_credentials, IdentityConfig, StaticCredential};
@@ -26,8 +26,10 @@ pub struct Config {
     pub queue: QueueConfig,
     pub retry: RetryConfig,
     pub lanes: LanesConfig,
-    /// Callers known by name: weights for fair sharing, optional rate caps.
+    /// Callers known by name: keys, weights for fair sharing, optional rate caps.
     pub callers: Vec<CallerConfig>,
+    /// Who may call: off by default; when on, only callers presenting a known key.
+    pub inbound: InboundConfig,
     pub identity: IdentityConfig,
     /// Private-app tokens known in advance, resolved without asking HubSpot.
     pub credentials: Vec<StaticCredential>,
@@ -596,6 +598,7 @@ impl Config {
             .into_iter()
             .chain(self.retry.validate())
             .chain(crate::callers::validate(&self.callers))
+            .chain(crate::callers::validate_inbound(&self.inbound, &self.callers))
             .chain(validate_credentials(&self.credentials))
         {
             bad(&key, message);

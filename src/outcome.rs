@@ -19,10 +19,12 @@ pub enum Outcome {
     RejectedCap,
     /// Refused because the shared budget store was unreachable (`on_failure = "fail_closed"`).
     RejectedStoreUnavailable,
+    /// Refused without a known caller key (`[inbound] require_caller_key`).
+    Unauthorized,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
@@ -31,6 +33,7 @@ impl Outcome {
         Outcome::RejectedDaily,
         Outcome::RejectedCap,
         Outcome::RejectedStoreUnavailable,
+        Outcome::Unauthorized,
     ];
 
     /// The `outcome` label value of `hubgate_requests_total`.
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::RejectedDaily => "rejected_daily",
             Outcome::RejectedCap => "rejected_cap",
             Outcome::RejectedStoreUnavailable => "rejected_store_unavailable",
+            Outcome::Unauthorized => "unauthorized",
         }
     }
 }

@@ -54,7 +54,7 @@ pub struct PaceShared {
     /// How long a `SECONDLY` 429 pauses the portal's search budget: one search window.
     pub search_pause: Duration,
     pub retry: RetryConfig,
-    pub callers: Callers,
+    pub callers: Arc<Callers>,
     pub clock: Clock,
     pub metrics: Metrics,
 }

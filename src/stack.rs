@@ -1,6 +1,7 @@
 //! The request path, assembled in one place: which layer wraps which, and why.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -8,6 +9,7 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::auth::AuthLayer;
 use crate::body::Body;
 use crate::callers::Callers;
 use crate::classify::Classifier;
@@ -70,13 +72,15 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
             fair_windows: fair_windows(config),
         },
     );
+    // One registry for keys, weights and caps, read by both the auth and pacing layers.
+    let callers = Arc::new(Callers::new(&config.callers, &config.inbound));
     let pace = PaceLayer::new(PaceShared {
         pacer: pacer.clone(),
         classifier: Classifier::new(&config.budgets.exempt),
         max_wait: Duration::from_millis(config.queue.max_wait_ms),
         search_pause: Duration::from_millis(config.budgets.search_window_ms),
         retry: config.retry.clone(),
-        callers: Callers::new(&config.callers),
+        callers: callers.clone(),
         clock,
         metrics: metrics.clone(),
     });
@@ -97,6 +101,9 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         // Cheap refusals first, before later layers (identity, budgets, retries) spend
         // lookups or budget on a call that cannot be served.
         .layer(GuardLayer::new(limits))
+        // Who may call at all, before identity: an unknown caller must not make hubgate
+        // ask HubSpot about its token, nor spend any owner's budget.
+        .layer(AuthLayer::new(callers))
         // Names the quota owner before pacing needs it; a lookup may wait on HubSpot, so it
         // comes after the cheap refusals.
         .layer(IdentifyLayer::new(resolver))
