@@ -392,7 +392,10 @@ mod tests {
     #[test]
     fn a_known_key_names_its_caller_and_is_removed() {
         let callers = Callers::new(
-            &[caller("sync", Some("key-one")), caller("web", Some("key-two"))],
+            &[
+                caller("sync", Some("key-one")),
+                caller("web", Some("key-two")),
+            ],
             &required(),
         );
         let mut map = headers(&[("x-hubgate-key", " key-two "), ("accept", "*/*")]);
@@ -434,7 +437,10 @@ mod tests {
     #[test]
     fn the_key_decides_the_caller_name() {
         let callers = Callers::new(
-            &[caller("sync", Some("key-one")), caller("web", Some("key-two"))],
+            &[
+                caller("sync", Some("key-one")),
+                caller("web", Some("key-two")),
+            ],
             &required(),
         );
         let mut same = headers(&[("x-hubgate-key", "key-one"), (CALLER_HEADER, "sync")]);

@@ -128,7 +128,9 @@ fn hash_key(key: Option<String>) -> ExitCode {
     // Callers' key headers are compared trimmed, so the hash is of the trimmed key too.
     let key = key.trim();
     if key.is_empty() {
-        eprintln!("hubgate hash-key: the key is empty; give it as an argument or on standard input");
+        eprintln!(
+            "hubgate hash-key: the key is empty; give it as an argument or on standard input"
+        );
         return ExitCode::from(2);
     }
     println!("{}", callers::key_sha256(key));

@@ -598,7 +598,10 @@ impl Config {
             .into_iter()
             .chain(self.retry.validate())
             .chain(crate::callers::validate(&self.callers))
-            .chain(crate::callers::validate_inbound(&self.inbound, &self.callers))
+            .chain(crate::callers::validate_inbound(
+                &self.inbound,
+                &self.callers,
+            ))
             .chain(validate_credentials(&self.credentials))
         {
             bad(&key, message);
