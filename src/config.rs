@@ -900,3 +900,17 @@ impl<'a> KeyLocator<'a> {
         search(document.as_table(), offset, &mut path).then(|| path.join("."))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_listeners_stay_on_loopback_unless_configured_otherwise() {
+        let config = Config::default();
+        for addr in [&config.server.listen, &config.server.admin_listen] {
+            assert!(parse_addr(addr).unwrap().ip().is_loopback(), "{addr}");
+        }
+        assert!(!config.inbound.require_caller_key, "inbound auth is opt-in");
+    }
+}
