@@ -138,3 +138,39 @@ fn json(status: StatusCode, text: &'static str) -> Response<Body> {
     );
     response
 }
+
+/// The `/healthz` URL of an admin listener bound to `admin_listen`; an unspecified address
+/// (`0.0.0.0`, `[::]`, as in containers) is reached on this host's loopback.
+pub fn health_url(admin_listen: &str) -> Result<String, String> {
+    let mut addr: std::net::SocketAddr = admin_listen
+        .parse()
+        .map_err(|_| format!("'{admin_listen}' is not an address like 127.0.0.1:9090"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("http://{addr}/healthz"))
+}
+
+/// `Ok` when `url` answers 200 within `timeout`; the error says what happened instead.
+pub async fn probe_health(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("'{url}' is not a URL ({e})"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let request = Request::get(uri).body(body::empty())?;
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within {} ms", timeout.as_millis()))?
+        .map_err(|e| anyhow::anyhow!("{url} could not be reached: {e}"))?;
+    anyhow::ensure!(
+        response.status() == StatusCode::OK,
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}

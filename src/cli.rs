@@ -1,5 +1,5 @@
-//! The `hubgate` command line: run the gateway, check a config file, start the simulator,
-//! send load, run the demo.
+//! The `hubgate` command line: run the gateway, check a config file, probe a running
+//! gateway's health, hash a caller key, start the simulator, send load, run the demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server::{self, Listeners};
-use crate::{load, sim, telemetry};
+use crate::{admin, callers, load, sim, telemetry};
 
 const DEFAULT_CONFIG: &str = "config.toml";
 
@@ -44,13 +44,37 @@ enum Command {
     /// Try hubgate in one command, no HubSpot account needed: a simulator, hubgate in front
     /// of it and a load through it, then the same load straight to the simulator.
     Demo(load::demo::DemoArgs),
+    /// Exit 0 when the gateway's admin /healthz answers 200, else 1 (for container
+    /// HEALTHCHECKs: needs no curl or shell). The address comes from the config's
+    /// [server] admin_listen unless --url names one.
+    Healthcheck(HealthcheckArgs),
+    /// Print the SHA-256 of a caller key, for [[callers]] key_sha256. Reads the key from
+    /// standard input when it is not given (keeps it out of shell history).
+    HashKey {
+        /// The caller's key.
+        key: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
 struct RunArgs {
     /// Path of the config file; when the default file is missing, built-in defaults apply.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "HUBGATE_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct HealthcheckArgs {
+    /// URL to probe, e.g. http://127.0.0.1:9090/healthz.
+    #[arg(long)]
+    url: Option<String>,
+    /// Config whose [server] admin_listen is probed (an unspecified address such as
+    /// 0.0.0.0 means this host's loopback).
+    #[arg(long, value_name = "PATH", env = "HUBGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
 }
 
 pub fn main() -> ExitCode {
@@ -67,6 +91,75 @@ pub fn main() -> ExitCode {
         }),
         Some(Command::Load(args)) => with_runtime(load::run_from_args(args)),
         Some(Command::Demo(args)) => with_runtime(load::demo::run(args)),
+        Some(Command::Healthcheck(args)) => healthcheck(&args),
+        Some(Command::HashKey { key }) => hash_key(key),
+    }
+}
+
+fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => match load_config(args.config.as_deref()) {
+            Ok(config) => match admin::health_url(&config.server.admin_listen) {
+                Ok(url) => url,
+                Err(e) => {
+                    eprintln!("hubgate healthcheck: [server] admin_listen: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    with_runtime(async move {
+        admin::probe_health(&url, timeout).await?;
+        println!("{url}: ok");
+        Ok(())
+    })
+}
+
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("hubgate hash-key: cannot read the key from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            line
+        }
+    };
+    // Callers' key headers are compared trimmed, so the hash is of the trimmed key too.
+    let key = key.trim();
+    if key.is_empty() {
+        eprintln!(
+            "hubgate hash-key: the key is empty; give it as an argument or on standard input"
+        );
+        return ExitCode::from(2);
+    }
+    println!("{}", callers::key_sha256(key));
+    ExitCode::SUCCESS
+}
+
+/// The file `run` reads: the given one, else ./config.toml when present.
+fn config_path(path: Option<&Path>) -> Option<PathBuf> {
+    match path {
+        Some(path) => Some(path.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+        None => None,
+    }
+}
+
+/// The config as `run` would use it: the given file, else ./config.toml when present, else
+/// the built-in defaults.
+fn load_config(path: Option<&Path>) -> Result<Config, crate::config::ConfigErrors> {
+    match config_path(path) {
+        Some(path) => Config::load(&path),
+        None => Ok(Config::default()),
     }
 }
 
@@ -85,16 +178,8 @@ fn check_config(path: &Path) -> ExitCode {
 
 fn run_gateway(args: RunArgs) -> ExitCode {
     // The file reloads read again; none when running on built-in defaults.
-    let path = match &args.config {
-        Some(path) => Some(path.clone()),
-        None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
-        None => None,
-    };
-    let config = match &path {
-        Some(path) => Config::load(path),
-        None => Ok(Config::default()),
-    };
-    let config = match config {
+    let path = config_path(args.config.as_deref());
+    let config = match load_config(path.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");

@@ -10,7 +10,7 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::{Deserialize, Serialize};
 
-use crate::callers::CallerConfig;
+use crate::callers::{CallerConfig, InboundConfig};
 use crate::classify::{default_exemptions, ExemptRule};
 use crate::engine::{BudgetKey, DailySpec, Limits, WindowSpec};
 use crate::identity::{validate_credentials, IdentityConfig, StaticCredential};
@@ -26,8 +26,10 @@ pub struct Config {
     pub queue: QueueConfig,
     pub retry: RetryConfig,
     pub lanes: LanesConfig,
-    /// Callers known by name: weights for fair sharing, optional rate caps.
+    /// Callers known by name: keys, weights for fair sharing, optional rate caps.
     pub callers: Vec<CallerConfig>,
+    /// Who may call: off by default; when on, only callers presenting a known key.
+    pub inbound: InboundConfig,
     pub identity: IdentityConfig,
     /// Private-app tokens known in advance, resolved without asking HubSpot.
     pub credentials: Vec<StaticCredential>,
@@ -626,6 +628,10 @@ impl Config {
             .into_iter()
             .chain(self.retry.validate())
             .chain(crate::callers::validate(&self.callers))
+            .chain(crate::callers::validate_inbound(
+                &self.inbound,
+                &self.callers,
+            ))
             .chain(validate_credentials(&self.credentials))
         {
             bad(&key, message);
@@ -925,5 +931,19 @@ impl<'a> KeyLocator<'a> {
         let document = self.document.as_ref()?;
         let mut path = Vec::new();
         search(document.as_table(), offset, &mut path).then(|| path.join("."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_listeners_stay_on_loopback_unless_configured_otherwise() {
+        let config = Config::default();
+        for addr in [&config.server.listen, &config.server.admin_listen] {
+            assert!(parse_addr(addr).unwrap().ip().is_loopback(), "{addr}");
+        }
+        assert!(!config.inbound.require_caller_key, "inbound auth is opt-in");
     }
 }

@@ -7,7 +7,18 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::{self, Body};
+use crate::callers::KeyProblem;
 use crate::outcome::Outcome;
+
+/// What a caller refused for its key must do about it. The key itself is never echoed.
+fn unauthorized_message(header: &str, problem: KeyProblem) -> String {
+    let what = match problem {
+        KeyProblem::Missing => format!("this call has no {header} header"),
+        KeyProblem::Repeated => format!("this call has more than one {header} header"),
+        KeyProblem::Unknown => format!("the key in {header} is not one this hubgate knows"),
+    };
+    format!("{what}: this hubgate requires a caller key ([inbound] require_caller_key); send exactly one {header} header with your caller key, or ask the gateway's operator to add the key's SHA-256 (hubgate hash-key) to your [[callers]] entry as key_sha256")
+}
 
 /// A reason hubgate answers a call itself instead of (or after) forwarding it.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +35,12 @@ pub enum GatewayError {
     RequestBodyStalled { idle_ms: u64 },
     #[error("{0}")]
     BadRequest(String),
+    #[error("{}", unauthorized_message(header, *problem))]
+    Unauthorized {
+        /// The key header as configured (`[inbound] key_header`).
+        header: String,
+        problem: KeyProblem,
+    },
     #[error("could not connect to the upstream {upstream}: {reason}; check [upstream] base_url and that HubSpot is reachable, then retry")]
     UpstreamConnect { upstream: String, reason: String },
     #[error("the TLS handshake with the upstream {upstream} failed ({reason}); nothing was sent. Check that it serves a certificate hubgate trusts (webpki roots or [upstream] ca_file) and speaks TLS on that port")]
@@ -82,6 +99,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RequestBodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTls { .. }
             | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -152,6 +170,7 @@ impl GatewayError {
             | GatewayError::UpstreamTls { .. }
             | GatewayError::UpstreamFailed { .. } => "HUBGATE_UPSTREAM_UNAVAILABLE",
             GatewayError::UpstreamTimeout { .. } => "HUBGATE_UPSTREAM_TIMEOUT",
+            GatewayError::Unauthorized { .. } => "HUBGATE_UNAUTHORIZED",
             GatewayError::StoreUnavailable { .. } => "HUBGATE_STORE_UNAVAILABLE",
             GatewayError::QueueFull { .. }
             | GatewayError::DeadlineUnmeetable { .. }
@@ -174,6 +193,7 @@ impl GatewayError {
             GatewayError::DailyExhausted { .. } => Outcome::RejectedDaily,
             GatewayError::CallerCapped { .. } => Outcome::RejectedCap,
             GatewayError::StoreUnavailable { .. } => Outcome::RejectedStoreUnavailable,
+            GatewayError::Unauthorized { .. } => Outcome::Unauthorized,
             GatewayError::ConnectRefused
             | GatewayError::NotAForwardProxy { .. }
             | GatewayError::HeadersTooLarge { .. }

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use crate::body::{empty, full};
 use crate::config::UpstreamTarget;
 use crate::metrics::Metrics;
+use crate::redact::short_digest;
 use crate::upstream::UpstreamClient;
 
 /// What a call presents as its credential.
@@ -114,6 +115,33 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Which introspection endpoint can name a bearer token's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `pat-…`: a private app's access token, looked up with
+    /// `POST /oauth/v2/private-apps/get/access-token-info`.
+    PrivateApp,
+    /// Anything else: an OAuth access token, looked up with
+    /// `GET /oauth/v1/access-tokens/{token}`.
+    OAuth,
+}
+
+impl TokenKind {
+    pub fn of(token: &str) -> TokenKind {
+        if token.starts_with("pat-") {
+            TokenKind::PrivateApp
+        } else {
+            TokenKind::OAuth
+        }
+    }
+}
+
+/// The path that asks HubSpot about an OAuth token, the token percent-encoded as one
+/// segment whatever bytes it holds.
+pub fn oauth_introspection_path(token: &str) -> String {
+    format!("/oauth/v1/access-tokens/{}", encode_segment(token))
 }
 
 /// Who a call's budgets belong to.
@@ -288,11 +316,6 @@ fn credential_hash(digest: &[u8; 32]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
-}
-
-/// The most a log line may say about a credential.
-fn short(digest: &[u8; 32]) -> String {
-    hex::encode(&digest[..4])
 }
 
 /// What one lookup concluded, as cached.
@@ -600,16 +623,16 @@ impl Inner {
         };
         let (verdict, ttl) = match outcome {
             Ok(Answer::Owner { owner, ttl }) => {
-                tracing::debug!(credential = %short(digest), owner = %owner.label(), "introspected");
+                tracing::debug!(credential = %short_digest(digest), owner = %owner.label(), "introspected");
                 (Verdict::Known(owner), ttl)
             }
             Ok(Answer::Invalid(status)) => {
-                tracing::debug!(credential = %short(digest), %status, "HubSpot rejected the token");
+                tracing::debug!(credential = %short_digest(digest), %status, "HubSpot rejected the token");
                 (Verdict::Invalid, settings.negative_ttl)
             }
             Err(why) => {
                 tracing::warn!(
-                    credential = %short(digest),
+                    credential = %short_digest(digest),
                     error = %why,
                     retry_in_ms = settings.unreachable_ttl.as_millis() as u64,
                     "introspection failed; keying the calls by a hash of the credential"
@@ -627,7 +650,7 @@ impl Inner {
     }
 
     async fn introspect(&self, token: &str, private_app_ttl: Duration) -> Result<Answer, String> {
-        let private_app = token.starts_with("pat-");
+        let private_app = TokenKind::of(token) == TokenKind::PrivateApp;
         let request = if private_app {
             let body = serde_json::json!({ "tokenKey": token }).to_string();
             Request::builder()
@@ -637,7 +660,7 @@ impl Inner {
                 .header(header::ACCEPT, "application/json")
                 .body(full(body))
         } else {
-            let path = format!("/oauth/v1/access-tokens/{}", encode_segment(token));
+            let path = oauth_introspection_path(token);
             Request::builder()
                 .method(Method::GET)
                 .uri(self.uri(&path)?)

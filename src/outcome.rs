@@ -22,10 +22,12 @@ pub enum Outcome {
     /// The caller closed its connection before an answer was ready (while queued, say);
     /// nothing more was sent upstream for it.
     CallerGone,
+    /// Refused without a known caller key (`[inbound] require_caller_key`).
+    Unauthorized,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
@@ -35,6 +37,7 @@ impl Outcome {
         Outcome::RejectedCap,
         Outcome::RejectedStoreUnavailable,
         Outcome::CallerGone,
+        Outcome::Unauthorized,
     ];
 
     /// The `outcome` label value of `hubgate_requests_total`.
@@ -49,6 +52,7 @@ impl Outcome {
             Outcome::RejectedCap => "rejected_cap",
             Outcome::RejectedStoreUnavailable => "rejected_store_unavailable",
             Outcome::CallerGone => "caller_gone",
+            Outcome::Unauthorized => "unauthorized",
         }
     }
 }

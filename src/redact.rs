@@ -14,6 +14,12 @@ const SECRET_QUERY_KEYS: [&str; 6] = [
 /// Path segments after which HubSpot puts a token in the path itself.
 const TOKEN_PATH_PREFIXES: [&str; 2] = ["access-tokens", "refresh-tokens"];
 
+/// The most a log line, metric or admin answer may say about a secret: the first 4 bytes
+/// of its SHA-256, in hex. Enough to tell two credentials apart, useless for finding one.
+pub fn short_digest(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..4])
+}
+
 /// The path and query of a call as safe to log: token path segments and secret query
 /// values replaced by `<redacted>`.
 pub fn path_and_query(path: &str, query: Option<&str>) -> String {

@@ -363,6 +363,7 @@ mod tests {
             name: "sync".into(),
             weight: 2,
             max_rps: None,
+            key_sha256: None,
         });
         let (effective, changed, needs_restart) = merge(&running, &new).unwrap();
         assert_eq!(changed, ["budgets.burst_limit", "callers", "log.level"]);

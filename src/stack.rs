@@ -10,6 +10,7 @@ use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::auth::AuthLayer;
 use crate::body::Body;
 use crate::callers::Callers;
 use crate::classify::Classifier;
@@ -58,9 +59,10 @@ impl LiveSettings {
             .reconfigure(&config.identity, &config.credentials)?;
         self.pacer
             .reconfigure(pacer_config(config), config.budgets.limits());
-        // The whole registry is rebuilt from `[[callers]]`; only unchanged caps keep their
-        // limiters.
-        let callers = self.pacing.load().callers.reconfigured(&config.callers);
+        // The whole registry (keys included) is rebuilt from `[[callers]]` and `[inbound]`;
+        // only unchanged caps keep their limiters.
+        let callers = self.pacing.load().callers
+            .reconfigured(&config.callers, &config.inbound);
         self.pacing.store(Arc::new(pace_policy(config, callers)));
         Ok(())
     }
@@ -94,7 +96,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
     let pacer = Pacer::new(store, clock, pacer_config(config));
     let pacing = Arc::new(ArcSwap::from_pointee(pace_policy(
         config,
-        Callers::new(&config.callers),
+        Callers::new(&config.callers, &config.inbound),
     )));
     let pace = PaceLayer::new(PaceShared {
         pacer: pacer.clone(),
@@ -104,7 +106,7 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
     });
     let live = LiveSettings {
         pacer: pacer.clone(),
-        pacing,
+        pacing: pacing.clone(),
         resolver: resolver.clone(),
     };
     let forward = Forward::new(
@@ -125,6 +127,9 @@ pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
         // Cheap refusals first, before later layers (identity, budgets, retries) spend
         // lookups or budget on a call that cannot be served.
         .layer(GuardLayer::new(limits))
+        // Who may call at all, before identity: an unknown caller must not make hubgate
+        // ask HubSpot about its token, nor spend any owner's budget.
+        .layer(AuthLayer::new(pacing.clone()))
         // Names the quota owner before pacing needs it; a lookup may wait on HubSpot, so it
         // comes after the cheap refusals.
         .layer(IdentifyLayer::new(resolver))

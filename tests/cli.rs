@@ -23,7 +23,14 @@ fn help_documents_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for word in ["run", "check-config", "sim", "--config"] {
+    for word in [
+        "run",
+        "check-config",
+        "sim",
+        "healthcheck",
+        "hash-key",
+        "--config",
+    ] {
         assert!(help.contains(word), "--help mentions {word}: {help}");
     }
     let output = Command::new(BIN)
@@ -226,4 +233,80 @@ fn the_commented_examples_in_config_toml_are_valid_too() {
         String::from_utf8_lossy(&output.stderr),
         uncommented.join("\n")
     );
+}
+
+#[test]
+fn hash_key_prints_the_sha256_from_an_argument_or_standard_input() {
+    let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+    let output = Command::new(BIN)
+        .args(["hash-key", "abc"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+
+    let mut child = Command::new(BIN)
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+
+    let output = Command::new(BIN).args(["hash-key", "  "]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "an empty key is refused");
+}
+
+#[test]
+fn healthcheck_exits_0_only_while_the_admin_listener_answers() {
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    // The admin listener on every address, as in a container: the probe uses loopback.
+    let config = write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"0.0.0.0:{admin_port}\"\n\
+         [upstream]\nbase_url = \"http://127.0.0.1:9\"\n"
+    ));
+    let healthcheck = || {
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env("HUBGATE_CONFIG", config.path())
+            .output()
+            .unwrap()
+    };
+    let down = healthcheck();
+    assert_eq!(down.status.code(), Some(1), "nothing listens yet");
+    assert!(String::from_utf8_lossy(&down.stderr).contains("could not be reached"));
+
+    let mut child = Command::new(BIN)
+        .env("HUBGATE_CONFIG", config.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("hubgate listening"), "{first}");
+
+    // An explicit URL wins over the config, and a non-200 answer fails the check (the
+    // proxy port answers 502: its upstream is down).
+    let url = format!("http://127.0.0.1:{proxy_port}/healthz");
+    let not_health = Command::new(BIN)
+        .args(["healthcheck", "--url", &url])
+        .output()
+        .unwrap();
+    let up = healthcheck();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(not_health.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_health.stderr).contains("502"));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(String::from_utf8_lossy(&up.stdout)
+        .contains(&format!("http://127.0.0.1:{admin_port}/healthz: ok")));
 }

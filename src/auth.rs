@@ -1,0 +1,71 @@
+//! Inbound auth: with `[inbound] require_caller_key`, a call without a known caller key is
+//! refused here, before identity lookups or budgets are spent on it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use arc_swap::ArcSwap;
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::pace::PacePolicy;
+use crate::error::GatewayError;
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    policy: Arc<ArcSwap<PacePolicy>>,
+}
+
+impl AuthLayer {
+    /// Reads the callers registry from the policy `pace` reads, so keys, weights and caps
+    /// come from one `[[callers]]` and a reload swaps them together.
+    pub fn new(policy: Arc<ArcSwap<PacePolicy>>) -> Self {
+        AuthLayer { policy }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    policy: Arc<ArcSwap<PacePolicy>>,
+}
+
+impl<S> Service<Request<Body>> for Auth<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let authenticated = self.policy.load().callers.authenticate(request.headers_mut());
+        match authenticated {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+}

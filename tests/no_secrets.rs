@@ -1,0 +1,211 @@
+//! Credentials never leave hubgate except towards HubSpot: distinctive tokens, API keys and
+//! caller keys pushed through the real binary (debug logs on) must not appear in its logs,
+//! in `/metrics` or in any `/admin/*` answer — not even as a full SHA-256; short hashes
+//! (a few bytes) are all an operator gets.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hubgate::callers::key_sha256;
+use hubgate::sim::{SimConfig, Simulator};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
+
+/// A private-app token the simulator knows: introspected, then budgeted as 4242:4343.
+const KNOWN_TOKEN: &str = "pat-na1-leakcheck-known-5f1e2d3c4b5a";
+/// An OAuth token the simulator rejects.
+const REJECTED_TOKEN: &str = "leakcheck-oauth-rejected-8a7b6c5d4e3f";
+const HAPIKEY: &str = "leakcheck-hapikey-1b2c3d4e5f60";
+const PATH_TOKEN: &str = "leakcheck-path-token-99aa88bb77cc";
+const REFRESH_TOKEN: &str = "leakcheck-refresh-token-0f0e0d0c";
+const CALLER_KEY: &str = "leakcheck-caller-key-6e5d4c3b2a19";
+const WRONG_CALLER_KEY: &str = "leakcheck-wrong-caller-key-13579b";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn call(url: String, headers: &[(&str, &str)]) -> (StatusCode, Bytes) {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (status, _, body) = send(request.body(Full::new(Bytes::new())).unwrap()).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn tokens_and_keys_appear_nowhere_an_operator_looks() {
+    let sim_config = SimConfig::from_toml_str(&format!(
+        "[[tokens]]\ntoken = \"{KNOWN_TOKEN}\"\napp_id = 4242\nportal_id = 4343\n\
+         [[hapikeys]]\nkey = \"{HAPIKEY}\"\nportal_id = 4343\n"
+    ))
+    .unwrap();
+    let sim = Simulator::start(sim_config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap();
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    write!(
+        config,
+        "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
+         [upstream]\nbase_url = \"{}\"\n\
+         [inbound]\nrequire_caller_key = true\n\
+         [[callers]]\nname = \"leak-test\"\nkey_sha256 = \"{}\"\n\
+         [log]\nformat = \"json\"\nlevel = \"debug\"\n",
+        sim.base_url(),
+        key_sha256(CALLER_KEY)
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", config.path().to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    while !first.contains("hubgate listening") {
+        first.clear();
+        assert!(stderr.read_line(&mut first).unwrap() > 0, "hubgate exited");
+    }
+
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let key = ("x-hubgate-key", CALLER_KEY);
+    let known = format!("Bearer {KNOWN_TOKEN}");
+    let rejected = format!("Bearer {REJECTED_TOKEN}");
+    let answers = [
+        call(
+            format!("{proxy}/crm/v3/objects/contacts"),
+            &[key, ("authorization", &known)],
+        )
+        .await,
+        call(
+            format!("{proxy}/crm/v3/objects/contacts"),
+            &[key, ("authorization", &rejected)],
+        )
+        .await,
+        call(
+            format!("{proxy}/crm/v3/objects/contacts?hapikey={HAPIKEY}"),
+            &[key],
+        )
+        .await,
+        call(
+            format!("{proxy}/oauth/v1/access-tokens/{PATH_TOKEN}?refresh_token={REFRESH_TOKEN}"),
+            &[key],
+        )
+        .await,
+        call(
+            format!("{proxy}/crm/v3/objects/contacts"),
+            &[
+                ("x-hubgate-key", WRONG_CALLER_KEY),
+                ("authorization", &known),
+            ],
+        )
+        .await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert_eq!(statuses[1], 401, "HubSpot's own 401 for its rejected token");
+    assert_eq!(statuses[2], 200, "{statuses:?}");
+    assert_eq!(statuses[4], 401, "hubgate's 401 for an unknown caller key");
+    // Both bearer tokens were looked up, and the caller's own introspection call passed.
+    assert_eq!(sim.stats().introspection.total, 3);
+
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let mut operator_view = String::new();
+    for path in [
+        "/metrics".to_string(),
+        "/admin/budgets".to_string(),
+        "/admin/owners/4242:4343".to_string(),
+        "/admin/owners/anonymous".to_string(),
+        format!("/admin/owners/{KNOWN_TOKEN}"),
+        format!("/admin/owners/unidentified:{HAPIKEY}"),
+    ] {
+        let (status, _, body) = get(&format!("{admin}{path}")).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        operator_view.push_str(&String::from_utf8_lossy(&body));
+    }
+    let budgets = json(&get(&format!("{admin}/admin/budgets")).await.2);
+    let owners: Vec<&str> = budgets["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["owner"].as_str().unwrap())
+        .collect();
+    assert!(
+        owners.contains(&"4242:4343"),
+        "the known token's owner: {owners:?}"
+    );
+    for owner in owners.iter().filter(|o| o.starts_with("unidentified:")) {
+        let (status, _, body) = get(&format!("{admin}/admin/owners/{owner}")).await;
+        assert_eq!(status, StatusCode::OK);
+        operator_view.push_str(&String::from_utf8_lossy(&body));
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "exits after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut logs = first;
+    stderr.read_to_string(&mut logs).unwrap();
+    assert!(
+        logs.contains("\"level\":\"DEBUG\""),
+        "debug logging was on, so the check covers it:\n{logs}"
+    );
+    assert!(
+        logs.contains("/oauth/v1/access-tokens/<redacted>?refresh_token=<redacted>"),
+        "{logs}"
+    );
+
+    for secret in [
+        KNOWN_TOKEN,
+        REJECTED_TOKEN,
+        HAPIKEY,
+        PATH_TOKEN,
+        REFRESH_TOKEN,
+        CALLER_KEY,
+        WRONG_CALLER_KEY,
+    ] {
+        let full_hash = hex::encode(Sha256::digest(secret.as_bytes()));
+        for (place, text) in [
+            ("logs", &logs),
+            ("metrics and admin answers", &operator_view),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into {place}:\n{text}"
+            );
+            assert!(
+                !text.contains(&full_hash),
+                "the full SHA-256 of {secret} leaked into {place}:\n{text}"
+            );
+            // Tokens are long; no fragment of one may show either.
+            assert!(
+                !text.contains(&secret[..20]),
+                "part of {secret} leaked into {place}:\n{text}"
+            );
+        }
+    }
+}
