@@ -23,7 +23,7 @@ fn help_documents_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for word in ["run", "check-config", "sim", "--config"] {
+    for word in ["run", "check-config", "sim", "load", "demo", "--config"] {
         assert!(help.contains(word), "--help mentions {word}: {help}");
     }
     let output = Command::new(BIN)
