@@ -29,6 +29,8 @@ fn help_documents_every_command() {
         "sim",
         "healthcheck",
         "hash-key",
+        "load",
+        "demo",
         "--config",
     ] {
         assert!(help.contains(word), "--help mentions {word}: {help}");
