@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 owners=${1:-10000}
 seconds=${2:-15}
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+need wrk
 start_sim --generate-tokens "$owners" --daily-limit 0
 start_gateway "[identity]
 introspection_per_second = 100000"
