@@ -1,6 +1,7 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1): what a proxy must not pass on.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// Headers that describe one connection, never the message; RFC 9110 §7.6.1 plus the
 /// non-standard `Keep-Alive` and `Proxy-Connection` that old clients still send.
@@ -15,28 +16,42 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
+}
+
 /// Removes every hop-by-hop header, including those the `Connection` header names.
 pub fn strip(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // One pass over the names present instead of a hashed removal per listed header:
+    // most messages carry one or none of them.
+    let present: SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    if present.is_empty() {
+        return;
+    }
+    let connection: SmallVec<[HeaderValue; 2]> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .cloned()
         .collect();
-    for name in named {
+    for value in &connection {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',') {
+            // By `&str`: a name that is not a valid header name removes nothing.
+            headers.remove(name.trim());
+        }
+    }
+    for name in present {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP.iter() {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn strips_listed_and_connection_named_headers_but_keeps_end_to_end_ones() {
