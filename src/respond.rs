@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 
@@ -22,7 +22,19 @@ use crate::redact;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-const CORRELATION_ID: &str = "x-hubspot-correlation-id";
+const CORRELATION_ID: HeaderName = HeaderName::from_static("x-hubspot-correlation-id");
+
+/// A value as it is printed, or "-" when there is none.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct RespondLayer {
@@ -70,27 +82,25 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let started = Instant::now();
+        // Kept as they are (cheap clones) and turned into text only for a log line that
+        // is written: at a level above info, formatting them would be work for nothing.
         let request_id = request
             .extensions()
             .get::<RequestId>()
-            .and_then(|id| id.header_value().to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        let peer = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map_or_else(|| "-".to_string(), |p| p.0.to_string());
+            .map(|id| id.header_value().clone());
+        let peer = request.extensions().get::<PeerAddr>().copied();
         let method = request.method().clone();
-        let target = redact::path_and_query(request.uri().path(), request.uri().query());
+        let uri = request.uri().clone();
         let metrics = self.metrics.clone();
         // Boxed before the async block: naming `S::Future` inside it trips rustc's
         // higher-ranked `Send` check (rust-lang/rust#64552) on the boxed error type.
         let future: Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>> =
             Box::pin(self.inner.call(request));
         Box::pin(async move {
+            let request_id = request_id.as_ref().and_then(|id| id.to_str().ok());
             let response = match future.await {
                 Ok(response) => response,
-                Err(error) => error.into_response(&request_id),
+                Err(error) => error.into_response(request_id.unwrap_or("-")),
             };
             let outcome = response
                 .extensions()
@@ -98,17 +108,16 @@ where
                 .copied()
                 .unwrap_or(Outcome::Forwarded);
             metrics.count_request(outcome);
-            let correlation_id = response
-                .headers()
-                .get(CORRELATION_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
             tracing::info!(
-                request_id = %request_id,
-                correlation_id = %correlation_id,
-                peer = %peer,
+                request_id = %request_id.unwrap_or("-"),
+                correlation_id = %response
+                    .headers()
+                    .get(CORRELATION_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+                peer = %OrDash(peer.map(|p| p.0)),
                 method = %method,
-                target = %target,
+                target = %redact::path_and_query(uri.path(), uri.query()),
                 status = response.status().as_u16(),
                 outcome = outcome.as_label(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
