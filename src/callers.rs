@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use http::Request;
+use http::{HeaderName, Request};
 use serde::Deserialize;
 
 use crate::body::Body;
@@ -16,8 +16,8 @@ use crate::engine::{Priority, Seat};
 use crate::error::GatewayError;
 use crate::respond::PeerAddr;
 
-pub const CALLER_HEADER: &str = "x-hubgate-caller";
-pub const PRIORITY_HEADER: &str = "x-hubgate-priority";
+pub const CALLER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-caller");
+pub const PRIORITY_HEADER: HeaderName = HeaderName::from_static("x-hubgate-priority");
 
 /// One `[[callers]]` entry.
 #[derive(Debug, Clone, Deserialize)]

@@ -28,7 +28,7 @@ use crate::retry::{self, Failure, RetryConfig, Skip};
 use crate::store::Lesson;
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
-pub const DEADLINE_HEADER: &str = "x-hubgate-deadline-ms";
+pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-hubgate-deadline-ms");
 const QUEUE_MS_HEADER: HeaderName = HeaderName::from_static("x-hubgate-queue-ms");
 const OWNER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-owner");
 const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retries");
