@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -85,7 +86,7 @@ pub struct Callers {
 /// The name and seat of one call.
 #[derive(Debug, Clone)]
 pub struct Identified {
-    pub name: String,
+    pub name: Arc<str>,
     pub seat: Seat,
 }
 
@@ -113,12 +114,12 @@ impl Callers {
                 let name = value.to_str().map(str::trim).unwrap_or("");
                 check_name(name)
                     .map_err(|e| GatewayError::BadRequest(format!("X-Hubgate-Caller: {e}")))?;
-                name.to_string()
+                Arc::from(name)
             }
             None => request
                 .extensions()
                 .get::<PeerAddr>()
-                .map_or_else(|| "unknown".to_string(), |peer| peer.0.ip().to_string()),
+                .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone()),
         };
         let priority = match request.headers().get(PRIORITY_HEADER) {
             None => Priority::Normal,
@@ -143,7 +144,7 @@ impl Callers {
         let seat = Seat {
             priority,
             caller: hasher.finish(),
-            weight: self.weights.get(&name).copied().unwrap_or(1),
+            weight: self.weights.get(&*name).copied().unwrap_or(1),
         };
         Ok(Identified { name, seat })
     }

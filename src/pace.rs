@@ -131,7 +131,7 @@ impl PaceShared {
         self.callers
             .check_cap(&caller.name)
             .map_err(|retry_after| GatewayError::CallerCapped {
-                caller: caller.name.clone(),
+                caller: caller.name.to_string(),
                 retry_after,
             })?;
         let class = self

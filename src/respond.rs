@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -18,9 +19,23 @@ use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::redact;
 
-/// The caller's socket address, attached by the server to each request.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// The caller's socket address, attached by the server to each request, with its IP
+/// address as text: a caller without `X-Hubgate-Caller` is named by it, and formatting it
+/// once per connection spares every call on it.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    pub addr: SocketAddr,
+    pub ip: Arc<str>,
+}
+
+impl PeerAddr {
+    pub fn new(addr: SocketAddr) -> PeerAddr {
+        PeerAddr {
+            addr,
+            ip: addr.ip().to_string().into(),
+        }
+    }
+}
 
 const CORRELATION_ID: HeaderName = HeaderName::from_static("x-hubspot-correlation-id");
 
@@ -88,7 +103,7 @@ where
             .extensions()
             .get::<RequestId>()
             .map(|id| id.header_value().clone());
-        let peer = request.extensions().get::<PeerAddr>().copied();
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.addr);
         let method = request.method().clone();
         let uri = request.uri().clone();
         let metrics = self.metrics.clone();
@@ -115,7 +130,7 @@ where
                     .get(CORRELATION_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-"),
-                peer = %OrDash(peer.map(|p| p.0)),
+                peer = %OrDash(peer),
                 method = %method,
                 target = %redact::path_and_query(uri.path(), uri.query()),
                 status = response.status().as_u16(),

@@ -115,7 +115,7 @@ pub async fn run(
                 let _ = stream.set_nodelay(true);
                 let service = CallerConnection {
                     service: service.clone(),
-                    peer,
+                    peer: PeerAddr::new(peer),
                 };
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -202,7 +202,7 @@ pub async fn shutdown_signal() {
 #[derive(Clone)]
 struct CallerConnection {
     service: ProxyService,
-    peer: std::net::SocketAddr,
+    peer: PeerAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for CallerConnection {
@@ -212,7 +212,7 @@ impl hyper::service::Service<Request<Incoming>> for CallerConnection {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::stream);
-        request.extensions_mut().insert(PeerAddr(self.peer));
+        request.extensions_mut().insert(self.peer.clone());
         self.service.clone().oneshot(request)
     }
 }
