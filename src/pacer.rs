@@ -172,22 +172,29 @@ impl Shares {
     }
 
     /// How the window splits between the active callers of `priority`: those that sent
-    /// within it and those `waiting` (which includes whoever is asking). Worked out once
-    /// per decision, then asked per caller with `allows`.
+    /// within it and those `waiting` (which includes whoever is asking, each caller once:
+    /// a queue's ring of callers, or the one asking). Worked out once per decision, then
+    /// asked per caller with `allows`; counted in place, without building a set per call.
     fn split(&self, priority: Priority, waiting: &[(CallerId, u32)]) -> Split {
-        let mut callers: std::collections::HashMap<CallerId, u32> = self
-            .callers
-            .iter()
-            .filter(|(_, s)| s.priority == priority)
-            .map(|(c, s)| (*c, s.weight.max(1)))
-            .collect();
-        for &(c, w) in waiting {
-            callers.entry(c).or_insert(w.max(1));
+        let mut split = Split {
+            total_weight: 0,
+            callers: 0,
+        };
+        for sends in self.callers.values().filter(|s| s.priority == priority) {
+            split.total_weight += u64::from(sends.weight.max(1));
+            split.callers += 1;
         }
-        Split {
-            total_weight: callers.values().map(|&w| u64::from(w)).sum(),
-            callers: callers.len(),
+        for &(caller, weight) in waiting {
+            if !self
+                .callers
+                .get(&caller)
+                .is_some_and(|s| s.priority == priority)
+            {
+                split.total_weight += u64::from(weight.max(1));
+                split.callers += 1;
+            }
         }
+        split
     }
 
     /// Whether `caller` may send now without taking the share of another active caller.
@@ -684,6 +691,27 @@ mod tests {
         app_id: 1,
         portal_id: 10,
     };
+
+    #[test]
+    fn a_split_counts_each_caller_once_whether_active_waiting_or_both() {
+        let seat = |caller, weight, priority| Seat {
+            priority,
+            caller,
+            weight,
+        };
+        let mut shares = Shares::new((10, WINDOW));
+        shares.record(seat(1, 2, Priority::Normal), Tick(0));
+        shares.record(seat(1, 2, Priority::Normal), Tick(1));
+        shares.record(seat(2, 3, Priority::Normal), Tick(0));
+        shares.record(seat(3, 5, Priority::High), Tick(0));
+        // 1 is active; 2 active and waiting (its recorded weight counts); 3 active only at
+        // another priority, so here it counts as waiting; 4 only waits.
+        let split = shares.split(Priority::Normal, &[(2, 9), (3, 7), (4, 1)]);
+        assert_eq!(split.callers, 4);
+        assert_eq!(split.total_weight, 2 + 3 + 7 + 1);
+        let high = shares.split(Priority::High, &[]);
+        assert_eq!((high.callers, high.total_weight), (1, 5));
+    }
 
     fn pacer(limit: u32, max_depth: usize, daily: u64) -> Pacer {
         let limits = Limits {
