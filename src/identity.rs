@@ -320,8 +320,10 @@ pub struct IdentityResolver {
 }
 
 struct Inner {
-    statics: HashMap<[u8; 32], Owner>,
-    cache: DashMap<[u8; 32], Slot>,
+    /// Keyed by SHA-256 digests, hashed again with foldhash: on every call, and the keys are
+    /// uniformly random already.
+    statics: HashMap<[u8; 32], Owner, foldhash::fast::RandomState>,
+    cache: DashMap<[u8; 32], Slot, foldhash::fast::RandomState>,
     /// Entries in `cache`, kept beside it because `DashMap::len` locks every shard and so
     /// cannot be asked while an entry guard is held.
     entries: AtomicUsize,
@@ -360,7 +362,7 @@ impl IdentityResolver {
                 .collect();
             anyhow::bail!("identity configuration: {}", list.join("; "));
         }
-        let mut statics = HashMap::new();
+        let mut statics = HashMap::default();
         for c in credentials {
             let key = static_key(c)
                 .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))
@@ -378,7 +380,7 @@ impl IdentityResolver {
         Ok(IdentityResolver {
             inner: Arc::new(Inner {
                 statics,
-                cache: DashMap::new(),
+                cache: DashMap::default(),
                 entries: AtomicUsize::new(0),
                 sweeping: Mutex::new(()),
                 client,

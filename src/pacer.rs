@@ -122,7 +122,7 @@ struct Split {
 struct Shares {
     /// The lane's window: capacity and length (capacity 0: no sharing, e.g. exempt calls).
     window: (u32, Duration),
-    callers: std::collections::HashMap<CallerId, CallerSends>,
+    callers: std::collections::HashMap<CallerId, CallerSends, foldhash::fast::RandomState>,
 }
 
 struct CallerSends {
@@ -136,7 +136,7 @@ impl Shares {
     fn new(window: (u32, Duration)) -> Shares {
         Shares {
             window,
-            callers: std::collections::HashMap::new(),
+            callers: std::collections::HashMap::default(),
         }
     }
 
@@ -295,7 +295,7 @@ struct PacerInner {
     store: Arc<dyn BudgetStore>,
     /// `DashMap` because every call looks its lane up and owners are many; a guard is
     /// never held across an `.await` (the `Arc<Lane>` is cloned out first).
-    lanes: DashMap<(Owner, LaneKind), Arc<Lane>>,
+    lanes: DashMap<(Owner, LaneKind), Arc<Lane>, foldhash::fast::RandomState>,
     clock: Clock,
     config: PacerConfig,
 }
@@ -305,7 +305,7 @@ impl Pacer {
     pub fn new(store: Arc<dyn BudgetStore>, clock: Clock, config: PacerConfig) -> Pacer {
         let inner = Arc::new(PacerInner {
             store,
-            lanes: DashMap::new(),
+            lanes: DashMap::default(),
             clock,
             config,
         });
