@@ -134,12 +134,19 @@ pub enum Owner {
 impl Owner {
     /// `app_id:portal_id`, `unidentified:<16 hex>` or `anonymous`.
     pub fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The label, written where it is needed (a header's bytes) without a `String` first.
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Owner::App { app_id, portal_id } => format!("{app_id}:{portal_id}"),
+            Owner::App { app_id, portal_id } => write!(f, "{app_id}:{portal_id}"),
             Owner::Unidentified { credential_hash } => {
-                format!("unidentified:{credential_hash:016x}")
+                write!(f, "unidentified:{credential_hash:016x}")
             }
-            Owner::Anonymous => "anonymous".to_string(),
+            Owner::Anonymous => f.write_str("anonymous"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! owner's queue until they all have room, sends it, learns from HubSpot's answer, and
 //! sends it again (paced like any call) when HubSpot says no for a reason that passes.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -366,8 +367,11 @@ fn finish(
         QUEUE_MS_HEADER,
         HeaderValue::from(u64::try_from(queued.as_millis()).unwrap_or(u64::MAX)),
     );
-    if let Ok(owner) = HeaderValue::from_str(&owner.label()) {
-        headers.insert(OWNER_HEADER, owner);
+    let mut owner_text = bytes::BytesMut::with_capacity(48);
+    if write!(owner_text, "{owner}").is_ok() {
+        if let Ok(owner) = HeaderValue::from_maybe_shared(owner_text.freeze()) {
+            headers.insert(OWNER_HEADER, owner);
+        }
     }
     if retries > 0 {
         headers.insert(RETRIES_HEADER, HeaderValue::from(retries));
