@@ -181,7 +181,7 @@ impl PaceShared {
                 }
             };
             // Its own statement: a borrow of `send` (not `Sync`) must not live across the await.
-            let sending = send(Request::from_parts(parts.clone(), body));
+            let sending = send(Request::from_parts(attempt_head(&parts), body));
             let attempt = sending.await;
             let (failure, answer) = match attempt {
                 Ok(response) => {
@@ -333,6 +333,18 @@ impl PaceShared {
             &self.clock,
         )
     }
+}
+
+/// What an attempt sends: the caller's method, target, version and headers. Extensions
+/// stay behind: they are hubgate's own notes (owner, caller address, request id) that
+/// nothing below reads, and cloning them costs an allocation each on every attempt.
+fn attempt_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }
 
 /// Reads a 429's small body to learn its policy, and rebuilds the response around it.
