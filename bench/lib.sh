@@ -2,7 +2,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin="$(pwd)/target/release/hubgate"
-[ -x "$bin" ] || cargo build --release --quiet
+# Always built: a stale binary would measure old code (a no-op when up to date).
+cargo build --release --quiet
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -12,6 +13,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # rss_kib PID [field]: VmRSS (or VmHWM, the peak) of a process in KiB.
 rss_kib() { awk -v f="${2:-VmRSS}:" '$1 == f {print $2}' "/proc/$1/status"; }
 wait_http() { for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
+# need COMMAND [DEBIAN_PACKAGE]: installs the package when the command is missing.
+need() {
+  command -v "$1" >/dev/null && return 0
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${2:-$1}" >/dev/null
+}
+# machine: one line naming the machine and its load, printed above every table.
+machine() {
+  local cpu; cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+  echo "Machine: $(nproc) × ${cpu:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, Linux $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $(date -u +%Y-%m-%d)"
+}
 
 # start_sim ARGS...: starts the simulator on a free port; sets sim_port and sim_pid.
 start_sim() {
@@ -21,7 +32,8 @@ start_sim() {
   wait_http "http://127.0.0.1:$sim_port/__sim/stats"
 }
 
-# start_gateway EXTRA_TOML: starts hubgate in front of the simulator; sets gw_port, gw_admin, gw_pid.
+# start_gateway EXTRA_TOML: starts hubgate in front of the simulator (or of $gw_upstream
+# when set); sets gw_port, gw_admin, gw_pid.
 start_gateway() {
   gw_port=$(free_port); gw_admin=$(free_port)
   cat >"$work/hubgate.toml" <<TOML
@@ -29,7 +41,7 @@ start_gateway() {
 listen = "127.0.0.1:$gw_port"
 admin_listen = "127.0.0.1:$gw_admin"
 [upstream]
-base_url = "http://127.0.0.1:$sim_port"
+base_url = "${gw_upstream:-http://127.0.0.1:$sim_port}"
 [log]
 level = "warn"
 $1
@@ -38,3 +50,59 @@ TOML
   gw_pid=$!; pids+=("$gw_pid")
   wait_http "http://127.0.0.1:$gw_admin/readyz"
 }
+
+# start_nginx NAME HTTP_BLOCK: an nginx as a user would run it (a master and one worker
+# per core), its files under $work, with HTTP_BLOCK inside `http { }`; waits for nothing.
+start_nginx() {
+  need nginx
+  local dir="$work/nginx-$1"
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+$2
+}
+CONF
+  nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
+  pids+=("$!")
+}
+
+# start_fast_upstream: nginx answering every call at once with a small contacts page and
+# HubSpot's rate-limit headers (so hubgate parses them as it would HubSpot's), for
+# measuring what sits in front of it; sets up_port.
+start_fast_upstream() {
+  up_port=$(free_port)
+  start_nginx upstream "
+  server {
+    listen 127.0.0.1:$up_port;
+    keepalive_requests 1000000;
+    location / {
+      default_type application/json;
+      add_header X-HubSpot-RateLimit-Max 65536;
+      add_header X-HubSpot-RateLimit-Remaining 65535;
+      add_header X-HubSpot-RateLimit-Interval-Milliseconds 1000;
+      return 200 '{\"results\":[{\"id\":\"1\",\"properties\":{\"email\":\"a@example.com\"}}]}';
+    }
+  }"
+  wait_http "http://127.0.0.1:$up_port/"
+}
+
+# hubgate settings for measuring its overhead: a known token (no introspection) whose
+# budgets never bind at these rates (the engine's largest limit per 1 s window).
+bench_token="pat-na1-bench"
+unbound_budgets="[budgets]
+burst_limit = 65536
+burst_window_ms = 1000
+[[credentials]]
+token = \"$bench_token\"
+app_id = 1
+portal_id = 1"

@@ -1,7 +1,8 @@
 // Callers that use the official Node SDK (@hubspot/api-client) for SECONDS seconds with
-// CONCURRENCY loops of contacts getPage. MODE: "hubgate" (basePath = hubgate, SDK without
-// limiter or retries), "sdk-presets" (basePath = simulator, the SDK's own limiter preset
-// and 6 retries), "sdk-plain" (basePath = simulator, nothing). Prints one JSON line.
+// CONCURRENCY loops of contacts getPage against BASE (hubgate, nginx or the simulator);
+// shared by bench/steal.sh and bench/saturation.sh. MODE "sdk-presets" gives the SDK its
+// own limiter preset and 6 retries; any other mode (hubgate, nginx, sdk-plain) is a plain
+// SDK without limiter or retries, and names the row. Prints one JSON line.
 const hubspot = require('@hubspot/api-client');
 const { DEFAULT_LIMITER_OPTIONS } = require('@hubspot/api-client/lib/src/configuration/constants');
 

@@ -1,10 +1,11 @@
 //! End-to-end pacing numbers, measured in one run on this machine: callers -> hubgate ->
 //! simulator, all in one process on 127.0.0.1, against callers sending straight to the
-//! simulator. `cargo bench --bench pacing`; results go to BENCHMARKS.md.
+//! simulator; a burst from idle; and how evenly equal callers of one owner are served
+//! (Jain's index). `cargo bench --bench pacing`; results go to BENCHMARKS.md.
 
 mod support;
 
-use support::{client, get};
+use support::{client, get, get_as};
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ const WINDOW_MS: u64 = 2_000;
 const WINDOWS: u64 = 5;
 const CALLERS: usize = 200;
 const BURST_TRIALS: u64 = 20;
+/// Callers of one owner in the fairness runs, each named by `X-Hubgate-Caller`.
+const FAIR_CALLERS: usize = 10;
 
 async fn simulator() -> Simulator {
     let config = SimConfig::from_toml_str(&format!(
@@ -56,48 +59,73 @@ async fn gateway(sim: &Simulator) -> String {
     base
 }
 
-/// Closed-loop callers on one owner for `WINDOWS` windows; returns (answers by status,
-/// 2xx answered within the measured span, allowed in that span).
-async fn saturate(base: &str) -> (Vec<(StatusCode, usize)>, u64, u64) {
+/// What closed-loop callers of one owner got over `WINDOWS` windows.
+struct Saturation {
+    /// Every answer, by status.
+    by_status: Vec<(StatusCode, usize)>,
+    /// 2xx answered within the measured span, per caller (in the order given).
+    ok_in_span: Vec<u64>,
+    /// What the rolling window allows in that span.
+    allowed: u64,
+}
+
+/// Closed-loop callers on one owner for `WINDOWS` windows: `tasks[i]` calls in flight at
+/// once for caller `i`, named `caller-i` when `named`, else all from one address.
+async fn saturate(base: &str, tasks: &[usize], named: bool) -> Saturation {
     let measured = Duration::from_millis(WINDOW_MS * WINDOWS - WINDOW_MS / 2);
     let started = Instant::now();
     let client = client();
-    let tasks: Vec<_> = (0..CALLERS)
-        .map(|_| {
+    let mut running = Vec::new();
+    for (caller, &in_flight) in tasks.iter().enumerate() {
+        for _ in 0..in_flight {
             let (client, base) = (client.clone(), base.to_string());
-            tokio::spawn(async move {
+            let name = named.then(|| format!("caller-{caller}"));
+            running.push(tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while started.elapsed() < measured {
-                    let status = get(&client, &base, "pat-na1-sim-1").await;
-                    seen.push((status, started.elapsed()));
+                    let status = get_as(&client, &base, "pat-na1-sim-1", name.as_deref()).await;
+                    seen.push((caller, status, started.elapsed()));
                 }
                 seen
-            })
-        })
-        .collect();
+            }));
+        }
+    }
     let mut all = Vec::new();
-    for t in tasks {
+    for t in running {
         all.extend(t.await.unwrap());
     }
     let first_ok = all
         .iter()
-        .filter(|(s, _)| s.is_success())
-        .map(|(_, t)| *t)
+        .filter(|(_, s, _)| s.is_success())
+        .map(|(_, _, t)| *t)
         .min()
         .unwrap_or_default();
-    let ok_in_span = all
-        .iter()
-        .filter(|(s, t)| s.is_success() && *t < first_ok + measured)
-        .count() as u64;
+    let mut ok_in_span = vec![0u64; tasks.len()];
+    for (caller, status, at) in &all {
+        if status.is_success() && *at < first_ok + measured {
+            ok_in_span[*caller] += 1;
+        }
+    }
     let allowed = LIMIT * (measured.as_millis() as u64).div_ceil(WINDOW_MS);
     let mut by_status: Vec<(StatusCode, usize)> = Vec::new();
-    for (status, _) in &all {
+    for (_, status, _) in &all {
         match by_status.iter_mut().find(|(s, _)| s == status) {
             Some((_, n)) => *n += 1,
             None => by_status.push((*status, 1)),
         }
     }
-    (by_status, ok_in_span, allowed)
+    Saturation {
+        by_status,
+        ok_in_span,
+        allowed,
+    }
+}
+
+/// Jain's fairness index: 1 when every caller got the same, 1/n when one got everything.
+fn jain(served: &[u64]) -> f64 {
+    let sum: f64 = served.iter().map(|&x| x as f64).sum();
+    let squares: f64 = served.iter().map(|&x| (x as f64).powi(2)).sum();
+    sum * sum / (served.len() as f64 * squares).max(f64::MIN_POSITIVE)
 }
 
 fn main() {
@@ -110,7 +138,12 @@ fn main() {
             } else {
                 sim.base_url()
             };
-            let (by_status, ok, allowed) = saturate(&base).await;
+            let Saturation {
+                by_status,
+                ok_in_span,
+                allowed,
+            } = saturate(&base, &[CALLERS], false).await;
+            let ok = ok_in_span[0];
             let owner = sim.stats().owner(2001, 1001).cloned().expect("owner stats");
             println!(
                 "saturation {target:>20}: answers {by_status:?}; 2xx in span {ok}/{allowed} allowed = {:.1}% efficiency; simulator saw {} arrivals, {} accepted, {} 429s ({:.1}% of arrivals), max arrivals in a window {}",
@@ -120,6 +153,27 @@ fn main() {
                 owner.rate_limited.ten_secondly_rolling,
                 100.0 * owner.rate_limited.ten_secondly_rolling as f64 / owner.arrivals.max(1) as f64,
                 owner.max_arrivals_in_window,
+            );
+            sim.shutdown().await;
+        }
+
+        for (shape, tasks) in [
+            ("10 in flight each", [10; FAIR_CALLERS]),
+            ("1 to 10 in flight", std::array::from_fn(|i| i + 1)),
+        ] {
+            let sim = simulator().await;
+            let base = gateway(&sim).await;
+            let run = saturate(&base, &tasks, true).await;
+            let owner = sim.stats().owner(2001, 1001).cloned().expect("owner stats");
+            let served: u64 = run.ok_in_span.iter().sum();
+            println!(
+                "fairness, {FAIR_CALLERS} equal callers of one owner ({shape}) through hubgate: 2xx in span per caller {:?} (min {}, max {}), {served}/{} allowed; Jain's index {:.4}; simulator 429s {}",
+                run.ok_in_span,
+                run.ok_in_span.iter().min().unwrap_or(&0),
+                run.ok_in_span.iter().max().unwrap_or(&0),
+                run.allowed,
+                jain(&run.ok_in_span),
+                owner.rate_limited.ten_secondly_rolling,
             );
             sim.shutdown().await;
         }

@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
 use arc_swap::ArcSwap;
+use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::pace::PacePolicy;
 use crate::error::GatewayError;
+use crate::pace::PacePolicy;
 
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -57,7 +57,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let authenticated = self.policy.load().callers.authenticate(request.headers_mut());
+        let authenticated = self
+            .policy
+            .load()
+            .callers
+            .authenticate(request.headers_mut());
         match authenticated {
             Ok(caller) => {
                 if let Some(caller) = caller {

@@ -20,8 +20,8 @@ use crate::engine::{Priority, Seat};
 use crate::error::GatewayError;
 use crate::respond::PeerAddr;
 
-pub const CALLER_HEADER: &str = "x-hubgate-caller";
-pub const PRIORITY_HEADER: &str = "x-hubgate-priority";
+pub const CALLER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-caller");
+pub const PRIORITY_HEADER: HeaderName = HeaderName::from_static("x-hubgate-priority");
 
 /// One `[[callers]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -72,9 +72,9 @@ const RESERVED_KEY_HEADERS: [&str; 9] = [
     "host",
     "cookie",
     "x-request-id",
-    CALLER_HEADER,
-    PRIORITY_HEADER,
-    crate::pace::DEADLINE_HEADER,
+    "x-hubgate-caller",
+    "x-hubgate-priority",
+    "x-hubgate-deadline-ms",
     "x-hubspot-correlation-id",
 ];
 
@@ -217,7 +217,7 @@ struct Cap {
 /// The name and seat of one call.
 #[derive(Debug, Clone)]
 pub struct Identified {
-    pub name: String,
+    pub name: Arc<str>,
     pub seat: Seat,
 }
 
@@ -327,19 +327,19 @@ impl Callers {
     pub fn identify(&self, request: &Request<Body>) -> Result<Identified, GatewayError> {
         // A key names its caller; X-Hubgate-Caller was checked against it already.
         let name = if let Some(AuthenticatedCaller(name)) = request.extensions().get() {
-            name.clone()
+            Arc::from(name.as_str())
         } else if let Some(value) = request.headers().get(CALLER_HEADER) {
             // Lossy, so a refusal shows what was sent; non-ASCII never passes the check.
             let sent = String::from_utf8_lossy(value.as_bytes());
             let name = sent.trim();
             check_name(name)
                 .map_err(|e| GatewayError::BadRequest(format!("X-Hubgate-Caller: {e}")))?;
-            name.to_string()
+            Arc::from(name)
         } else {
             request
                 .extensions()
                 .get::<PeerAddr>()
-                .map_or_else(|| "unknown".to_string(), |peer| peer.0.ip().to_string())
+                .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone())
         };
         let priority = match request.headers().get(PRIORITY_HEADER) {
             None => Priority::Normal,
@@ -364,7 +364,7 @@ impl Callers {
         let seat = Seat {
             priority,
             caller: hasher.finish(),
-            weight: self.weights.get(&name).copied().unwrap_or(1),
+            weight: self.weights.get(&*name).copied().unwrap_or(1),
         };
         Ok(Identified { name, seat })
     }
@@ -507,9 +507,15 @@ mod tests {
             ],
             &required(),
         );
-        let mut same = headers(&[("x-hubgate-key", "key-one"), (CALLER_HEADER, "sync")]);
+        let mut same = headers(&[
+            ("x-hubgate-key", "key-one"),
+            (CALLER_HEADER.as_str(), "sync"),
+        ]);
         assert!(callers.authenticate(&mut same).is_ok());
-        let mut other = headers(&[("x-hubgate-key", "key-one"), (CALLER_HEADER, "web")]);
+        let mut other = headers(&[
+            ("x-hubgate-key", "key-one"),
+            (CALLER_HEADER.as_str(), "web"),
+        ]);
         assert!(matches!(
             callers.authenticate(&mut other),
             Err(GatewayError::BadRequest(m)) if m.contains("does not match")
@@ -521,7 +527,7 @@ mod tests {
         request
             .extensions_mut()
             .insert(AuthenticatedCaller("sync".into()));
-        assert_eq!(callers.identify(&request).unwrap().name, "sync");
+        assert_eq!(&*callers.identify(&request).unwrap().name, "sync");
     }
 
     #[test]

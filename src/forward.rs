@@ -132,24 +132,28 @@ impl ForwardInner {
 
     /// The caller's path and query, byte for byte, below the upstream's base URL.
     fn upstream_uri(&self, caller_uri: &Uri) -> Result<Uri, GatewayError> {
-        let path_and_query = caller_uri
-            .path_and_query()
-            .map(PathAndQuery::as_str)
-            .unwrap_or("/");
-        let joined = if self.target.base_path.is_empty() {
-            PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
-                path_and_query.as_bytes(),
-            ))
+        let invalid = |e: &dyn std::fmt::Display| {
+            GatewayError::BadRequest(format!("the request path is not valid: {e}"))
+        };
+        let path_and_query = if self.target.base_path.is_empty() {
+            // The caller's own, shared rather than copied and parsed again.
+            caller_uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
         } else {
-            PathAndQuery::from_maybe_shared(format!("{}{}", self.target.base_path, path_and_query))
-        }
-        .map_err(|e| GatewayError::BadRequest(format!("the request path is not valid: {e}")))?;
-        Uri::builder()
-            .scheme(self.target.scheme.clone())
-            .authority(self.target.authority.clone())
-            .path_and_query(joined)
-            .build()
-            .map_err(|e| GatewayError::BadRequest(format!("the request path is not valid: {e}")))
+            let caller = caller_uri
+                .path_and_query()
+                .map(PathAndQuery::as_str)
+                .unwrap_or("/");
+            PathAndQuery::from_maybe_shared(format!("{}{caller}", self.target.base_path))
+                .map_err(|e| invalid(&e))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.target.scheme.clone());
+        parts.authority = Some(self.target.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| invalid(&e))
     }
 
     fn classify_failure(&self, error: &hyper_util::client::legacy::Error) -> GatewayError {

@@ -162,12 +162,19 @@ pub enum Owner {
 impl Owner {
     /// `app_id:portal_id`, `unidentified:<16 hex>` or `anonymous`.
     pub fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The label, written where it is needed (a header's bytes) without a `String` first.
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Owner::App { app_id, portal_id } => format!("{app_id}:{portal_id}"),
+            Owner::App { app_id, portal_id } => write!(f, "{app_id}:{portal_id}"),
             Owner::Unidentified { credential_hash } => {
-                format!("unidentified:{credential_hash:016x}")
+                write!(f, "unidentified:{credential_hash:016x}")
             }
-            Owner::Anonymous => "anonymous".to_string(),
+            Owner::Anonymous => f.write_str("anonymous"),
         }
     }
 }
@@ -345,7 +352,9 @@ pub struct IdentityResolver {
 struct Inner {
     /// `[identity]` and `[[credentials]]`, swapped whole by a reload.
     settings: arc_swap::ArcSwap<Settings>,
-    cache: DashMap<[u8; 32], Slot>,
+    /// Keyed by SHA-256 digests, hashed again with foldhash: on every call, and the keys are
+    /// uniformly random already.
+    cache: DashMap<[u8; 32], Slot, foldhash::fast::RandomState>,
     /// Entries in `cache`, kept beside it because `DashMap::len` locks every shard and so
     /// cannot be asked while an entry guard is held.
     entries: AtomicUsize,
@@ -359,7 +368,8 @@ struct Inner {
 /// What the config says about resolving: known tokens, cache TTLs and bounds, the pace of
 /// lookups. A reload replaces it whole; answers already cached keep their expiry.
 struct Settings {
-    statics: HashMap<[u8; 32], Owner>,
+    /// Keyed by SHA-256 digests: foldhash, as for the cache.
+    statics: HashMap<[u8; 32], Owner, foldhash::fast::RandomState>,
     /// Shared, so a reload that keeps the rate keeps the limiter and its count.
     pace: Arc<DefaultDirectRateLimiter>,
     per_second: NonZeroU32,
@@ -387,7 +397,7 @@ impl Settings {
                 .collect();
             anyhow::bail!("identity configuration: {}", list.join("; "));
         }
-        let mut statics = HashMap::new();
+        let mut statics = HashMap::default();
         for c in credentials {
             let key = static_key(c)
                 .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))
@@ -439,7 +449,7 @@ impl IdentityResolver {
                     credentials,
                     None,
                 )?),
-                cache: DashMap::new(),
+                cache: DashMap::default(),
                 entries: AtomicUsize::new(0),
                 sweeping: Mutex::new(()),
                 client,

@@ -1,45 +1,94 @@
 //! The gateway's Prometheus metrics, in a registry of its own so that parallel gateways
 //! (tests, embedding) never collide.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::identity::Owner;
 use crate::outcome::Outcome;
 use crate::ratelimit::Policy;
 
-/// Every metric hubgate exports; cloned handles share the same series.
+/// Every metric hubgate exports; cloned handles share the same series. One `Arc`, since
+/// every call clones it.
 #[derive(Clone)]
 pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     registry: Registry,
     /// Calls answered, by how they ended.
-    requests_total: IntCounterVec,
+    requests_total: FixedLabels<IntCounter>,
     /// Calls accepted whose response has not finished (or been abandoned) yet.
     requests_in_flight: IntGauge,
     /// Upstream answers by status class (2xx, 4xx, ...).
-    upstream_responses_total: IntCounterVec,
+    upstream_responses_total: FixedLabels<IntCounter>,
     /// Time from sending a call upstream until its response headers arrived.
     upstream_duration_seconds: Histogram,
     /// Identity resolutions, by how the owner was found.
-    identity_lookups_total: IntCounterVec,
+    identity_lookups_total: FixedLabels<IntCounter>,
     /// 429s received from the upstream, by owner and HubSpot policy.
     upstream_rate_limited_total: IntCounterVec,
     /// Calls sent again, by why.
-    retries_total: IntCounterVec,
+    retries_total: FixedLabels<IntCounter>,
     /// Time calls waited for budget before being sent, by priority lane.
-    queue_wait_seconds: HistogramVec,
+    queue_wait_seconds: FixedLabels<Histogram>,
     /// Owner label pairs that have their own `upstream_rate_limited_total` series; counters
     /// never lose a series, so once full every new owner counts under "other".
-    rate_limited_owners: Arc<Mutex<HashSet<(String, String)>>>,
+    rate_limited_owners: Mutex<HashSet<(String, String)>>,
     /// `[metrics] max_owner_series`.
     max_owner_series: usize,
 }
+
+/// One metric's series for a known list of label values, each looked up once and then
+/// kept: finding a series by its label (`with_label_values`) hashes the label and takes the
+/// metric's lock on every call.
+struct FixedLabels<M> {
+    labels: Vec<&'static str>,
+    series: Vec<OnceLock<M>>,
+    lookup: Box<dyn Fn(&str) -> M + Send + Sync>,
+}
+
+impl<M: Clone> FixedLabels<M> {
+    fn new(
+        labels: impl IntoIterator<Item = &'static str>,
+        lookup: impl Fn(&str) -> M + Send + Sync + 'static,
+    ) -> Self {
+        let labels: Vec<&'static str> = labels.into_iter().collect();
+        let series = labels.iter().map(|_| OnceLock::new()).collect();
+        FixedLabels {
+            labels,
+            series,
+            lookup: Box::new(lookup),
+        }
+    }
+
+    /// Creates every series now, so dashboards and rate() see them from the start.
+    fn at_zero(self) -> Self {
+        for label in &self.labels {
+            self.get(label);
+        }
+        self
+    }
+
+    /// The series of `label`; one outside the known list is looked up each time.
+    fn get(&self, label: &str) -> Cow<'_, M> {
+        match self.labels.iter().position(|known| *known == label) {
+            Some(i) => Cow::Borrowed(self.series[i].get_or_init(|| (self.lookup)(label))),
+            None => Cow::Owned((self.lookup)(label)),
+        }
+    }
+}
+
+/// Every `status_class` label of `hubgate_upstream_responses_total`.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every `lane` label of `hubgate_queue_wait_seconds`.
 pub const LANES: [&str; 3] = ["high", "normal", "low"];
@@ -159,57 +208,65 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric names");
         }
-        // Known label values start at zero so dashboards and rate() see them from the start.
-        for outcome in Outcome::ALL {
-            requests_total.with_label_values(&[outcome.as_label()]);
-        }
-        for result in IDENTITY_RESULTS {
-            identity_lookups_total.with_label_values(&[result]);
-        }
-        for reason in RETRY_REASONS {
-            retries_total.with_label_values(&[reason]);
-        }
-        for lane in LANES {
-            queue_wait_seconds.with_label_values(&[lane]);
-        }
+        // Known label values start at zero, except status classes, which appear when seen.
         Metrics {
-            registry,
-            requests_total,
-            requests_in_flight,
-            upstream_responses_total,
-            upstream_duration_seconds,
-            identity_lookups_total,
-            upstream_rate_limited_total,
-            retries_total,
-            queue_wait_seconds,
-            rate_limited_owners: Arc::default(),
-            max_owner_series: max_owner_series.max(1),
+            inner: Arc::new(Inner {
+                registry,
+                requests_total: FixedLabels::new(
+                    Outcome::ALL.iter().map(|outcome| outcome.as_label()),
+                    move |label| requests_total.with_label_values(&[label]),
+                )
+                .at_zero(),
+                requests_in_flight,
+                upstream_responses_total: FixedLabels::new(STATUS_CLASSES, move |label| {
+                    upstream_responses_total.with_label_values(&[label])
+                }),
+                upstream_duration_seconds,
+                identity_lookups_total: FixedLabels::new(IDENTITY_RESULTS, move |label| {
+                    identity_lookups_total.with_label_values(&[label])
+                })
+                .at_zero(),
+                upstream_rate_limited_total,
+                retries_total: FixedLabels::new(RETRY_REASONS, move |label| {
+                    retries_total.with_label_values(&[label])
+                })
+                .at_zero(),
+                queue_wait_seconds: FixedLabels::new(LANES, move |label| {
+                    queue_wait_seconds.with_label_values(&[label])
+                })
+                .at_zero(),
+                rate_limited_owners: Mutex::default(),
+                max_owner_series: max_owner_series.max(1),
+            }),
         }
     }
 
     /// `[metrics] max_owner_series`.
     pub fn max_owner_series(&self) -> usize {
-        self.max_owner_series
+        self.inner.max_owner_series
     }
 
     /// Adds a collector computed at scrape time (the budget and queue gauges).
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
-        self.registry
+        self.inner
+            .registry
             .register(collector)
             .map_err(|e| anyhow::anyhow!("cannot register metrics: {e}"))
     }
 
     /// A call waited `waited` for budget in `lane` (one of [`LANES`]) and was sent.
     pub fn observe_queue_wait(&self, lane: &'static str, waited: Duration) {
-        self.queue_wait_seconds
-            .with_label_values(&[lane])
+        self.inner
+            .queue_wait_seconds
+            .get(lane)
             .observe(waited.as_secs_f64());
     }
 
     /// A 429 from the upstream for `owner`, by the policy its body named.
     pub fn count_upstream_rate_limited(&self, owner: &Owner, policy: Policy) {
         let (app, portal) = self.bounded_rate_limited_owner(owner_labels(owner));
-        self.upstream_rate_limited_total
+        self.inner
+            .upstream_rate_limited_total
             .with_label_values(&[app.as_str(), portal.as_str(), policy.as_label()])
             .inc();
     }
@@ -218,13 +275,14 @@ impl Metrics {
     /// have a series, "other" after that.
     fn bounded_rate_limited_owner(&self, labels: (String, String)) -> (String, String) {
         let mut owners = self
+            .inner
             .rate_limited_owners
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if owners.contains(&labels) {
             return labels;
         }
-        if owners.len() < self.max_owner_series {
+        if owners.len() < self.inner.max_owner_series {
             owners.insert(labels.clone());
             return labels;
         }
@@ -233,26 +291,22 @@ impl Metrics {
 
     /// A call sent again; `reason` is one of [`RETRY_REASONS`].
     pub fn count_retry(&self, reason: &'static str) {
-        self.retries_total.with_label_values(&[reason]).inc();
+        self.inner.retries_total.get(reason).inc();
     }
 
     /// One resolved credential; `result` is one of [`IDENTITY_RESULTS`].
     pub fn count_identity_lookup(&self, result: &'static str) {
-        self.identity_lookups_total
-            .with_label_values(&[result])
-            .inc();
+        self.inner.identity_lookups_total.get(result).inc();
     }
 
     /// `hubgate_requests_in_flight`, which the respond layer raises for each accepted call
     /// and lowers when its response ends.
     pub fn requests_in_flight(&self) -> IntGauge {
-        self.requests_in_flight.clone()
+        self.inner.requests_in_flight.clone()
     }
 
     pub fn count_request(&self, outcome: Outcome) {
-        self.requests_total
-            .with_label_values(&[outcome.as_label()])
-            .inc();
+        self.inner.requests_total.get(outcome.as_label()).inc();
     }
 
     pub fn observe_upstream(&self, status: http::StatusCode, seconds: f64) {
@@ -263,16 +317,14 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.upstream_responses_total
-            .with_label_values(&[class])
-            .inc();
-        self.upstream_duration_seconds.observe(seconds);
+        self.inner.upstream_responses_total.get(class).inc();
+        self.inner.upstream_duration_seconds.observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         let mut buffer = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+        if let Err(e) = TextEncoder::new().encode(&self.inner.registry.gather(), &mut buffer) {
             tracing::error!(error = %e, "could not encode metrics");
         }
         buffer
@@ -299,7 +351,7 @@ impl Metrics {
              its local share or refuses calls ([store] on_failure), else 0.",
         )
         .expect("static metric definition");
-        if let Err(e) = self.registry.register(Box::new(gauge.clone())) {
+        if let Err(e) = self.inner.registry.register(Box::new(gauge.clone())) {
             tracing::debug!(error = %e, "hubgate_store_degraded already registered");
         }
         gauge

@@ -2,6 +2,7 @@
 //! owner's queue until they all have room, sends it, learns from HubSpot's answer, and
 //! sends it again (paced like any call) when HubSpot says no for a reason that passes.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::retry::{self, Failure, RetryConfig, Skip};
 use crate::store::Lesson;
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
-pub const DEADLINE_HEADER: &str = "x-hubgate-deadline-ms";
+pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-hubgate-deadline-ms");
 const QUEUE_MS_HEADER: HeaderName = HeaderName::from_static("x-hubgate-queue-ms");
 const OWNER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-owner");
 const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retries");
@@ -141,7 +142,7 @@ impl PaceShared {
             .callers
             .check_cap(&caller.name)
             .map_err(|retry_after| GatewayError::CallerCapped {
-                caller: caller.name.clone(),
+                caller: caller.name.to_string(),
                 retry_after,
             })?;
         let class = pacing
@@ -190,7 +191,7 @@ impl PaceShared {
                 }
             };
             // Its own statement: a borrow of `send` (not `Sync`) must not live across the await.
-            let sending = send(Request::from_parts(parts.clone(), body));
+            let sending = send(Request::from_parts(attempt_head(&parts), body));
             let attempt = sending.await;
             let (failure, answer) = match attempt {
                 Ok(response) => {
@@ -354,6 +355,18 @@ impl PaceShared {
     }
 }
 
+/// What an attempt sends: the caller's method, target, version and headers. Extensions
+/// stay behind: they are hubgate's own notes (owner, caller address, request id) that
+/// nothing below reads, and cloning them costs an allocation each on every attempt.
+fn attempt_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
 /// Reads a 429's small body to learn its policy, and rebuilds the response around it.
 async fn read_429(response: Response<Body>) -> (Response<Body>, Policy) {
     let (parts, mut body) = response.into_parts();
@@ -386,8 +399,11 @@ fn finish(
         QUEUE_MS_HEADER,
         HeaderValue::from(u64::try_from(queued.as_millis()).unwrap_or(u64::MAX)),
     );
-    if let Ok(owner) = HeaderValue::from_str(&owner.label()) {
-        headers.insert(OWNER_HEADER, owner);
+    let mut owner_text = bytes::BytesMut::with_capacity(48);
+    if write!(owner_text, "{owner}").is_ok() {
+        if let Ok(owner) = HeaderValue::from_maybe_shared(owner_text.freeze()) {
+            headers.insert(OWNER_HEADER, owner);
+        }
     }
     if retries > 0 {
         headers.insert(RETRIES_HEADER, HeaderValue::from(retries));

@@ -134,7 +134,7 @@ struct Split {
 struct Shares {
     /// The lane's window: capacity and length (capacity 0: no sharing, e.g. exempt calls).
     window: (u32, Duration),
-    callers: std::collections::HashMap<CallerId, CallerSends>,
+    callers: std::collections::HashMap<CallerId, CallerSends, foldhash::fast::RandomState>,
 }
 
 struct CallerSends {
@@ -148,7 +148,7 @@ impl Shares {
     fn new(window: (u32, Duration)) -> Shares {
         Shares {
             window,
-            callers: std::collections::HashMap::new(),
+            callers: std::collections::HashMap::default(),
         }
     }
 
@@ -184,22 +184,29 @@ impl Shares {
     }
 
     /// How the window splits between the active callers of `priority`: those that sent
-    /// within it and those `waiting` (which includes whoever is asking). Worked out once
-    /// per decision, then asked per caller with `allows`.
+    /// within it and those `waiting` (which includes whoever is asking, each caller once:
+    /// a queue's ring of callers, or the one asking). Worked out once per decision, then
+    /// asked per caller with `allows`; counted in place, without building a set per call.
     fn split(&self, priority: Priority, waiting: &[(CallerId, u32)]) -> Split {
-        let mut callers: std::collections::HashMap<CallerId, u32> = self
-            .callers
-            .iter()
-            .filter(|(_, s)| s.priority == priority)
-            .map(|(c, s)| (*c, s.weight.max(1)))
-            .collect();
-        for &(c, w) in waiting {
-            callers.entry(c).or_insert(w.max(1));
+        let mut split = Split {
+            total_weight: 0,
+            callers: 0,
+        };
+        for sends in self.callers.values().filter(|s| s.priority == priority) {
+            split.total_weight += u64::from(sends.weight.max(1));
+            split.callers += 1;
         }
-        Split {
-            total_weight: callers.values().map(|&w| u64::from(w)).sum(),
-            callers: callers.len(),
+        for &(caller, weight) in waiting {
+            if !self
+                .callers
+                .get(&caller)
+                .is_some_and(|s| s.priority == priority)
+            {
+                split.total_weight += u64::from(weight.max(1));
+                split.callers += 1;
+            }
         }
+        split
     }
 
     /// Whether `caller` may send now without taking the share of another active caller.
@@ -300,7 +307,7 @@ struct PacerInner {
     store: Arc<dyn BudgetStore>,
     /// `DashMap` because every call looks its lane up and owners are many; a guard is
     /// never held across an `.await` (the `Arc<Lane>` is cloned out first).
-    lanes: DashMap<(Owner, LaneKind), Arc<Lane>>,
+    lanes: DashMap<(Owner, LaneKind), Arc<Lane>, foldhash::fast::RandomState>,
     clock: Clock,
     /// Swapped whole by a reload; read once per decision.
     config: ArcSwap<PacerConfig>,
@@ -311,7 +318,7 @@ impl Pacer {
     pub fn new(store: Arc<dyn BudgetStore>, clock: Clock, config: PacerConfig) -> Pacer {
         let inner = Arc::new(PacerInner {
             store,
-            lanes: DashMap::new(),
+            lanes: DashMap::default(),
             clock,
             config: ArcSwap::from_pointee(config),
         });
@@ -726,6 +733,27 @@ mod tests {
         app_id: 1,
         portal_id: 10,
     };
+
+    #[test]
+    fn a_split_counts_each_caller_once_whether_active_waiting_or_both() {
+        let seat = |caller, weight, priority| Seat {
+            priority,
+            caller,
+            weight,
+        };
+        let mut shares = Shares::new((10, WINDOW));
+        shares.record(seat(1, 2, Priority::Normal), Tick(0));
+        shares.record(seat(1, 2, Priority::Normal), Tick(1));
+        shares.record(seat(2, 3, Priority::Normal), Tick(0));
+        shares.record(seat(3, 5, Priority::High), Tick(0));
+        // 1 is active; 2 active and waiting (its recorded weight counts); 3 active only at
+        // another priority, so here it counts as waiting; 4 only waits.
+        let split = shares.split(Priority::Normal, &[(2, 9), (3, 7), (4, 1)]);
+        assert_eq!(split.callers, 4);
+        assert_eq!(split.total_weight, 2 + 3 + 7 + 1);
+        let high = shares.split(Priority::High, &[]);
+        assert_eq!((high.callers, high.total_weight), (1, 5));
+    }
 
     fn pacer(limit: u32, max_depth: usize, daily: u64) -> Pacer {
         let limits = Limits {

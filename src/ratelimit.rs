@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// Which HubSpot limit a 429 names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,20 +79,28 @@ pub struct RateLimitHeaders {
     pub daily_remaining: Option<u64>,
 }
 
+const MAX: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-max");
+const REMAINING: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-remaining");
+const INTERVAL_MS: HeaderName =
+    HeaderName::from_static("x-hubspot-ratelimit-interval-milliseconds");
+const DAILY: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-daily");
+const DAILY_REMAINING: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-daily-remaining");
+
 impl RateLimitHeaders {
     pub fn parse(headers: &HeaderMap) -> RateLimitHeaders {
-        let number = |name: &str| {
+        // Names as constants: a `&str` name is parsed again on every lookup.
+        let number = |name: HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
         RateLimitHeaders {
-            max: number("x-hubspot-ratelimit-max"),
-            remaining: number("x-hubspot-ratelimit-remaining"),
-            interval_ms: number("x-hubspot-ratelimit-interval-milliseconds"),
-            daily: number("x-hubspot-ratelimit-daily"),
-            daily_remaining: number("x-hubspot-ratelimit-daily-remaining"),
+            max: number(MAX),
+            remaining: number(REMAINING),
+            interval_ms: number(INTERVAL_MS),
+            daily: number(DAILY),
+            daily_remaining: number(DAILY_REMAINING),
         }
     }
 }

@@ -6,11 +6,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use prometheus::IntGauge;
 use tower::{Layer, Service};
@@ -22,15 +23,41 @@ use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::redact;
 
-/// The caller's socket address, attached by the server to each request.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// The caller's socket address, attached by the server to each request, with its IP
+/// address as text: a caller without `X-Hubgate-Caller` is named by it, and formatting it
+/// once per connection spares every call on it.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    pub addr: SocketAddr,
+    pub ip: Arc<str>,
+}
+
+impl PeerAddr {
+    pub fn new(addr: SocketAddr) -> PeerAddr {
+        PeerAddr {
+            addr,
+            ip: addr.ip().to_string().into(),
+        }
+    }
+}
 
 /// hubgate's own address as the caller reached it, attached by the server to each request.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub SocketAddr);
 
-const CORRELATION_ID: &str = "x-hubspot-correlation-id";
+const CORRELATION_ID: HeaderName = HeaderName::from_static("x-hubspot-correlation-id");
+
+/// A value as it is printed, or "-" when there is none.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct RespondLayer {
@@ -82,15 +109,10 @@ where
             request_id: request
                 .extensions()
                 .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-            peer: request
-                .extensions()
-                .get::<PeerAddr>()
-                .map_or_else(|| "-".to_string(), |p| p.0.to_string()),
+                .map(|id| id.header_value().clone()),
+            peer: request.extensions().get::<PeerAddr>().map(|p| p.addr),
             method: request.method().clone(),
-            target: redact::path_and_query(request.uri().path(), request.uri().query()),
+            uri: request.uri().clone(),
         };
         let mut in_flight = InFlight::start(call, self.metrics.clone());
         // Boxed before the async block: naming `S::Future` inside it trips rustc's
@@ -125,22 +147,32 @@ where
 }
 
 /// What the access log says about a call.
+/// What the call log line says about a call. Kept as they are (cheap clones) and turned
+/// into text only for a log line that is written: at a level above info, formatting them
+/// would be work for nothing.
 struct Call {
     started: Instant,
-    request_id: String,
-    peer: String,
+    request_id: Option<HeaderValue>,
+    peer: Option<SocketAddr>,
     method: Method,
-    target: String,
+    uri: Uri,
 }
 
 impl Call {
+    fn request_id(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("-")
+    }
+
     fn log(&self, status: Option<u16>, outcome: Outcome, correlation_id: &str) {
         tracing::info!(
-            request_id = %self.request_id,
+            request_id = %self.request_id(),
             correlation_id = %correlation_id,
-            peer = %self.peer,
+            peer = %OrDash(self.peer),
             method = %self.method,
-            target = %self.target,
+            target = %redact::path_and_query(self.uri.path(), self.uri.query()),
             status = status.unwrap_or(0),
             outcome = outcome.as_label(),
             elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0,
@@ -173,7 +205,7 @@ impl InFlight {
     }
 
     fn request_id(&self) -> &str {
-        &self.call.request_id
+        self.call.request_id()
     }
 
     fn answered(&mut self, status: Option<u16>, outcome: Outcome, correlation_id: &str) {

@@ -155,7 +155,7 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 let service = CallerConnection {
                     service: service.clone(),
-                    peer,
+                    peer: PeerAddr::new(peer),
                     local: stream.local_addr().unwrap_or(proxy_addr),
                 };
                 let connection = builder
@@ -255,7 +255,7 @@ pub async fn shutdown_signal() {
 #[derive(Clone)]
 struct CallerConnection {
     service: ProxyService,
-    peer: std::net::SocketAddr,
+    peer: PeerAddr,
     local: std::net::SocketAddr,
 }
 
@@ -266,7 +266,7 @@ impl hyper::service::Service<Request<Incoming>> for CallerConnection {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::stream);
-        request.extensions_mut().insert(PeerAddr(self.peer));
+        request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(LocalAddr(self.local));
         self.service.clone().oneshot(request)
     }

@@ -61,7 +61,10 @@ impl LiveSettings {
             .reconfigure(pacer_config(config), config.budgets.limits());
         // The whole registry (keys included) is rebuilt from `[[callers]]` and `[inbound]`;
         // only unchanged caps keep their limiters.
-        let callers = self.pacing.load().callers
+        let callers = self
+            .pacing
+            .load()
+            .callers
             .reconfigured(&config.callers, &config.inbound);
         self.pacing.store(Arc::new(pace_policy(config, callers)));
         Ok(())

@@ -298,6 +298,20 @@ async fn head_204_and_304_come_back_without_bodies() {
 }
 
 #[tokio::test]
+async fn a_path_in_the_base_url_is_kept_in_front_of_the_callers_target() {
+    let upstream = echo::start().await;
+    let gateway = Gateway::start(&format!("http://{upstream}/hubspot/"), |_| {}).await;
+    for target in [
+        "/crm/v3/objects/contacts?properties=email&archived=false",
+        "/a//b/./c?q=%2F%20b",
+    ] {
+        let (status, _, body) = get(&gateway.url(target)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(echo::parse(&body).target, format!("/hubspot{target}"));
+    }
+}
+
+#[tokio::test]
 async fn http2_callers_are_served() {
     let upstream = echo::start().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |_| {}).await;

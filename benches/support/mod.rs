@@ -21,8 +21,22 @@ pub fn client() -> HttpClient {
 
 /// One contacts page with `token`; the status, or 502 when no answer came.
 pub async fn get(client: &HttpClient, base: &str, token: &str) -> StatusCode {
-    let request = Request::get(format!("{base}/crm/v3/objects/contacts"))
-        .header("authorization", format!("Bearer {token}"))
+    get_as(client, base, token, None).await
+}
+
+/// [`get`] naming the caller with `X-Hubgate-Caller` when `caller` is given.
+pub async fn get_as(
+    client: &HttpClient,
+    base: &str,
+    token: &str,
+    caller: Option<&str>,
+) -> StatusCode {
+    let mut request = Request::get(format!("{base}/crm/v3/objects/contacts"))
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(caller) = caller {
+        request = request.header("x-hubgate-caller", caller);
+    }
+    let request = request
         .body(Full::new(Bytes::new()))
         .expect("a valid request");
     match client.request(request).await {
