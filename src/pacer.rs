@@ -197,10 +197,10 @@ impl Shares {
             split.callers += 1;
         }
         for &(caller, weight) in waiting {
-            if !self
+            if self
                 .callers
                 .get(&caller)
-                .is_some_and(|s| s.priority == priority)
+                .is_none_or(|s| s.priority != priority)
             {
                 split.total_weight += u64::from(weight.max(1));
                 split.callers += 1;
