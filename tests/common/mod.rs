@@ -59,6 +59,7 @@ impl Gateway {
             Some(path) => tokio::spawn(hubgate::run_from_file(path, config, listeners, shutdown)),
             None => tokio::spawn(hubgate::run(config, listeners, shutdown)),
         };
+        wait_until_healthy(admin_addr).await;
         Gateway {
             proxy: proxy_addr,
             admin: admin_addr,
@@ -108,6 +109,31 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Waits until the admin listener answers `/healthz`: by then the gateway has spawned every
+/// task it keeps for its life (sweeper, SIGHUP handler), so task counts taken afterwards
+/// measure only what calls leave behind.
+async fn wait_until_healthy(admin: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await {
+            let request = b"GET /healthz HTTP/1.1\r\nhost: hubgate\r\nconnection: close\r\n\r\n";
+            let mut answer = Vec::new();
+            if stream.write_all(request).await.is_ok()
+                && stream.read_to_end(&mut answer).await.is_ok()
+                && answer.starts_with(b"HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway's /healthz did not answer 200 within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
