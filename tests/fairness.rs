@@ -88,7 +88,9 @@ async fn a_caller_with_one_call_in_flight_gets_as_much_as_one_with_a_hundred() {
         Gateway::start(&sim.base_url(), |c| {
             c.budgets.burst_limit = 20;
             c.budgets.burst_window_ms = 500;
-            c.budgets.burst_margin_ms = 50;
+            // A fifth of the window: 101 callers on a shared 2-core host arrive late by more
+            // than 50 ms at times, and this test is about shares, not about the margin.
+            c.budgets.burst_margin_ms = 100;
         })
         .await,
     );
