@@ -18,6 +18,19 @@ need() {
   command -v "$1" >/dev/null && return 0
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${2:-$1}" >/dev/null
 }
+# cpu_ns PID...: CPU time (user + system, ns) the processes' threads have run so far, from
+# the scheduler's own accounting (finer than the 1/100 s ticks of /proc/PID/stat).
+cpu_ns() {
+  local total=0 pid task
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/schedstat; do
+      total=$((total + $(cut -d' ' -f1 "$task")))
+    done
+  done
+  echo "$total"
+}
+# nginx_workers NAME: the worker pids of the nginx started as NAME (the master does no I/O).
+nginx_workers() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | tr '\n' ' '; }
 # machine: one line naming the machine and its load, printed above every table.
 machine() {
   local cpu; cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)

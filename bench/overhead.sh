@@ -38,6 +38,15 @@ declare -A base=(
   [nginx]="http://127.0.0.1:$px_port"
   [hubgate]="http://127.0.0.1:$gw_port"
 )
+# Whose CPU each path spends, besides wrk's: the upstream answers every path, so the
+# proxies' own cost per call is their CPU time over the calls they carried. This figure
+# does not depend on how the scheduler shares 2 cores among wrk, the upstream and the
+# proxy, which requests/s does.
+declare -A spender=(
+  [direct]="$(nginx_workers upstream)"
+  [nginx]="$(nginx_workers proxy)"
+  [hubgate]="$gw_pid"
+)
 targets=(direct nginx hubgate)
 command="wrk -t2 -c$connections -d${seconds}s --latency -H 'Authorization: Bearer $bench_token'"
 # One warm-up pass fills connection pools and caches on every path.
@@ -46,8 +55,12 @@ for t in "${targets[@]}"; do
 done
 for r in $(seq 1 "$rounds"); do
   for t in "${targets[@]}"; do
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(cpu_ns ${spender[$t]})
     wrk -t2 -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $bench_token" \
       "${base[$t]}$path" >"$work/wrk-$t-$r.txt"
+    # shellcheck disable=SC2086
+    echo $(($(cpu_ns ${spender[$t]}) - before)) >"$work/cpu-$t-$r.txt"
     if grep -q 'Non-2xx' "$work/wrk-$t-$r.txt"; then
       echo "$t answered non-2xx:" >&2; cat "$work/wrk-$t-$r.txt" >&2; exit 1
     fi
@@ -67,26 +80,30 @@ def run(target, r):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
-    return rps, p50, p99
+    calls = int(re.search(r"(\d+) requests in", text).group(1))
+    cpu_us = int(open(f"{work}/cpu-{target}-{r}.txt").read()) / 1000 / calls
+    return rps, p50, p99, cpu_us
 
 rows = {}
 for target in ["direct", "nginx", "hubgate"]:
     runs = [run(target, r) for r in range(1, rounds + 1)]
-    rows[target] = [statistics.median(x[i] for x in runs) for i in range(3)] + [
+    rows[target] = [statistics.median(x[i] for x in runs) for i in range(4)] + [
         ", ".join(f"{x[0]:,.0f}" for x in runs)
     ]
 print(f"\n`{command} URL` (each target {rounds} times, taking turns; medians)\n")
-print("| path | requests/s | each round | latency p50 | latency p99 |")
-print("|---|---|---|---|---|")
+print("| path | requests/s | each round | latency p50 | latency p99 | CPU per call |")
+print("|---|---|---|---|---|---|")
 names = {
-    "direct": "straight to the upstream",
+    "direct": "straight to the upstream (CPU: the upstream's)",
     "nginx": "through nginx `proxy_pass` (upstream keepalive)",
     "hubgate": "through hubgate",
 }
-for target, (rps, p50, p99, each) in rows.items():
-    print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms |")
+for target, (rps, p50, p99, cpu_us, each) in rows.items():
+    print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms "
+          f"| {cpu_us:.1f} µs |")
 ratio = rows["hubgate"][0] / rows["nginx"][0]
 verdict = "met" if ratio >= 1 else "missed"
 print(f"\nhubgate / nginx requests/s: **{ratio:.2f}** (target >= 1.00: {verdict}); "
-      f"hubgate / direct: {rows['hubgate'][0] / rows['direct'][0]:.2f}")
+      f"hubgate / direct: {rows['hubgate'][0] / rows['direct'][0]:.2f}; "
+      f"CPU per call, hubgate / nginx: {rows['hubgate'][3] / rows['nginx'][3]:.2f}")
 PY
