@@ -110,19 +110,19 @@ async fn gateway(sim: &Simulator, limit: u64, redis: Option<(&Redis, &str, u32)>
     base
 }
 
-/// `LATENCY_CALLS` calls from 8 closed-loop callers on a budget that never fills: the
-/// latency is hubgate's own plus the store's. Returns sorted latencies.
-async fn latencies(base: &str) -> Vec<Duration> {
+/// `LATENCY_CALLS` calls from `callers` closed-loop callers on a budget that never fills:
+/// the latency is hubgate's own plus the store's. Returns sorted latencies.
+async fn latencies(base: &str, callers: usize) -> Vec<Duration> {
     let client = client();
     for _ in 0..20 {
         get(&client, base, TOKEN).await; // warm-up: identity, pooled connections
     }
-    let tasks: Vec<_> = (0..8)
+    let tasks: Vec<_> = (0..callers)
         .map(|_| {
             let (client, base) = (client.clone(), base.to_string());
             tokio::spawn(async move {
                 let mut out = Vec::new();
-                for _ in 0..LATENCY_CALLS / 8 {
+                for _ in 0..LATENCY_CALLS / callers {
                     let t = Instant::now();
                     assert_eq!(get(&client, &base, TOKEN).await, StatusCode::OK);
                     out.push(t.elapsed());
@@ -179,20 +179,25 @@ async fn saturate(bases: &[String]) -> (u64, u64, u64) {
 fn main() {
     support::run_under_cargo_bench("redis", "about a minute", async {
         let redis = Redis::start();
-        println!("hubgate redis bench: limit {LIMIT} per {WINDOW_MS} ms, {CALLERS} closed-loop callers, {WINDOWS} windows; latency: {LATENCY_CALLS} calls, 8 callers, unsaturated");
-        for kind in ["memory", "redis"] {
-            let sim = simulator(1_000_000).await;
-            let store = (kind == "redis").then_some((&redis, "lat", 1));
-            let base = gateway(&sim, 1_000_000, store).await;
-            let before = redis.info_calls().unwrap_or(0);
-            let lat = latencies(&base).await;
-            let scripts = redis.info_calls().unwrap_or(0) - before;
-            println!(
-                "latency {kind:>6} store: p50 {:.2} ms, p99 {:.2} ms; scripts per call {:.2}",
-                pct(&lat, 0.5),
-                pct(&lat, 0.99),
-                scripts as f64 / lat.len() as f64
-            );
+        println!("hubgate redis bench: limit {LIMIT} per {WINDOW_MS} ms, {CALLERS} closed-loop callers, {WINDOWS} windows; latency: {LATENCY_CALLS} calls from 1 and from 8 callers, unsaturated");
+        // One caller shows the round trips on a call's own path; eight on one owner add
+        // the wait for the owner's lane, whose reservations go to Redis one at a time.
+        for callers in [1, 8] {
+            for kind in ["memory", "redis"] {
+                let sim = simulator(1_000_000).await;
+                let prefix = format!("lat{callers}");
+                let store = (kind == "redis").then_some((&redis, prefix.as_str(), 1));
+                let base = gateway(&sim, 1_000_000, store).await;
+                let before = redis.info_calls().unwrap_or(0);
+                let lat = latencies(&base, callers).await;
+                let scripts = redis.info_calls().unwrap_or(0) - before;
+                println!(
+                    "latency {kind:>6} store, {callers} caller(s): p50 {:.2} ms, p99 {:.2} ms; scripts per call {:.2}",
+                    pct(&lat, 0.5),
+                    pct(&lat, 0.99),
+                    scripts as f64 / lat.len() as f64
+                );
+            }
         }
         for replicas in 1..=3u32 {
             let sim = simulator(LIMIT).await;

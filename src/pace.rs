@@ -27,7 +27,7 @@ use crate::pacer::{Ask, Pacer, Refusal};
 use crate::ratelimit::{self, Policy, RateLimitHeaders};
 use crate::replay::{self, Prepared};
 use crate::retry::{self, Failure, RetryConfig, Skip};
-use crate::store::Lesson;
+use crate::store::{BudgetStore, Lesson};
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
 pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-hubgate-deadline-ms");
@@ -284,9 +284,21 @@ impl PaceShared {
                 BudgetKey::Search { .. } | BudgetKey::Global => {}
             }
         }
-        if !lessons.is_empty() {
-            self.apply(lessons, self.clock.now(), self.clock.unix_ms())
-                .await;
+        if lessons.is_empty() {
+            return;
+        }
+        let learning = learn_all(
+            self.pacer.store().clone(),
+            lessons,
+            self.clock.now(),
+            self.clock.unix_ms(),
+        );
+        if self.pacer.store().learns_locally() {
+            learning.await;
+        } else {
+            // A Redis round trip per answer would otherwise sit between HubSpot's answer
+            // and the caller.
+            tokio::spawn(learning);
         }
     }
 
@@ -324,19 +336,8 @@ impl PaceShared {
                 _ => {}
             }
         }
-        self.apply(lessons, now, unix_ms).await;
-    }
-
-    async fn apply(
-        &self,
-        lessons: smallvec::SmallVec<[Lesson; 4]>,
-        now: crate::engine::Tick,
-        unix_ms: i64,
-    ) {
-        let store = self.pacer.store().clone();
-        for lesson in lessons {
-            store.learn(lesson, now, unix_ms).await;
-        }
+        // Awaited even on Redis: the retry that follows must be judged with it.
+        learn_all(self.pacer.store().clone(), lessons, now, unix_ms).await;
     }
 
     /// HubSpot said DAILY: answer as hubgate does for a spent daily budget.
@@ -352,6 +353,18 @@ impl PaceShared {
             owner,
             &self.clock,
         )
+    }
+}
+
+/// Applies `lessons` to the store, in order.
+async fn learn_all(
+    store: Arc<dyn BudgetStore>,
+    lessons: smallvec::SmallVec<[Lesson; 4]>,
+    now: crate::engine::Tick,
+    unix_ms: i64,
+) {
+    for lesson in lessons {
+        store.learn(lesson, now, unix_ms).await;
     }
 }
 

@@ -686,6 +686,10 @@ impl BudgetStore for RedisStore {
         Box::pin(self.inner.learn(lesson, now, unix_ms))
     }
 
+    fn learns_locally(&self) -> bool {
+        false
+    }
+
     fn set_limits(&self, limits: Limits, unix_ms: i64) {
         let inner = &self.inner;
         let mut local = inner.local();

@@ -62,6 +62,13 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// Applies what HubSpot said about a budget.
     fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()>;
 
+    /// Whether `learn` finishes without I/O. A store that needs a round trip (Redis) has
+    /// what a successful answer's headers teach applied on a task of its own: the lesson
+    /// corrects the budget for later sends, so the answer it came with need not wait.
+    fn learns_locally(&self) -> bool {
+        true
+    }
+
     /// Takes on new limits (a config reload) at `unix_ms`: live budgets keep their sends
     /// and counts and are judged by the new limits from the next reservation on.
     fn set_limits(&self, limits: Limits, unix_ms: i64);
