@@ -18,7 +18,7 @@ use crate::body::{self, Body};
 use crate::callers::Callers;
 use crate::classify::{budgets_for, Classifier, Keys};
 use crate::clock::Clock;
-use crate::engine::BudgetKey;
+use crate::engine::{BudgetKey, Tick};
 use crate::error::GatewayError;
 use crate::guard::CallerBodyError;
 use crate::identity::Owner;
@@ -28,6 +28,7 @@ use crate::ratelimit::{self, Policy, RateLimitHeaders};
 use crate::replay::{self, Prepared};
 use crate::retry::{self, Failure, RetryConfig, Skip};
 use crate::store::{BudgetStore, Lesson};
+use crate::upstream::OpenedAt;
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
 pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-hubgate-deadline-ms");
@@ -164,6 +165,8 @@ impl PaceShared {
         let mut retries = 0u32;
         let mut queued = Duration::ZERO;
         loop {
+            // By now this attempt's sends are stamped in the budgets' logs.
+            let mut admitted = self.clock.now();
             if !keys.is_empty() {
                 let waited = self
                     .pacer
@@ -181,6 +184,7 @@ impl PaceShared {
                 self.metrics
                     .observe_queue_wait(caller.seat.priority.as_label(), waited);
                 queued += waited;
+                admitted = self.clock.now();
             }
             let body = match (&replayable, streaming.take()) {
                 (Some(bytes), _) => body::full(bytes.clone()),
@@ -195,7 +199,9 @@ impl PaceShared {
             let attempt = sending.await;
             let (failure, answer) = match attempt {
                 Ok(response) => {
-                    self.learn_from_headers(response.headers(), &keys).await;
+                    let opened = response.extensions().get::<OpenedAt>().copied();
+                    self.learn_from_answer(response.headers(), opened, &keys, admitted)
+                        .await;
                     let status = response.status();
                     if !matches!(status.as_u16(), 423 | 429 | 502..=504) {
                         return Ok(finish(response, owner, queued, retries, None));
@@ -261,10 +267,29 @@ impl PaceShared {
     }
 
     /// `-Max`/`-Remaining` and the daily pair correct the local view of the budgets this
-    /// call spent. Absent headers change nothing; nothing here raises a limit.
-    async fn learn_from_headers(&self, headers: &http::HeaderMap, keys: &Keys) {
+    /// call spent. Absent headers change nothing; nothing here raises a limit. An answer
+    /// over a connection opened after the call was `admitted` moves its send to when the
+    /// connection was ready: a cold pool's burst leaves later than its stamps, by a TCP and
+    /// TLS handshake, which can be more than the window's margin.
+    async fn learn_from_answer(
+        &self,
+        headers: &http::HeaderMap,
+        opened: Option<OpenedAt>,
+        keys: &Keys,
+        admitted: Tick,
+    ) {
         let reported = RateLimitHeaders::parse(headers);
         let mut lessons: smallvec::SmallVec<[Lesson; 4]> = smallvec::SmallVec::new();
+        if let Some(OpenedAt(opened)) = opened {
+            let sent = self.clock.tick_of(opened);
+            if sent > admitted {
+                lessons.extend(keys.iter().map(|&key| Lesson::SentLate {
+                    key,
+                    admitted,
+                    sent,
+                }));
+            }
+        }
         for key in keys.iter().copied() {
             match key {
                 BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } => {

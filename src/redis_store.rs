@@ -518,6 +518,9 @@ impl Inner {
             },
             // The 429 also arrives as "remaining 0" (see `pace`), which Redis applies.
             Lesson::Rejected { .. } => return Ok(()),
+            // Redis logs each send on its own clock when the script grants it; moving it
+            // there would need the send's id, which the log does not keep. Local books only.
+            Lesson::SentLate { .. } => return Ok(()),
             Lesson::DailyExhausted { portal_id } => {
                 let key = BudgetKey::Daily { portal_id };
                 let offset = match self.limits.load().spec_for(&key) {

@@ -32,6 +32,13 @@ pub enum Lesson {
     },
     /// HubSpot answered 429 for one of our sends on this window budget.
     Rejected { key: BudgetKey },
+    /// A send admitted by `admitted` went out only at `sent`, when the connection that
+    /// carried it was opened: the window counts it from then on.
+    SentLate {
+        key: BudgetKey,
+        admitted: Tick,
+        sent: Tick,
+    },
 }
 
 /// Budget state behind one atomic operation per send. A shared store (Redis) answers
@@ -108,6 +115,11 @@ pub fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i
             u32::try_from(max).unwrap_or(u32::MAX),
         ),
         Lesson::Rejected { key } => book.observe_rejection(&key, now),
+        Lesson::SentLate {
+            key,
+            admitted,
+            sent,
+        } => book.observe_late_send(&key, admitted, sent),
     }
 }
 

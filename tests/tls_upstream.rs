@@ -5,7 +5,8 @@ mod common;
 
 use std::convert::Infallible;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
@@ -119,5 +120,119 @@ async fn an_untrusted_upstream_certificate_is_refused_with_502() {
     assert!(
         message.contains("certificate") || message.contains("issuer"),
         "{message}"
+    );
+}
+
+/// An HTTPS upstream (HTTP/1.1 only) that takes `delay` over every TLS handshake, as a far
+/// HubSpot does over a new connection, and records when each call arrives.
+async fn slow_handshake_upstream(
+    pki: &TestPki,
+    delay: Duration,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<Instant>>>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.server_cert.clone()], pki.server_key.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(Instant::now());
+                        async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, arrivals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_waiting_for_a_new_connection_hold_their_slot_from_when_they_left() {
+    const LIMIT: usize = 10;
+    const WINDOW: Duration = Duration::from_millis(1_000);
+    let pki = make_pki();
+    let (upstream, arrivals) = slow_handshake_upstream(&pki, Duration::from_millis(300)).await;
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    ca_file.write_all(pki.ca_pem.as_bytes()).unwrap();
+    let ca_path = ca_file.path().to_str().unwrap().to_string();
+    let gateway = Arc::new(
+        Gateway::start(&format!("https://{upstream}"), |c| {
+            c.upstream.ca_file = ca_path;
+            c.budgets.burst_limit = LIMIT as u32;
+            c.budgets.burst_window_ms = WINDOW.as_millis() as u64;
+            // Room for a busy machine between a handshake's end and the call's arrival,
+            // far below the 300 ms the handshakes take.
+            c.budgets.burst_margin_ms = 50;
+            c.credentials = vec![hubgate::identity::StaticCredential {
+                token: Some("pat-na1-cold".into()),
+                token_sha256: None,
+                app_id: 1,
+                portal_id: 1,
+            }];
+        })
+        .await,
+    );
+    // From a cold pool: the first window's calls are stamped at once but leave only when
+    // their handshakes end, 300 ms later; the second window's calls queue behind them and
+    // go over the pooled connections without delay. Stamped at admission, they would
+    // leave 1,050 ms after the first stamps, 750 ms after the first arrivals.
+    let calls: Vec<_> = (0..2 * LIMIT)
+        .map(|_| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let request = http::Request::get(gateway.url("/crm/v3/objects/contacts"))
+                    .header("authorization", "Bearer pat-na1-cold")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                send(request).await.0
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
+    }
+    let mut arrivals = arrivals.lock().unwrap().clone();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 2 * LIMIT, "every call arrived once");
+    let most_in_a_window = (0..arrivals.len())
+        .map(|last| {
+            arrivals[..=last]
+                .iter()
+                .filter(|&&at| arrivals[last].duration_since(at) < WINDOW)
+                .count()
+        })
+        .max()
+        .unwrap();
+    let offsets: Vec<u128> = arrivals
+        .iter()
+        .map(|at| at.duration_since(arrivals[0]).as_millis())
+        .collect();
+    assert!(
+        most_in_a_window <= LIMIT,
+        "{most_in_a_window} arrivals in one rolling window of {WINDOW:?} (limit {LIMIT}); \
+         arrivals at ms {offsets:?}"
     );
 }

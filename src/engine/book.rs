@@ -311,6 +311,14 @@ impl BudgetBook {
         }
     }
 
+    /// A send on window budget `key` admitted by `admitted` left only at `sent` (see
+    /// `SlidingLog::observe_late_send`). Ignored for daily keys, which count, not time.
+    pub fn observe_late_send(&mut self, key: &BudgetKey, admitted: Tick, sent: Tick) {
+        if let Budget::Window(log) = self.entry(key, sent) {
+            log.observe_late_send(admitted, sent);
+        }
+    }
+
     /// HubSpot answered 429 for window budget `key` at `now`. Ignored for daily keys.
     pub fn observe_rejection(&mut self, key: &BudgetKey, now: Tick) {
         if let Budget::Window(log) = self.entry(key, now) {

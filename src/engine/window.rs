@@ -289,6 +289,23 @@ impl SlidingLog {
         }
     }
 
+    /// One of our sends, admitted at or before `admitted`, left only at `sent` (its
+    /// connection was still opening): the newest send at or before `admitted` moves to
+    /// `sent`, so the log holds it as long as HubSpot's window does. Moving a send later
+    /// only ever keeps its slot longer; any send of the log stands for any other.
+    pub fn observe_late_send(&mut self, admitted: Tick, sent: Tick) {
+        let at = self.sends.partition_point(|&t| t <= admitted);
+        let Some(newest) = at.checked_sub(1) else {
+            return;
+        };
+        if sent <= self.sends[newest] {
+            return;
+        }
+        self.sends.remove(newest);
+        let to = self.sends.partition_point(|&t| t <= sent);
+        self.sends.insert(to, sent);
+    }
+
     /// Admits and records one send at `now`, or says when to try again.
     pub fn try_reserve(&mut self, now: Tick) -> Result<(), Tick> {
         self.check(now)?;
@@ -422,6 +439,37 @@ mod tests {
         assert_eq!(
             log.try_reserve(expected),
             Err(Tick::from_millis(5_000 + 2 * 1_050))
+        );
+    }
+
+    #[test]
+    fn a_send_that_left_late_holds_its_slot_from_when_it_left() {
+        let mut log = SlidingLog::new(spec(3, 1_000));
+        let t0 = Tick::from_millis(1_000);
+        for _ in 0..3 {
+            assert_eq!(log.try_reserve(t0), Ok(()));
+        }
+        // Two of the burst waited 300 ms for their connections.
+        let opened = Tick::from_millis(1_300);
+        log.observe_late_send(t0, opened);
+        log.observe_late_send(t0, opened);
+        assert_eq!(
+            log.sends().collect::<Vec<_>>(),
+            vec![t0, opened, opened],
+            "sorted, one send left where it was"
+        );
+        // The slot of the send that was on time frees first, the others 300 ms later.
+        assert_eq!(log.try_reserve(Tick::from_millis(2_000)), Ok(()));
+        assert_eq!(
+            log.try_reserve(Tick::from_millis(2_000)),
+            Err(Tick::from_millis(2_300))
+        );
+        // Nothing moves earlier, and nothing admitted after `admitted` moves.
+        log.observe_late_send(Tick::from_millis(2_000), Tick::from_millis(1_500));
+        log.observe_late_send(Tick::from_millis(999), Tick::from_millis(5_000));
+        assert_eq!(
+            log.sends().collect::<Vec<_>>(),
+            vec![opened, opened, Tick::from_millis(2_000)]
         );
     }
 
