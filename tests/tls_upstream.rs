@@ -49,8 +49,8 @@ fn make_pki() -> TestPki {
     }
 }
 
-/// An HTTPS upstream on 127.0.0.1:0 that answers every call with 200 and the ALPN protocol.
-async fn tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
+/// A TLS acceptor with the test's server certificate, offering `alpn`.
+fn acceptor(pki: &TestPki, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -58,8 +58,13 @@ async fn tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
         .with_no_client_auth()
         .with_single_cert(vec![pki.server_cert.clone()], pki.server_key.clone_key())
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An HTTPS upstream on 127.0.0.1:0 that answers every call with 200 and the ALPN protocol.
+async fn tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
+    let acceptor = acceptor(pki, &[b"h2", b"http/1.1"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -129,15 +134,7 @@ async fn slow_handshake_upstream(
     pki: &TestPki,
     delay: Duration,
 ) -> (std::net::SocketAddr, Arc<Mutex<Vec<Instant>>>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.server_cert.clone()], pki.server_key.clone_key())
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(pki, &[b"http/1.1"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let arrivals = Arc::new(Mutex::new(Vec::new()));
