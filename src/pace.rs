@@ -165,8 +165,6 @@ impl PaceShared {
         let mut retries = 0u32;
         let mut queued = Duration::ZERO;
         loop {
-            // By now this attempt's sends are stamped in the budgets' logs.
-            let mut admitted = self.clock.now();
             if !keys.is_empty() {
                 let waited = self
                     .pacer
@@ -184,8 +182,9 @@ impl PaceShared {
                 self.metrics
                     .observe_queue_wait(caller.seat.priority.as_label(), waited);
                 queued += waited;
-                admitted = self.clock.now();
             }
+            // This attempt's sends were stamped in its budgets' logs at or before this tick.
+            let admitted = self.clock.now();
             let body = match (&replayable, streaming.take()) {
                 (Some(bytes), _) => body::full(bytes.clone()),
                 (None, Some(body)) => body,
@@ -385,7 +384,7 @@ impl PaceShared {
 async fn learn_all(
     store: Arc<dyn BudgetStore>,
     lessons: smallvec::SmallVec<[Lesson; 4]>,
-    now: crate::engine::Tick,
+    now: Tick,
     unix_ms: i64,
 ) {
     for lesson in lessons {
