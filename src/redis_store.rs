@@ -518,9 +518,24 @@ impl Inner {
             },
             // The 429 also arrives as "remaining 0" (see `pace`), which Redis applies.
             Lesson::Rejected { .. } => return Ok(()),
-            // Redis logs each send on its own clock when the script grants it; moving it
-            // there would need the send's id, which the log does not keep. Local books only.
-            Lesson::SentLate { .. } => return Ok(()),
+            // Redis's log is on Redis's clock: the two instants go as "this long ago", and
+            // the script moves the newest send at or before the admission, as the engine
+            // does.
+            Lesson::SentLate {
+                key,
+                admitted,
+                sent,
+            } => match self.limits.load().spec_for(&key) {
+                BudgetSpec::Window(spec) => {
+                    invocation
+                        .key(key_name(&self.prefix, &key))
+                        .arg("late")
+                        .arg(now.as_micros().saturating_sub(admitted.as_micros()))
+                        .arg(now.as_micros().saturating_sub(sent.as_micros()))
+                        .arg(spec.span_micros());
+                }
+                BudgetSpec::Daily(_) => return Ok(()),
+            },
             Lesson::DailyExhausted { portal_id } => {
                 let key = BudgetKey::Daily { portal_id };
                 let offset = match self.limits.load().spec_for(&key) {
@@ -943,9 +958,10 @@ end
 return {1}
 "#;
 
-/// One lesson on Redis's clock. KEYS[1]: the block key (`block`), the log (`remaining`)
-/// or the daily hash. ARGV: op, then `delay_us` | `limit, capacity, span_us, reported` |
-/// `limit, offset_ms, reported` | `0, offset_ms`.
+/// One lesson on Redis's clock. KEYS[1]: the block key (`block`), the log (`remaining`,
+/// `late`) or the daily hash. ARGV: op, then `delay_us` | `limit, capacity, span_us,
+/// reported` | `admitted_ago_us, sent_ago_us, span_us` | `limit, offset_ms, reported` |
+/// `0, offset_ms`.
 const LEARN_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -978,6 +994,27 @@ if op == 'remaining' then
     if len > cap then redis.call('LTRIM', KEYS[1], len - cap, -1) end
     redis.call('PEXPIRE', KEYS[1], math.floor(span / 1000) + 1000)
   end
+  return 1
+end
+if op == 'late' then
+  local admitted, sent, span = now - tonumber(ARGV[2]), now - tonumber(ARGV[3]), tonumber(ARGV[4])
+  local log = redis.call('LRANGE', KEYS[1], 0, -1)
+  local at = nil
+  for i = #log, 1, -1 do
+    if tonumber(log[i]) <= admitted then at = i break end
+  end
+  if at == nil or tonumber(log[at]) >= sent then return 0 end
+  table.remove(log, at)
+  local to = #log + 1
+  for i = 1, #log do
+    if tonumber(log[i]) > sent then to = i break end
+  end
+  table.insert(log, to, fmt(sent))
+  redis.call('DEL', KEYS[1])
+  for i = 1, #log, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(log, i, math.min(i + 999, #log)))
+  end
+  redis.call('PEXPIRE', KEYS[1], math.floor(span / 1000) + 1000)
   return 1
 end
 local limit, offset = tonumber(ARGV[2]), tonumber(ARGV[3])

@@ -182,6 +182,60 @@ async fn a_burst_from_idle_goes_at_once_and_the_next_waits_one_window_like_the_e
 }
 
 #[tokio::test]
+async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
+    let redis = RedisServer::start();
+    let limits = burst_limits(3, 1_000, DailySpec::default());
+    let (a, b) = (store(&redis, &limits), store(&redis, &limits));
+    let clock = Clock::new();
+    for _ in 0..3 {
+        assert_eq!(
+            a.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+            Reservation::Granted
+        );
+    }
+    let admitted = clock.now();
+    // Two of A's sends waited 300 ms for their connections.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = clock.now();
+    for _ in 0..2 {
+        a.learn(
+            Lesson::SentLate {
+                key: APP,
+                admitted,
+                sent,
+            },
+            clock.now(),
+            clock.unix_ms(),
+        )
+        .await;
+    }
+    // One slot frees a window after the burst, the two late ones 300 ms after that.
+    let asked = clock.now();
+    let Reservation::NotBefore(t) = b.reserve(&[APP], asked, clock.unix_ms()).await else {
+        panic!("the window is full")
+    };
+    let wait = ms_after(t, asked);
+    assert!(
+        (640..=720).contains(&wait),
+        "the on-time slot frees in {wait} ms"
+    );
+    tokio::time::sleep_until(clock.instant_of(t)).await;
+    assert_eq!(
+        b.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+        Reservation::Granted
+    );
+    let asked = clock.now();
+    let Reservation::NotBefore(t) = b.reserve(&[APP], asked, clock.unix_ms()).await else {
+        panic!("the late sends still hold their slots")
+    };
+    let wait = ms_after(t, asked);
+    assert!(
+        (250..=320).contains(&wait),
+        "the late slots free in {wait} ms"
+    );
+}
+
+#[tokio::test]
 async fn reloaded_limits_apply_to_the_shared_budgets_and_their_state_carries_over() {
     use hubgate::store::BudgetStore;
     let redis = RedisServer::start();
