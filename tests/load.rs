@@ -214,6 +214,35 @@ async fn demo_runs_both_legs_and_says_how_many_429s_hubgate_saved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_json_is_one_object_with_both_legs_and_the_429s_saved() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let output = hubgate(&["demo", "--duration", "2", "--callers", "20", "--json"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "demo failed: {stdout}{stderr}");
+    let answer: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let upstream_429s = |leg: &str| {
+        answer[leg]["simulator"]["upstream_429s"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{leg}.simulator.upstream_429s: {answer}"))
+    };
+    let saved = answer["hubspot_429s_saved"].as_u64().unwrap();
+    assert_eq!(
+        saved,
+        upstream_429s("straight_to_hubspot") - upstream_429s("through_hubgate"),
+        "{answer}"
+    );
+    assert!(saved > 0, "{answer}");
+    assert!(
+        stderr.contains("hubgate demo:"),
+        "introduction on stderr: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_and_dead_targets_are_explained_not_crashed_on() {
     let _turn = ONE_AT_A_TIME.lock().await;
     for (args, code, says) in [

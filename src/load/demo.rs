@@ -30,6 +30,10 @@ pub struct DemoArgs {
     /// Owners (private apps, each in its own portal) the callers share.
     #[arg(long, default_value_t = 3)]
     pub tokens: u32,
+    /// Print both summaries and the 429s saved as one JSON object on stdout; the
+    /// introduction and progress go to stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -80,18 +84,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         admin: admin.map(str::to_string),
         progress: Some(label.to_string()),
     };
-    println!(
-        "hubgate demo: a HubSpot simulator at {} allows {BURST_LIMIT} calls per {} s per app and 5 searches per second per portal;",
+    let introduction = format!(
+        "hubgate demo: a HubSpot simulator at {} allows {BURST_LIMIT} calls per {} s per app and 5 searches per second per portal;\n\
+         hubgate at {gateway_url} (admin {admin_url}) paces calls to it. {} callers over {} tokens (mix {}) for {} s through hubgate, then the same straight to the simulator.\n",
         sim.base_url(),
-        BURST_WINDOW_MS / 1000
-    );
-    println!(
-        "hubgate at {gateway_url} (admin {admin_url}) paces calls to it. {} callers over {} tokens (mix {}) for {} s through hubgate, then the same straight to the simulator.\n",
+        BURST_WINDOW_MS / 1000,
         args.callers,
         args.tokens,
         Mix::default(),
         args.duration
     );
+    // stdout carries only the JSON object when one is asked for.
+    if args.json {
+        eprintln!("{introduction}");
+    } else {
+        println!("{introduction}");
+    }
     let legs = async {
         let through = super::run(&plan(&gateway_url, Some(&admin_url), "through hubgate")).await?;
         let direct = super::run(&plan(&sim.base_url(), None, "straight to HubSpot")).await?;
@@ -103,6 +111,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     sim.shutdown().await;
     let (through, direct) = legs?;
 
+    if args.json {
+        let answer = serde_json::json!({
+            "through_hubgate": through,
+            "straight_to_hubspot": direct,
+            "hubspot_429s_saved": saved(&through, &direct),
+        });
+        println!("{answer}");
+        return Ok(());
+    }
     println!();
     print!(
         "{}",
@@ -116,11 +133,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The 429s HubSpot (the simulator) sent in the direct run that hubgate's run avoided.
+fn saved(through: &Summary, direct: &Summary) -> u64 {
+    upstream_429s(direct).saturating_sub(upstream_429s(through))
+}
+
+fn upstream_429s(summary: &Summary) -> u64 {
+    summary.simulator.as_ref().map_or(0, |v| v.upstream_429s)
+}
+
+/// The demo's last line: [`saved`] in words.
 pub fn saved_line(through: &Summary, direct: &Summary) -> String {
-    let sent = |s: &Summary| s.simulator.as_ref().map_or(0, |v| v.upstream_429s);
-    let (with, without) = (sent(through), sent(direct));
     format!(
-        "hubgate saved {} 429s: HubSpot answered {without} 429s to the callers sent straight to it, {with} to the same callers through hubgate.",
-        without.saturating_sub(with)
+        "hubgate saved {} 429s: HubSpot answered {} 429s to the callers sent straight to it, {} to the same callers through hubgate.",
+        saved(through, direct),
+        upstream_429s(direct),
+        upstream_429s(through)
     )
 }
