@@ -714,6 +714,9 @@ pub struct StoreConfig {
     pub connect_timeout_ms: u64,
     /// How often a degraded store checks whether Redis is back.
     pub reconnect_interval_ms: u64,
+    /// PEM file of the CA(s) that signed Redis's certificate, for a `rediss://` URL on a
+    /// private CA; when set, Redis's certificate is checked against these alone.
+    pub ca_file: String,
 }
 
 impl Default for StoreConfig {
@@ -727,6 +730,7 @@ impl Default for StoreConfig {
             command_timeout_ms: 250,
             connect_timeout_ms: 1_000,
             reconnect_interval_ms: 500,
+            ca_file: String::new(),
         }
     }
 }
@@ -766,6 +770,19 @@ impl StoreConfig {
                 "is set but store.kind is not \"redis\"; set kind = \"redis\" or remove redis_url"
                     .into(),
             );
+        }
+        if !self.ca_file.is_empty() {
+            if !(self.is_redis() && self.redis_url.starts_with("rediss://")) {
+                bad(
+                    "store.ca_file",
+                    "is only used for TLS to Redis: set kind = \"redis\" and a rediss:// redis_url, or remove ca_file".into(),
+                );
+            } else if !Path::new(&self.ca_file).is_file() {
+                bad(
+                    "store.ca_file",
+                    format!("'{}' is not a readable file", self.ca_file),
+                );
+            }
         }
         if self.key_prefix.is_empty()
             || self.key_prefix.len() > 64
@@ -945,5 +962,24 @@ mod tests {
             assert!(parse_addr(addr).unwrap().ip().is_loopback(), "{addr}");
         }
         assert!(!config.inbound.require_caller_key, "inbound auth is opt-in");
+    }
+
+    #[test]
+    fn a_redis_ca_file_needs_a_tls_redis_url_and_a_readable_file() {
+        let problems = |toml: &str| -> Vec<String> {
+            Config::from_toml(toml)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.key == "store.ca_file")
+                .map(|p| p.message)
+                .collect()
+        };
+        let plain = "[store]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nca_file = \"Cargo.toml\"\n";
+        assert_eq!(problems(plain).len(), 1, "{:?}", problems(plain));
+        let missing = "[store]\nkind = \"redis\"\nredis_url = \"rediss://127.0.0.1:6380\"\nca_file = \"no/such.pem\"\n";
+        assert_eq!(problems(missing).len(), 1, "{:?}", problems(missing));
+        let fine = "[store]\nkind = \"redis\"\nredis_url = \"rediss://127.0.0.1:6380\"\nca_file = \"Cargo.toml\"\n";
+        assert!(problems(fine).is_empty(), "{:?}", problems(fine));
     }
 }

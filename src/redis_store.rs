@@ -113,6 +113,8 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Period of the prober while degraded.
     pub reconnect_interval: Duration,
+    /// PEM CA bundle that alone is trusted for a `rediss://` URL; `None`: the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisSettings {
@@ -130,6 +132,7 @@ impl RedisSettings {
             command_timeout: Duration::from_millis(config.command_timeout_ms),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             reconnect_interval: Duration::from_millis(config.reconnect_interval_ms),
+            ca_file: (!config.ca_file.is_empty()).then(|| config.ca_file.clone().into()),
         }
     }
 }
@@ -201,8 +204,20 @@ impl RedisStore {
         limits: Limits,
         gauge: IntGauge,
     ) -> anyhow::Result<RedisStore> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
+        let client = match &settings.ca_file {
+            None => redis::Client::open(settings.url.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("[store] ca_file: reading {}: {e}", path.display())
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(settings.url.as_str(), certificates)
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.command_timeout))

@@ -36,9 +36,15 @@ impl RedisServer {
 
     /// Starts (or restarts) on `port`, without persistence, and waits for `PING`.
     fn start_on(port: u16) -> RedisServer {
+        RedisServer::start_with(port, &[])
+    }
+
+    /// `start_on` with more of redis-server's options (TLS: a second, TLS-only port).
+    fn start_with(port: u16, options: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -118,6 +124,7 @@ fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
         command_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_millis(500),
         reconnect_interval: Duration::from_millis(100),
+        ca_file: None,
     }
 }
 
@@ -233,6 +240,81 @@ async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
         (250..=320).contains(&wait),
         "the late slots free in {wait} ms"
     );
+}
+
+#[tokio::test]
+async fn redis_over_tls_is_trusted_through_ca_file_and_refused_without_it() {
+    let pki = common::pki::make_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca = file("ca.pem", &pki.ca_pem);
+    let cert = file("redis.pem", &pki.server_cert_pem);
+    let key = file("redis.key", &pki.server_key_pem);
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let tls_port = free_port().to_string();
+    // The plain port is the test's own view into Redis; the store gets the TLS one only.
+    let redis = RedisServer::start_with(
+        free_port(),
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let limits = burst_limits(5, 10_000, DailySpec::default());
+    let over_tls = |ca_file: Option<std::path::PathBuf>| {
+        let gauge = prometheus::IntGauge::new("g", "g").unwrap();
+        let settings = RedisSettings {
+            url: format!("rediss://127.0.0.1:{tls_port}"),
+            ca_file,
+            ..settings(&redis, "tls")
+        };
+        (
+            RedisStore::new(settings, limits.clone(), gauge.clone()).unwrap(),
+            gauge,
+        )
+    };
+    let clock = Clock::new();
+    let (trusted, degraded) = over_tls(Some(ca.clone()));
+    for _ in 0..3 {
+        assert_eq!(
+            trusted.reserve(&[APP], clock.now(), clock.unix_ms()).await,
+            Reservation::Granted
+        );
+    }
+    assert_eq!(degraded.get(), 0, "the store reached Redis over TLS");
+    let log = redis.command(&["LLEN", "tls:{p10}:burst:1"]).unwrap();
+    assert_eq!(log.trim(), ":3", "three sends in Redis's log");
+
+    // The same server with only the public roots: its certificate is refused, nothing
+    // reaches Redis, and the store says it is degraded.
+    let (untrusting, degraded) = over_tls(None);
+    let _ = untrusting
+        .reserve(&[APP], clock.now(), clock.unix_ms())
+        .await;
+    assert_eq!(
+        degraded.get(),
+        1,
+        "an untrusted certificate is a failed Redis"
+    );
+    let log = redis.command(&["LLEN", "tls:{p10}:burst:1"]).unwrap();
+    assert_eq!(log.trim(), ":3", "nothing more in Redis's log");
 }
 
 #[tokio::test]

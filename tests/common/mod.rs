@@ -2,6 +2,8 @@
 //! clients that speak HTTP over real sockets.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
