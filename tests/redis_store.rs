@@ -19,6 +19,14 @@ use hubgate::sim::{SimConfig, Simulator};
 use hubgate::store::{BudgetStore, Lesson};
 use hubgate::Config;
 
+/// A loopback port nothing listens on at the moment.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// A `redis-server` of this test's own on 127.0.0.1, killed on drop.
 struct RedisServer {
     port: u16,
@@ -27,11 +35,7 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        RedisServer::start_on(port)
+        RedisServer::start_on(free_port())
     }
 
     /// Starts (or restarts) on `port`, without persistence, and waits for `PING`.
@@ -254,12 +258,6 @@ async fn redis_over_tls_is_trusted_through_ca_file_and_refused_without_it() {
     let ca = file("ca.pem", &pki.ca_pem);
     let cert = file("redis.pem", &pki.server_cert_pem);
     let key = file("redis.key", &pki.server_key_pem);
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap()
-    };
     let tls_port = free_port().to_string();
     // The plain port is the test's own view into Redis; the store gets the TLS one only.
     let redis = RedisServer::start_with(
