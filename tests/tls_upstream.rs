@@ -4,7 +4,6 @@
 mod common;
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,8 +63,7 @@ async fn tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
 async fn upstream_tls_is_trusted_through_ca_file() {
     let pki = make_pki();
     let upstream = tls_upstream(&pki).await;
-    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
-    ca_file.write_all(pki.ca_pem.as_bytes()).unwrap();
+    let ca_file = pki.ca_file();
     let ca_path = ca_file.path().to_str().unwrap().to_string();
 
     let gateway = Gateway::start(&format!("https://{upstream}"), |c| {
@@ -139,8 +137,7 @@ async fn sends_waiting_for_a_new_connection_hold_their_slot_from_when_they_left(
     const WINDOW: Duration = Duration::from_millis(1_000);
     let pki = make_pki();
     let (upstream, arrivals) = slow_handshake_upstream(&pki, Duration::from_millis(300)).await;
-    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
-    ca_file.write_all(pki.ca_pem.as_bytes()).unwrap();
+    let ca_file = pki.ca_file();
     let ca_path = ca_file.path().to_str().unwrap().to_string();
     let gateway = Arc::new(
         Gateway::start(&format!("https://{upstream}"), |c| {

@@ -13,6 +13,16 @@ pub struct TestPki {
     pub server_key_pem: String,
 }
 
+impl TestPki {
+    /// The CA as a PEM file, for `ca_file` settings; deleted when dropped.
+    pub fn ca_file(&self) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(self.ca_pem.as_bytes()).unwrap();
+        file
+    }
+}
+
 pub fn make_pki() -> TestPki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
