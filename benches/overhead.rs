@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hubgate::identity::StaticCredential;
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
 use tokio::net::TcpListener;
 

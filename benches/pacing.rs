@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use hubgate::identity::StaticCredential;
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
 use tokio::net::TcpListener;
 

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
 use tokio::net::TcpListener;
 

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::body::Body;
-use crate::engine::{Priority, Seat};
+use hubgate_engine::{Priority, Seat};
 use crate::error::GatewayError;
 use crate::respond::PeerAddr;
 

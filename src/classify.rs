@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::BudgetKey;
+use hubgate_engine::BudgetKey;
 use crate::identity::Owner;
 
 /// One exemption: calls matching it skip the burst window, and the daily budget too when

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server::{self, Listeners};
-use crate::{admin, callers, load, sim, telemetry};
+use crate::{admin, callers, load, telemetry};
+use hubgate_sim as sim;
 
 const DEFAULT_CONFIG: &str = "config.toml";
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::engine::Tick;
+use hubgate_engine::Tick;
 
 /// The gateway's clock. tokio's `Instant` (not std's) so tests with paused time drive it.
 #[derive(Debug, Clone, Copy)]

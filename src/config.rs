@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callers::{CallerConfig, InboundConfig};
 use crate::classify::{default_exemptions, ExemptRule};
-use crate::engine::{BudgetKey, DailySpec, Limits, WindowSpec};
+use hubgate_engine::{BudgetKey, DailySpec, Limits, WindowSpec};
 use crate::identity::{validate_credentials, IdentityConfig, StaticCredential};
 use crate::retry::RetryConfig;
 

@@ -16,7 +16,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntGauge, Opts};
 use serde_json::{json, Value};
 
-use crate::engine::BudgetKey;
+use hubgate_engine::BudgetKey;
 use crate::identity::Owner;
 use crate::metrics::{owner_labels, OTHER};
 use crate::pacer::Pacer;

@@ -18,7 +18,7 @@ use crate::body::{self, Body};
 use crate::callers::Callers;
 use crate::classify::{budgets_for, Classifier, Keys};
 use crate::clock::Clock;
-use crate::engine::{BudgetKey, Tick};
+use hubgate_engine::{BudgetKey, Tick};
 use crate::error::GatewayError;
 use crate::guard::CallerBodyError;
 use crate::identity::Owner;

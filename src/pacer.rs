@@ -20,7 +20,7 @@ use tower::retry::budget::TpsBudget;
 
 use crate::classify::Keys;
 use crate::clock::Clock;
-use crate::engine::{
+use hubgate_engine::{
     BudgetKey, CallerId, FairQueue, Priority, QueueTicket, RejectReason, Reservation, Seat, Tick,
 };
 use crate::identity::Owner;
@@ -675,7 +675,7 @@ impl Pacer {
     /// window, and its driver wakes to judge its head by the new limits at once; the
     /// store applies the limits to live budgets in place. Calls already sent are not
     /// touched.
-    pub fn reconfigure(&self, config: PacerConfig, limits: crate::engine::Limits) {
+    pub fn reconfigure(&self, config: PacerConfig, limits: hubgate_engine::Limits) {
         let inner = &self.inner;
         inner.store.set_limits(limits, inner.clock.unix_ms());
         let old = inner.config.swap(Arc::new(config.clone()));
@@ -725,7 +725,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::classify::{budgets_for, CallClass};
-    use crate::engine::{DailySpec, Limits, WindowSpec};
+    use hubgate_engine::{DailySpec, Limits, WindowSpec};
     use crate::store::MemoryStore;
 
     const WINDOW: Duration = Duration::from_millis(1000);

@@ -59,7 +59,7 @@ use redis::Script;
 use tokio::time::Instant;
 
 use crate::config::StoreConfig;
-use crate::engine::{
+use hubgate_engine::{
     BudgetBook, BudgetKey, BudgetSpec, DailyExhausted, DailySpec, Limits, Reservation, Tick,
     WindowSpec,
 };

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::engine::{Budget, BudgetBook, BudgetKey, DailyExhausted, Limits, Reservation, Tick};
+use hubgate_engine::{Budget, BudgetBook, BudgetKey, DailyExhausted, Limits, Reservation, Tick};
 
 /// A boxed future, so the trait stays object-safe for a network-backed store.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hubgate::sim::SimConfig;
+use hubgate_sim::SimConfig;
 use hubgate::Config;
 use yaml_serde::Value;
 

@@ -13,7 +13,7 @@ use hubgate::identity::{
     StaticCredential,
 };
 use hubgate::metrics::Metrics;
-use hubgate::sim::{Faults, SimConfig, Simulator};
+use hubgate_sim::{Faults, SimConfig, Simulator};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -10,7 +10,7 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::callers::{key_sha256, CallerConfig};
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
 use tokio::net::TcpListener;
 

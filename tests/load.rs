@@ -7,7 +7,7 @@ use std::process::Output;
 
 use common::Gateway;
 use hubgate::load::report::Summary;
-use hubgate::sim::{Faults, SimConfig, Simulator};
+use hubgate_sim::{Faults, SimConfig, Simulator};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 

@@ -14,7 +14,7 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::callers::key_sha256;
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 

@@ -13,9 +13,9 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::clock::Clock;
-use hubgate::engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
+use hubgate_engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
 use hubgate::redis_store::{OnFailure, RedisSettings, RedisStore};
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use hubgate::store::{BudgetStore, Lesson};
 use hubgate::Config;
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hubgate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 /// The timing-sensitive tests run one at a time, so they do not slow each other down on a

@@ -4,7 +4,7 @@ mod sim_support;
 
 use std::time::{Duration, Instant};
 
-use hubgate::sim::{Faults, SimConfig};
+use hubgate_sim::{Faults, SimConfig};
 use serde_json::json;
 use sim_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,7 +4,7 @@ mod sim_support;
 
 use std::time::Duration;
 
-use hubgate::sim::SimConfig;
+use hubgate_sim::SimConfig;
 use serde_json::json;
 use sim_support::*;
 

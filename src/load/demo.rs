@@ -11,7 +11,7 @@ use super::report::{self, Summary};
 use super::{Pace, Plan};
 use crate::config::Config;
 use crate::server::{self, Listeners};
-use crate::sim::{SimConfig, Simulator};
+use hubgate_sim::{SimConfig, Simulator};
 
 /// HubSpot's real burst window and a Professional-tier limit, so the demo shows what a
 /// production portal sees.

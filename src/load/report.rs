@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::tally::{Outcome, Tally};
-use crate::sim::{RateLimitedCounts, SimStats};
+use hubgate_sim::{RateLimitedCounts, SimStats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -348,7 +348,7 @@ fn on_sim(summary: &Summary, f: impl Fn(&SimView) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{OwnerStats, SearchStats, SimLimits};
+    use hubgate_sim::{OwnerStats, SearchStats, SimLimits};
 
     fn stats() -> SimStats {
         SimStats {

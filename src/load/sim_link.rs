@@ -11,7 +11,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
 use crate::body::{self, Body};
-use crate::sim::SimStats;
+use hubgate_sim::SimStats;
 use crate::upstream::UpstreamClient;
 
 /// Control calls are local and small; a simulator that takes longer is not there.

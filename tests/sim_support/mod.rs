@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hubgate::sim::{SimConfig, SimStats, Simulator};
+use hubgate_sim::{SimConfig, SimStats, Simulator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use hubgate::engine::sim::{self, Arrival, Fate, SimConfig};
-use hubgate::engine::{
+use hubgate_engine::virtual_time::{self, Arrival, Fate, RunConfig};
+use hubgate_engine::{
     BudgetBook, BudgetKey, DailySpec, Limits, OwnerQueue, Reservation, SlidingLog, Tick, WindowSpec,
 };
 use proptest::prelude::*;
@@ -94,8 +94,8 @@ fn arrivals_from(gaps: &[u64], owners: usize, pick: &[u8]) -> Vec<Arrival> {
         .collect()
 }
 
-fn config(burst: WindowSpec, search: WindowSpec, max_depth: usize) -> SimConfig {
-    SimConfig {
+fn config(burst: WindowSpec, search: WindowSpec, max_depth: usize) -> RunConfig {
+    RunConfig {
         limits: Limits {
             burst,
             search,
@@ -146,7 +146,7 @@ proptest! {
             a.max_wait = max_wait;
         }
         let cfg = config(burst_spec, search_spec, max_depth);
-        let out = sim::run(&cfg, &arrivals);
+        let out = virtual_time::run(&cfg, &arrivals);
         for owner in 0..owners {
             assert_window_respected(&out.send_times(&arrivals, &burst(owner)), &burst_spec)?;
         }
@@ -180,7 +180,7 @@ proptest! {
         let scale = spec.window.as_micros() as u64 / 2_000 + 1;
         let gaps: Vec<u64> = gaps.iter().map(|g| g * scale).collect();
         let arrivals = arrivals_from(&gaps, 1, &[0]);
-        let out = sim::run(&config(spec, spec, usize::MAX), &arrivals);
+        let out = virtual_time::run(&config(spec, spec, usize::MAX), &arrivals);
         let cap = spec.capacity() as usize;
         let span = spec.span_micros();
         let mut expected: Vec<u64> = Vec::with_capacity(arrivals.len());
@@ -304,7 +304,7 @@ proptest! {
                 max_wait: NO_DEADLINE,
             })
             .collect();
-        let out = sim::run(&config(spec, spec, usize::MAX), &arrivals);
+        let out = virtual_time::run(&config(spec, spec, usize::MAX), &arrivals);
         let times = out.send_times(&arrivals, &burst(0));
         assert_window_respected(&times, &spec)?;
         let horizon = windows * span;
@@ -329,7 +329,7 @@ fn burst_of_limit_from_idle_goes_at_one_tick_and_the_next_waits_for_the_first() 
             max_wait: Duration::from_secs(30),
         })
         .collect();
-    let out = sim::run(&config(spec, spec, 1_000), &arrivals);
+    let out = virtual_time::run(&config(spec, spec, 1_000), &arrivals);
     for fate in &out.fates[..110] {
         assert_eq!(*fate, Fate::Sent(t0));
     }
@@ -364,8 +364,8 @@ fn deadlines_queue_full_and_daily_exhaustion_in_the_driver() {
         at(150, 500), // the daily budget runs out before its turn: waits for midnight
         at(300, 500), // nothing left today: refused at once
     ];
-    let out = sim::run(&cfg, &arrivals);
-    use hubgate::engine::RejectReason::*;
+    let out = virtual_time::run(&cfg, &arrivals);
+    use hubgate_engine::RejectReason::*;
     let ms = Tick::from_millis;
     assert_eq!(out.fates[0], Fate::Sent(ms(0)));
     assert_eq!(out.fates[1], Fate::Sent(ms(0)));
@@ -408,7 +408,7 @@ fn a_daily_budget_spent_elsewhere_refuses_the_head_of_the_queue() {
         max_wait: Duration::from_secs(1),
     };
     let arrivals = vec![call(0, 0), call(0, 0), call(1, 10)];
-    let out = sim::run(&cfg, &arrivals);
+    let out = virtual_time::run(&cfg, &arrivals);
     assert_eq!(out.fates[0], Fate::Sent(Tick(0)));
     assert_eq!(out.fates[2], Fate::Sent(Tick::from_millis(10)));
     assert_eq!(out.fates[1], Fate::DailyExhausted(Tick::from_millis(100)));
@@ -448,7 +448,7 @@ fn a_run_of_thousands_of_windows_takes_milliseconds() {
         })
         .collect();
     let started = std::time::Instant::now();
-    let out = sim::run(&config(spec, spec, usize::MAX), &arrivals);
+    let out = virtual_time::run(&config(spec, spec, usize::MAX), &arrivals);
     assert!(out.fates.iter().all(|f| matches!(f, Fate::Sent(_))));
     for owner in 0..3 {
         let times = out.send_times(&arrivals, &burst(owner));

@@ -42,7 +42,7 @@ pub enum Fate {
 
 /// The record of one run.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct RunRecord {
     /// Fate of each arrival, by index into the input.
     pub fates: Vec<Fate>,
     /// Estimated wait given on admission, by arrival index (`None` if refused).
@@ -55,7 +55,7 @@ pub struct Outcome {
     pub book: BudgetBook,
 }
 
-impl Outcome {
+impl RunRecord {
     /// Send ticks, in send order, of the calls that spent `key`.
     pub fn send_times(&self, arrivals: &[Arrival], key: &BudgetKey) -> Vec<Tick> {
         self.send_order
@@ -71,7 +71,7 @@ impl Outcome {
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
-pub struct SimConfig {
+pub struct RunConfig {
     /// Budget specs.
     pub limits: Limits,
     /// `[queue] max_depth_per_owner`.
@@ -81,13 +81,13 @@ pub struct SimConfig {
 }
 
 /// Wall-clock time at `now`.
-fn unix_ms(cfg: &SimConfig, now: Tick) -> i64 {
+fn unix_ms(cfg: &RunConfig, now: Tick) -> i64 {
     let ms = i64::try_from(now.as_micros() / 1_000).unwrap_or(i64::MAX);
     cfg.unix_ms_at_zero.saturating_add(ms)
 }
 
 /// Runs `arrivals` (any order; equal ticks keep input order) to completion.
-pub fn run(cfg: &SimConfig, arrivals: &[Arrival]) -> Outcome {
+pub fn run(cfg: &RunConfig, arrivals: &[Arrival]) -> RunRecord {
     let mut book = BudgetBook::new(cfg.limits.clone());
     let owners = arrivals.iter().map(|a| a.owner + 1).max().unwrap_or(0);
     let mut queues: Vec<OwnerQueue<usize>> = (0..owners)
@@ -101,7 +101,7 @@ pub fn run(cfg: &SimConfig, arrivals: &[Arrival]) -> Outcome {
     let mut next_arrival = 0;
     let mut steps = 0;
     let Some(&first) = order.first() else {
-        return Outcome {
+        return RunRecord {
             fates,
             estimates,
             send_order,
@@ -161,7 +161,7 @@ pub fn run(cfg: &SimConfig, arrivals: &[Arrival]) -> Outcome {
             _ => break,
         }
     }
-    Outcome {
+    RunRecord {
         fates,
         estimates,
         send_order,

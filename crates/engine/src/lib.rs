@@ -18,7 +18,7 @@ pub mod book;
 pub mod daily;
 pub mod fair;
 pub mod queue;
-pub mod sim;
+pub mod virtual_time;
 pub mod time;
 pub mod window;
 

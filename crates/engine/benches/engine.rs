@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hubgate::engine::{BudgetBook, BudgetKey, Limits, Reservation, Tick, WindowSpec};
+use hubgate_engine::{BudgetBook, BudgetKey, Limits, Reservation, Tick, WindowSpec};
 
 /// Burst 110 per 10 s with a 100 ms margin, like a production default.
 fn limits() -> Limits {
