@@ -11,9 +11,9 @@ use support::{client, get, HttpClient};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hubgate::identity::StaticCredential;
-use hubgate_sim::{SimConfig, Simulator};
+use hubgate::config::StaticCredential;
 use hubgate::Config;
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 const RATE_PER_SECOND: u64 = 1_000;

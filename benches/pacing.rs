@@ -10,9 +10,9 @@ use support::{client, get, get_as};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use hubgate::identity::StaticCredential;
-use hubgate_sim::{SimConfig, Simulator};
+use hubgate::config::StaticCredential;
 use hubgate::Config;
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 const LIMIT: u64 = 110;

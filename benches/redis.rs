@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "pat-na1-a";

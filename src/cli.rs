@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
-use crate::server::{self, Listeners};
-use crate::{admin, callers, load, telemetry};
+use crate::config::{self, Config};
+use crate::gateway::{self, Listeners};
+use crate::load;
+use crate::ops::{admin, telemetry};
 use hubgate_sim as sim;
 
 const DEFAULT_CONFIG: &str = "config.toml";
@@ -142,7 +143,7 @@ fn hash_key(key: Option<String>) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    println!("{}", callers::key_sha256(key));
+    println!("{}", config::key_sha256(key));
     ExitCode::SUCCESS
 }
 
@@ -157,7 +158,7 @@ fn config_path(path: Option<&Path>) -> Option<PathBuf> {
 
 /// The config as `run` would use it: the given file, else ./config.toml when present, else
 /// the built-in defaults.
-fn load_config(path: Option<&Path>) -> Result<Config, crate::config::ConfigErrors> {
+fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigErrors> {
     match config_path(path) {
         Some(path) => Config::load(&path),
         None => Ok(Config::default()),
@@ -195,9 +196,9 @@ fn run_gateway(args: RunArgs) -> ExitCode {
         let listeners = Listeners::bind(&config).await?;
         match path {
             Some(path) => {
-                server::run_from_file(path, config, listeners, server::shutdown_signal()).await
+                gateway::run_from_file(path, config, listeners, gateway::shutdown_signal()).await
             }
-            None => server::run(config, listeners, server::shutdown_signal()).await,
+            None => gateway::run(config, listeners, gateway::shutdown_signal()).await,
         }
     })
 }

@@ -1,39 +1,28 @@
 //! hubgate: a HubSpot API rate-limit gateway. Callers change only their base URL; hubgate
 //! forwards every call to HubSpot and keeps them all within HubSpot's budgets.
-#![forbid(unsafe_code)]
+//!
+//! Where things are (docs/architecture.md draws the request path):
+//! - `config`: every `config.toml` section, its defaults and validation (a leaf);
+//! - `hubspot`: everything that knows HubSpot (owners, credentials, introspection, which
+//!   budgets a call spends, 429s and rate-limit headers, error JSON);
+//! - `proxy`: the request path's layers and the stack that assembles them;
+//! - `pace`: the pacing layer, the pacer and its lanes, retries, the clock;
+//! - `store`: where budget state lives (memory or Redis);
+//! - `ops`: admin listener, metrics, budget views, reload, logging, redaction;
+//! - `gateway`: runs all of it on two listeners; `cli` and `load` are the commands.
+//!
+//! The budget arithmetic itself is the `hubgate-engine` crate; the HubSpot simulator is
+//! `hubgate-sim`.
 
-pub mod admin;
-pub mod auth;
-pub mod body;
-pub mod callers;
-pub mod classify;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod error;
-pub mod forward;
-pub mod guard;
-pub mod hop;
-pub mod identify;
-pub mod identity;
+mod gateway;
+pub mod hubspot;
 pub mod load;
-pub mod metrics;
-pub mod observe;
-pub mod outcome;
+pub mod ops;
 pub mod pace;
-pub mod pacer;
-pub mod ratelimit;
-pub mod redact;
-pub mod redis_store;
-pub mod reload;
-pub mod replay;
-pub mod respond;
-pub mod retry;
-pub mod server;
-pub mod stack;
+pub mod proxy;
 pub mod store;
-pub mod telemetry;
-pub mod upstream;
 
 pub use config::Config;
-pub use server::{run, run_from_file, Listeners};
+pub use gateway::{run, run_from_file, shutdown_signal, Listeners};

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hubgate_sim::SimConfig;
 use hubgate::Config;
+use hubgate_sim::SimConfig;
 use yaml_serde::Value;
 
 fn repo() -> PathBuf {
@@ -234,7 +234,7 @@ fn the_image_exposes_its_configs_ports_and_checks_the_admin_healthz() {
     // given, it must be that same admin /healthz.
     let url = match command.iter().position(|a| a == "--url") {
         Some(i) => command[i + 1].clone(),
-        None => hubgate::admin::health_url(&config.server.admin_listen).unwrap(),
+        None => hubgate::ops::admin::health_url(&config.server.admin_listen).unwrap(),
     };
     assert_eq!(url, format!("http://127.0.0.1:{admin}/healthz"));
 

@@ -195,7 +195,7 @@ async fn a_capped_caller_is_refused_beyond_its_rate_and_others_are_not() {
     let sim = simulator(1000, 1000).await;
     let gateway = Gateway::start(&sim.base_url(), |c| {
         c.budgets.burst_limit = 1000;
-        c.callers = vec![hubgate::callers::CallerConfig {
+        c.callers = vec![hubgate::config::CallerConfig {
             name: "runaway-job".into(),
             weight: 1,
             max_rps: Some(5),

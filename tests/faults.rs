@@ -373,7 +373,7 @@ async fn a_simulator_killed_and_restarted_under_load_costs_every_caller_one_clea
             c.retry.max_delay_ms = 150;
             c.upstream.connect_timeout_ms = 1_000;
             c.upstream.response_timeout_ms = 5_000;
-            c.credentials = vec![hubgate::identity::StaticCredential {
+            c.credentials = vec![hubgate::config::StaticCredential {
                 token: Some("pat-na1-sim-1".into()),
                 token_sha256: None,
                 app_id: 2001,

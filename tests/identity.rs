@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Uri};
 use hubgate::config::UpstreamTarget;
-use hubgate::identity::{
-    credential_of, Credential, IdentityConfig, IdentityResolver, Owner, Resolution,
-    StaticCredential,
-};
-use hubgate::metrics::Metrics;
+use hubgate::config::{IdentityConfig, StaticCredential};
+use hubgate::hubspot::{credential_of, Credential, Owner};
+use hubgate::ops::metrics::Metrics;
+use hubgate::proxy::identify::{IdentityResolver, Resolution};
 use hubgate_sim::{Faults, SimConfig, Simulator};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +38,7 @@ fn resolver_for(
     credentials: &[StaticCredential],
 ) -> (IdentityResolver, Metrics) {
     let metrics = Metrics::new();
-    let client = hubgate::upstream::build_client(&Default::default()).unwrap();
+    let client = hubgate::proxy::upstream::build_client(&Default::default()).unwrap();
     let target = UpstreamTarget::parse(base_url).unwrap();
     let resolver =
         IdentityResolver::new(config, credentials, client, target, metrics.clone()).unwrap();
@@ -138,7 +137,7 @@ async fn bad_static_credentials_are_refused() {
         app_id: 1,
         portal_id: 2,
     };
-    let client = hubgate::upstream::build_client(&Default::default()).unwrap();
+    let client = hubgate::proxy::upstream::build_client(&Default::default()).unwrap();
     let target = UpstreamTarget::parse("http://127.0.0.1:1").unwrap();
     let err = IdentityResolver::new(
         &IdentityConfig::default(),
@@ -156,12 +155,19 @@ async fn bad_static_credentials_are_refused() {
         introspection_per_second: 0,
         ..IdentityConfig::default()
     };
-    let keys: Vec<String> = zero.validate().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<String> = hubgate::Config {
+        identity: zero,
+        ..hubgate::Config::default()
+    }
+    .validate()
+    .into_iter()
+    .map(|p| p.key)
+    .collect();
     assert_eq!(
         keys,
         ["identity.max_entries", "identity.introspection_per_second"]
     );
-    assert!(IdentityConfig::default().validate().is_empty());
+    assert!(hubgate::Config::default().validate().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

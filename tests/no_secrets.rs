@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate::callers::key_sha256;
+use hubgate::config::key_sha256;
 use hubgate_sim::{SimConfig, Simulator};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;

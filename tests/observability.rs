@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hubgate::identity::StaticCredential;
+use hubgate::config::StaticCredential;
 use hubgate::Config;
 
 const TOKEN: &str = "pat-na1-obs-secret-0123456789abcdef";

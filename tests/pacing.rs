@@ -10,8 +10,8 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 /// Tokens of the test portal world: two apps in portal 10, the first app also in portal 20.

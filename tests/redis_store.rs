@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate::clock::Clock;
-use hubgate_engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
-use hubgate::redis_store::{OnFailure, RedisSettings, RedisStore};
-use hubgate_sim::{SimConfig, Simulator};
+use hubgate::pace::clock::Clock;
 use hubgate::store::{BudgetStore, Lesson};
+use hubgate::store::{OnFailure, RedisSettings, RedisStore};
 use hubgate::Config;
+use hubgate_engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
+use hubgate_sim::{SimConfig, Simulator};
 
 /// A loopback port nothing listens on at the moment.
 fn free_port() -> u16 {

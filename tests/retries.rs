@@ -154,7 +154,7 @@ async fn a_daily_429_is_answered_by_hubgate_and_stops_further_calls() {
     let upstream =
         scripted(|_, _| hubspot_429("DAILY", "You have reached your daily limit.")).await;
     let gateway = gateway_for(&upstream, |c| {
-        c.credentials = vec![hubgate::identity::StaticCredential {
+        c.credentials = vec![hubgate::config::StaticCredential {
             token: Some("pat-na1-known".into()),
             token_sha256: None,
             app_id: 5,

@@ -147,7 +147,7 @@ async fn sends_waiting_for_a_new_connection_hold_their_slot_from_when_they_left(
             // Room for a busy machine between a handshake's end and the call's arrival,
             // far below the 300 ms the handshakes take.
             c.budgets.burst_margin_ms = 50;
-            c.credentials = vec![hubgate::identity::StaticCredential {
+            c.credentials = vec![hubgate::config::StaticCredential {
                 token: Some("pat-na1-cold".into()),
                 token_sha256: None,
                 app_id: 1,

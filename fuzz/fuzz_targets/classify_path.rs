@@ -7,10 +7,10 @@
 #![no_main]
 
 use http::Method;
-use hubgate::classify::{budgets_for, default_exemptions, Classifier, ExemptRule};
-use hubgate::identity::Owner;
-use hubgate::observe::parse_owner;
-use hubgate::redact;
+use hubgate::config::{default_exemptions, ExemptRule};
+use hubgate::hubspot::{budgets_for, Classifier};
+use hubgate::hubspot::Owner;
+use hubgate::ops::redact;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &str| {
@@ -86,7 +86,7 @@ fuzz_target!(|input: &str| {
         }
     }
 
-    if let Some(owner) = parse_owner(path.trim_start_matches("/admin/owners/")) {
-        assert_eq!(parse_owner(&owner.label()), Some(owner));
+    if let Some(owner) = Owner::parse(path.trim_start_matches("/admin/owners/")) {
+        assert_eq!(Owner::parse(&owner.label()), Some(owner));
     }
 });

@@ -8,7 +8,7 @@
 use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Uri};
-use hubgate::identity::{credential_of, oauth_introspection_path, Credential, TokenKind};
+use hubgate::hubspot::{credential_of, oauth_introspection_path, Credential, TokenKind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

@@ -2,8 +2,8 @@
 //! which every part of the gateway can be built (their constructors assume a valid one).
 #![no_main]
 
-use hubgate::callers::Callers;
-use hubgate::classify::Classifier;
+use hubgate::proxy::callers::Callers;
+use hubgate::hubspot::Classifier;
 use hubgate::Config;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +19,7 @@ fuzz_target!(|text: &str| {
     config
         .upstream_target()
         .expect("a validated base_url is a usable target");
-    hubgate::admin::health_url(&config.server.admin_listen)
+    hubgate::ops::admin::health_url(&config.server.admin_listen)
         .expect("a validated admin_listen has a /healthz URL");
     let _ = Classifier::new(&config.budgets.exempt);
     let _ = Callers::new(&config.callers, &config.inbound);

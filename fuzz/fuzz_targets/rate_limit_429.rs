@@ -8,7 +8,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use hubgate::ratelimit::{classify_429, retry_after, RateLimitHeaders};
+use hubgate::hubspot::rate_limit::{classify_429, retry_after, RateLimitHeaders};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|answer: &[u8]| {

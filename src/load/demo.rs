@@ -10,7 +10,7 @@ use super::mix::Mix;
 use super::report::{self, Summary};
 use super::{Pace, Plan};
 use crate::config::Config;
-use crate::server::{self, Listeners};
+use crate::gateway::Listeners;
 use hubgate_sim::{SimConfig, Simulator};
 
 /// HubSpot's real burst window and a Professional-tier limit, so the demo shows what a
@@ -64,7 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let gateway_url = format!("http://{}", listeners.proxy.local_addr()?);
     let admin_url = format!("http://{}", listeners.admin.local_addr()?);
     let (stop_gateway, stopped) = oneshot::channel::<()>();
-    let gateway = tokio::spawn(server::run(config, listeners, async move {
+    let gateway = tokio::spawn(crate::gateway::run(config, listeners, async move {
         let _ = stopped.await;
     }));
 

@@ -10,7 +10,7 @@ use http::{header, Method, Request};
 use rand::Rng as _;
 use serde_json::{json, Value};
 
-use crate::body::{self, Body};
+use crate::proxy::body::{self, Body};
 
 /// One kind of call in the mix; every one is a route the simulator serves and HubSpot has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,7 +134,7 @@ impl fmt::Display for Mix {
 }
 
 /// The newest contact one token created, so its reads hit a real object (0: none yet).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct LastCreated(AtomicU64);
 
 impl LastCreated {

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
-use crate::upstream::{self, UpstreamClient};
+use crate::proxy::upstream::{self, UpstreamClient};
 use mix::{CallKind, Mix};
 use report::{Offered, RunShape, SimView, Summary};
 use tally::{Outcome, Tally};

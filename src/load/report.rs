@@ -167,6 +167,7 @@ impl SimView {
 }
 
 /// How the run was driven, for the summary's header fields.
+#[derive(Debug)]
 pub struct RunShape {
     pub target: String,
     pub callers: Option<u64>,

@@ -10,9 +10,9 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
-use crate::body::{self, Body};
+use crate::proxy::body::{self, Body};
+use crate::proxy::upstream::UpstreamClient;
 use hubgate_sim::SimStats;
-use crate::upstream::UpstreamClient;
 
 /// Control calls are local and small; a simulator that takes longer is not there.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);

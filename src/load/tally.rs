@@ -51,13 +51,14 @@ impl Outcome {
 }
 
 /// What one token was asked to do, for weighing the simulator's `accepted` against it.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct TokenTally {
     pub burst_sent: AtomicU64,
     pub search_sent: AtomicU64,
     pub last_created: LastCreated,
 }
 
+#[derive(Debug)]
 pub struct Tally {
     pub sent: AtomicU64,
     /// Open-loop calls due but not sent (`--max-in-flight` out, or behind the clock).
@@ -131,6 +132,7 @@ impl Tally {
     }
 }
 
+#[derive(Debug)]
 pub struct InFlight<'a>(&'a AtomicU64);
 
 impl Drop for InFlight<'_> {

@@ -18,8 +18,8 @@ pub mod book;
 pub mod daily;
 pub mod fair;
 pub mod queue;
-pub mod virtual_time;
 pub mod time;
+pub mod virtual_time;
 pub mod window;
 
 pub use book::{Budget, BudgetBook, BudgetKey, BudgetSpec, Limits, Reservation};

@@ -1,0 +1,480 @@
+//! The pacing layer: classifies each call into the budgets it spends, waits in its
+//! owner's queue until they all have room, sends it, learns from HubSpot's answer, and
+//! sends it again (paced like any call) when HubSpot says no for a reason that passes.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+
+use super::clock::Clock;
+use super::learn;
+use super::pacer::{Ask, Pacer, Refusal};
+use super::replay::{self, Prepared};
+use super::retry::{self, Failure, Skip};
+use crate::config::RetryConfig;
+use crate::hubspot::rate_limit::{self, Policy};
+use crate::hubspot::{budgets_for, Classifier, Keys, Owner};
+use crate::ops::metrics::Metrics;
+use crate::proxy::body::{self, Body, BoxError, CallerBodyError};
+use crate::proxy::callers::Callers;
+use crate::proxy::forward::UpstreamError;
+use crate::proxy::upstream::OpenedAt;
+
+/// A caller's own, shorter deadline for this call, in milliseconds.
+const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-hubgate-deadline-ms");
+const QUEUE_MS_HEADER: HeaderName = HeaderName::from_static("x-hubgate-queue-ms");
+const OWNER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-owner");
+const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retries");
+const RETRY_SKIPPED_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retry-skipped");
+
+/// HubSpot's 429 bodies are a few hundred bytes; more than this is not a rate-limit answer
+/// worth reading whole.
+const MAX_429_BODY_BYTES: usize = 64 * 1024;
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+/// Why the pacing layer answered a call itself.
+#[derive(Debug)]
+pub(crate) enum PaceError {
+    /// The pacer refused the call (queue full, deadline, daily budget, store), for `owner`,
+    /// at wall time `unix_ms`.
+    Refused {
+        owner: Owner,
+        refusal: Refusal,
+        unix_ms: i64,
+    },
+    /// The caller is over its `[[callers]] max_rps`.
+    CallerCapped {
+        caller: String,
+        retry_after: Duration,
+    },
+    /// `X-Hubgate-Deadline-Ms` is not a number of milliseconds; the message says so.
+    InvalidDeadline(String),
+    /// The request body could not be read before the call was paced.
+    UnreadableBody(String),
+}
+
+impl std::error::Error for PaceError {}
+
+impl std::fmt::Display for PaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: &Duration| d.as_millis();
+        match self {
+            PaceError::CallerCapped { caller, retry_after } => write!(
+                f,
+                "caller '{caller}' is over its cap of calls per second ([[callers]] max_rps); retry after {} ms or slow down",
+                ms(retry_after)
+            ),
+            PaceError::InvalidDeadline(message) | PaceError::UnreadableBody(message) => {
+                f.write_str(message)
+            }
+            PaceError::Refused { owner, refusal, .. } => match refusal {
+                Refusal::QueueFull { depth, drain } => write!(
+                    f,
+                    "hubgate's queue for owner {owner} is full ({depth} calls waiting, [queue] max_depth_per_owner); retry after {} ms or send fewer calls at once",
+                    ms(drain)
+                ),
+                Refusal::DeadlineUnmeetable { estimate, deadline } => write!(
+                    f,
+                    "this call would wait about {} ms for owner {owner}'s HubSpot budget, longer than its deadline of {} ms (X-Hubgate-Deadline-Ms or [queue] max_wait_ms); retry after {} ms or allow a longer deadline",
+                    ms(estimate),
+                    ms(deadline),
+                    ms(estimate)
+                ),
+                Refusal::DeadlineExpired { waited, retry_after } => write!(
+                    f,
+                    "this call waited {} ms for owner {owner}'s HubSpot budget and its deadline passed (X-Hubgate-Deadline-Ms or [queue] max_wait_ms); retry after {} ms or allow a longer deadline",
+                    ms(waited),
+                    ms(retry_after)
+                ),
+                Refusal::DailyExhausted { resets_at_unix_ms } => {
+                    let portal = match owner {
+                        Owner::App { portal_id, .. } => portal_id.to_string(),
+                        _ => "-".into(),
+                    };
+                    let resets_at = httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH
+                            + Duration::from_millis(u64::try_from(*resets_at_unix_ms).unwrap_or(0)),
+                    );
+                    write!(
+                        f,
+                        "You have reached your daily limit. hubgate answered for HubSpot: portal {portal} has no daily calls left until {resets_at}; retry after the reset"
+                    )
+                }
+                Refusal::StoreUnavailable => f.write_str(
+                    "hubgate cannot reach the shared budget store (Redis) and is configured to refuse calls meanwhile ([store] on_failure = \"fail_closed\"); nothing was sent to HubSpot, retry shortly",
+                ),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PaceLayer {
+    shared: Arc<PaceShared>,
+}
+
+/// What every paced call needs, built once.
+#[derive(Debug)]
+pub(crate) struct PaceShared {
+    pub(crate) pacer: Pacer,
+    /// What the config says about pacing; a reload swaps it whole, and each call reads it
+    /// once on arrival and keeps that view to its end.
+    pub(crate) policy: Arc<ArcSwap<PacePolicy>>,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: Metrics,
+}
+
+/// The reloadable part of pacing.
+#[derive(Debug)]
+pub(crate) struct PacePolicy {
+    pub(crate) classifier: Classifier,
+    /// `[queue] max_wait_ms`: the longest any call waits, retries included.
+    pub(crate) max_wait: Duration,
+    /// How long a `SECONDLY` 429 pauses the portal's search budget: one search window.
+    pub(crate) search_pause: Duration,
+    pub(crate) retry: RetryConfig,
+    pub(crate) callers: Callers,
+}
+
+impl PaceLayer {
+    pub(crate) fn new(shared: PaceShared) -> Self {
+        PaceLayer {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl<S> Layer<S> for PaceLayer {
+    type Service = Pace<S>;
+    fn layer(&self, inner: S) -> Pace<S> {
+        Pace {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pace<S> {
+    inner: S,
+    shared: Arc<PaceShared>,
+}
+
+impl<S> Service<Request<Body>> for Pace<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        // A boxed sender, and `oneshot` rather than an async block: naming `S::Future` inside
+        // an async block trips rustc's higher-ranked `Send` check (rust-lang/rust#64552).
+        // Each attempt clones the inner service, as tower's own retry layer does.
+        let send: Sender = Box::new(move |request| Box::pin(inner.clone().oneshot(request)));
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.serve(request, send).await })
+    }
+}
+
+type Sender = Box<dyn Fn(Request<Body>) -> ResponseFuture + Send>;
+
+impl PaceShared {
+    async fn serve(
+        self: Arc<Self>,
+        request: Request<Body>,
+        send: Sender,
+    ) -> Result<Response<Body>, BoxError> {
+        let started = tokio::time::Instant::now();
+        let pacing = self.policy.load_full();
+        let owner = request
+            .extensions()
+            .get::<Owner>()
+            .copied()
+            .unwrap_or(Owner::Anonymous);
+        let max_wait = pacing
+            .max_wait
+            .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
+        let caller = pacing.callers.identify(&request)?;
+        pacing
+            .callers
+            .check_cap(&caller.name)
+            .map_err(|retry_after| PaceError::CallerCapped {
+                caller: caller.name.to_string(),
+                retry_after,
+            })?;
+        let class = pacing
+            .classifier
+            .classify(request.method(), request.uri().path());
+        let keys = budgets_for(owner, class);
+        let (parts, body) = request.into_parts();
+        let max_replay = if pacing.retry.max_retries == 0 {
+            0
+        } else {
+            pacing.retry.max_body_bytes
+        };
+        let (replayable, mut streaming) = match replay::prepare(body, max_replay).await {
+            Ok(Prepared::Replayable(bytes)) => (Some(bytes), None),
+            Ok(Prepared::Streaming(body)) => (None, Some(body)),
+            Err(e) => return Err(unreadable_body(e)),
+        };
+
+        let mut retries = 0u32;
+        let mut queued = Duration::ZERO;
+        loop {
+            if !keys.is_empty() {
+                let waited = self
+                    .pacer
+                    .admit(Ask {
+                        owner,
+                        keys: keys.clone(),
+                        seat: caller.seat,
+                        max_wait: max_wait.saturating_sub(started.elapsed()),
+                        retry: retries > 0,
+                    })
+                    .await
+                    .map_err(|refusal| self.refused(owner, refusal))?;
+                // Only admitted calls: refusals are counted by outcome in
+                // hubgate_requests_total.
+                self.metrics
+                    .observe_queue_wait(caller.seat.priority.as_label(), waited);
+                queued += waited;
+            }
+            // This attempt's sends were stamped in its budgets' logs at or before this tick.
+            let admitted = self.clock.now();
+            let body = match (&replayable, streaming.take()) {
+                (Some(bytes), _) => body::full(bytes.clone()),
+                (None, Some(body)) => body,
+                // A streaming body is never retried, so it is only ever taken once.
+                (None, None) => {
+                    return Err(
+                        PaceError::UnreadableBody("request body already sent".into()).into(),
+                    )
+                }
+            };
+            // Its own statement: a borrow of `send` (not `Sync`) must not live across the await.
+            let sending = send(Request::from_parts(attempt_head(&parts), body));
+            let attempt = sending.await;
+            let (failure, answer) = match attempt {
+                Ok(response) => {
+                    let opened = response
+                        .extensions()
+                        .get::<OpenedAt>()
+                        .map(|OpenedAt(at)| self.clock.tick_of(*at));
+                    self.learn(learn::from_answer(
+                        response.headers(),
+                        opened,
+                        &keys,
+                        admitted,
+                    ))
+                    .await;
+                    let status = response.status();
+                    if !matches!(status.as_u16(), 423 | 429 | 502..=504) {
+                        return Ok(finish(response, owner, queued, retries, None));
+                    }
+                    let (response, policy) = if status == StatusCode::TOO_MANY_REQUESTS {
+                        let (response, policy) = read_429(response).await;
+                        self.metrics.count_upstream_rate_limited(&owner, policy);
+                        let now = self.clock.now();
+                        let lessons = learn::from_429(policy, &keys, now, pacing.search_pause);
+                        // Awaited even on Redis: the retry that follows must be judged with it.
+                        learn::apply(
+                            self.pacer.store().clone(),
+                            lessons,
+                            now,
+                            self.clock.unix_ms(),
+                        )
+                        .await;
+                        (response, Some(policy))
+                    } else {
+                        (response, None)
+                    };
+                    (Failure::Status { status, policy }, Ok(response))
+                }
+                Err(error) => match error.downcast_ref::<UpstreamError>() {
+                    Some(upstream) if upstream.nothing_sent() => (Failure::Connect, Err(error)),
+                    Some(_) => (Failure::AfterSend, Err(error)),
+                    None => return Err(error),
+                },
+            };
+            let retry_after = answer
+                .as_ref()
+                .ok()
+                .and_then(|r| rate_limit::retry_after(r.headers(), self.clock.wall()));
+            let plan = retry::plan(failure, &parts.method, retry_after, &pacing.retry);
+            let skip = match plan {
+                Err(Skip::Daily) => {
+                    return Err(self.daily_exhausted(owner, &keys).into());
+                }
+                Err(skip) => Some(skip),
+                Ok(plan) => {
+                    let wait = plan.at_least.max(retry::backoff(
+                        retries + 1,
+                        &pacing.retry,
+                        &mut rand::rng(),
+                    ));
+                    let skip = if replayable.is_none() {
+                        Some(Skip::BodyNotReplayable)
+                    } else if retries >= pacing.retry.max_retries {
+                        Some(Skip::MaxRetries)
+                    } else if started.elapsed() + wait >= max_wait {
+                        Some(Skip::Deadline)
+                    } else if !self.pacer.withdraw_retry(owner, &keys) {
+                        Some(Skip::RetryBudget)
+                    } else {
+                        None
+                    };
+                    if skip.is_none() {
+                        self.metrics.count_retry(plan.reason);
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    skip
+                }
+            };
+            return answer.map(|response| finish(response, owner, queued, retries, skip));
+        }
+    }
+
+    /// Applies what an answer taught. A Redis round trip per answer would otherwise sit
+    /// between HubSpot's answer and the caller, so a store that needs one learns on a task
+    /// of its own.
+    async fn learn(&self, lessons: learn::Lessons) {
+        if lessons.is_empty() {
+            return;
+        }
+        let learning = learn::apply(
+            self.pacer.store().clone(),
+            lessons,
+            self.clock.now(),
+            self.clock.unix_ms(),
+        );
+        if self.pacer.store().learns_locally() {
+            learning.await;
+        } else {
+            tokio::spawn(learning);
+        }
+    }
+
+    /// HubSpot said DAILY: answer as hubgate does for a spent daily budget.
+    fn daily_exhausted(&self, owner: Owner, keys: &Keys) -> PaceError {
+        let (now, unix_ms) = (self.clock.now(), self.clock.unix_ms());
+        let resets_at_unix_ms = match self.pacer.store().estimate_wait(keys, now, unix_ms, 0) {
+            Err(exhausted) => exhausted.resets_at_unix_ms,
+            // No daily budget known locally (e.g. unidentified owner): next UTC midnight.
+            Ok(_) => (unix_ms / 86_400_000 + 1) * 86_400_000,
+        };
+        self.refused(owner, Refusal::DailyExhausted { resets_at_unix_ms })
+    }
+
+    fn refused(&self, owner: Owner, refusal: Refusal) -> PaceError {
+        PaceError::Refused {
+            owner,
+            refusal,
+            unix_ms: self.clock.unix_ms(),
+        }
+    }
+}
+
+/// What an attempt sends: the caller's method, target, version and headers. Extensions
+/// stay behind: they are hubgate's own notes (owner, caller address, request id) that
+/// nothing below reads, and cloning them costs an allocation each on every attempt.
+fn attempt_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// Reads a 429's small body to learn its policy, and rebuilds the response around it.
+async fn read_429(response: Response<Body>) -> (Response<Body>, Policy) {
+    let (parts, mut body) = response.into_parts();
+    // Read by hand rather than through `http_body_util::Limited`, whose error conversion
+    // trips rustc's higher-ranked `Send` check here (rust-lang/rust#64552).
+    let mut kept = bytes::BytesMut::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            kept.extend_from_slice(&data);
+            if kept.len() > MAX_429_BODY_BYTES {
+                break;
+            }
+        }
+    }
+    let bytes = kept.freeze();
+    let policy = rate_limit::classify_429(&bytes);
+    (Response::from_parts(parts, body::full(bytes)), policy)
+}
+
+/// hubgate's own headers on an upstream answer.
+fn finish(
+    mut response: Response<Body>,
+    owner: Owner,
+    queued: Duration,
+    retries: u32,
+    skip: Option<Skip>,
+) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(
+        QUEUE_MS_HEADER,
+        HeaderValue::from(u64::try_from(queued.as_millis()).unwrap_or(u64::MAX)),
+    );
+    let mut owner_text = bytes::BytesMut::with_capacity(48);
+    if write!(owner_text, "{owner}").is_ok() {
+        if let Ok(owner) = HeaderValue::from_maybe_shared(owner_text.freeze()) {
+            headers.insert(OWNER_HEADER, owner);
+        }
+    }
+    if retries > 0 {
+        headers.insert(RETRIES_HEADER, HeaderValue::from(retries));
+    }
+    if let Some(why) = skip.and_then(Skip::header_value) {
+        headers.insert(RETRY_SKIPPED_HEADER, HeaderValue::from_static(why));
+    }
+    response
+}
+
+fn unreadable_body(error: BoxError) -> BoxError {
+    if let Some(found) = CallerBodyError::found_in(error.as_ref()) {
+        return Box::new(found.detached());
+    }
+    Box::new(PaceError::UnreadableBody(format!(
+        "the request body could not be read ({error}); send it again"
+    )))
+}
+
+/// `X-Hubgate-Deadline-Ms`, when the caller sent one.
+fn caller_deadline(request: &Request<Body>) -> Result<Option<Duration>, PaceError> {
+    let Some(value) = request.headers().get(DEADLINE_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            PaceError::InvalidDeadline(format!(
+                "X-Hubgate-Deadline-Ms must be a whole number of milliseconds such as 5000, not {:?}",
+                String::from_utf8_lossy(value.as_bytes())
+            ))
+        })
+}

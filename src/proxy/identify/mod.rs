@@ -1,0 +1,80 @@
+//! The identity layer: names each call's quota owner (app, portal) from its credential,
+//! so the layers after it know whose budgets the call spends.
+
+mod cache;
+mod resolver;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+pub use resolver::{IdentityResolver, Resolution};
+
+use super::body::{Body, BoxError};
+use crate::hubspot::{credential_of, Owner};
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct IdentifyLayer {
+    resolver: IdentityResolver,
+}
+
+impl IdentifyLayer {
+    pub(crate) fn new(resolver: IdentityResolver) -> Self {
+        IdentifyLayer { resolver }
+    }
+}
+
+impl<S> Layer<S> for IdentifyLayer {
+    type Service = Identify<S>;
+    fn layer(&self, inner: S) -> Identify<S> {
+        Identify {
+            inner,
+            resolver: self.resolver.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Identify<S> {
+    inner: S,
+    resolver: IdentityResolver,
+}
+
+impl<S> Service<Request<Body>> for Identify<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, inner);
+        // Boxed outside the async block: see the pacing layer (rust-lang/rust#64552).
+        let mut next =
+            move |request: Request<Body>| -> ResponseFuture { Box::pin(inner.call(request)) };
+        let resolver = self.resolver.clone();
+        Box::pin(async move {
+            let credential = credential_of(request.headers(), request.uri());
+            let owner = match resolver.resolve(&credential).await {
+                Resolution::Owner(owner) => owner,
+                // HubSpot rejects the token; the call still goes (paced with calls that
+                // carry no credential) so the caller gets HubSpot's own 401.
+                Resolution::Invalid => Owner::Anonymous,
+            };
+            request.extensions_mut().insert(owner);
+            next(request).await
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! The one place where a failed call becomes the answer its caller sees: each layer fails
+//! a call with its own typed error, and this turns it into a status, HubSpot's error JSON
+//! (its `category`, and a `policyName` where hubgate stands in for HubSpot's 429), retry
+//! hints and the outcome the call is counted under.
+
+use std::time::Duration;
+
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+
+use crate::hubspot::error_body::ErrorBody;
+use crate::pace::{PaceError, Refusal};
+use crate::proxy::body::{self, Body, CallerBodyError};
+use crate::proxy::callers::CallerRefusal;
+use crate::proxy::forward::{InvalidPath, UpstreamError};
+use crate::proxy::guard::GuardRefusal;
+use crate::proxy::outcome::Outcome;
+
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+const OWNER: HeaderName = HeaderName::from_static("x-hubgate-owner");
+
+/// How a failed call is answered, apart from its message (the error's `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    /// HubSpot's `category`, so SDK error handlers that switch on it keep working.
+    pub(crate) category: &'static str,
+    /// HubSpot's `policyName`, for refusals that stand in for a 429.
+    pub(crate) policy_name: Option<&'static str>,
+    pub(crate) retry: Option<RetryHint>,
+    /// The owner a refusal speaks for, echoed as `X-Hubgate-Owner`.
+    pub(crate) owner: Option<String>,
+    pub(crate) outcome: Outcome,
+}
+
+/// When and whether a caller should try again, as `Retry-After`, `retry-after-ms` and
+/// `x-should-retry` (which the new `hubspot-sdk` clients obey).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryHint {
+    pub(crate) after: Duration,
+    pub(crate) should_retry: bool,
+}
+
+impl Answer {
+    fn caller_problem(status: StatusCode) -> Answer {
+        Answer {
+            status,
+            category: "VALIDATION_ERROR",
+            policy_name: None,
+            retry: None,
+            owner: None,
+            outcome: Outcome::BadRequest,
+        }
+    }
+
+    fn upstream(status: StatusCode, category: &'static str) -> Answer {
+        Answer {
+            status,
+            category,
+            policy_name: None,
+            retry: None,
+            owner: None,
+            outcome: Outcome::UpstreamError,
+        }
+    }
+
+    fn rate_limit(
+        status: StatusCode,
+        policy: &'static str,
+        retry: RetryHint,
+        outcome: Outcome,
+    ) -> Answer {
+        Answer {
+            status,
+            category: "RATE_LIMITS",
+            policy_name: Some(policy),
+            retry: Some(retry),
+            owner: None,
+            outcome,
+        }
+    }
+
+    /// The answer for `error`, found by its type. An error of a type no layer should fail
+    /// with is answered as a gateway failure (and logged by the caller of this).
+    pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> Option<Answer> {
+        if let Some(refusal) = error.downcast_ref::<GuardRefusal>() {
+            return Some(Answer::caller_problem(match refusal {
+                GuardRefusal::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
+                GuardRefusal::NotAForwardProxy { .. } => StatusCode::MISDIRECTED_REQUEST,
+                GuardRefusal::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                GuardRefusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            }));
+        }
+        if let Some(body) = error.downcast_ref::<CallerBodyError>() {
+            return Some(Answer::caller_problem(match body {
+                CallerBodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                CallerBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+                CallerBodyError::Broken(_) => StatusCode::BAD_REQUEST,
+            }));
+        }
+        if let Some(refusal) = error.downcast_ref::<CallerRefusal>() {
+            return Some(match refusal {
+                CallerRefusal::Unauthorized { .. } => Answer {
+                    category: "HUBGATE_UNAUTHORIZED",
+                    outcome: Outcome::Unauthorized,
+                    ..Answer::caller_problem(StatusCode::UNAUTHORIZED)
+                },
+                CallerRefusal::BadHeader(_) => Answer::caller_problem(StatusCode::BAD_REQUEST),
+            });
+        }
+        if error.is::<InvalidPath>() {
+            return Some(Answer::caller_problem(StatusCode::BAD_REQUEST));
+        }
+        if let Some(upstream) = error.downcast_ref::<UpstreamError>() {
+            return Some(match upstream {
+                UpstreamError::Connect { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Failed { .. } => {
+                    Answer::upstream(StatusCode::BAD_GATEWAY, "HUBGATE_UPSTREAM_UNAVAILABLE")
+                }
+                UpstreamError::Timeout { .. } => {
+                    Answer::upstream(StatusCode::GATEWAY_TIMEOUT, "HUBGATE_UPSTREAM_TIMEOUT")
+                }
+            });
+        }
+        error.downcast_ref::<PaceError>().map(Answer::of_pacing)
+    }
+
+    fn of_pacing(error: &PaceError) -> Answer {
+        let hint = |after: Duration, should_retry| RetryHint {
+            after,
+            should_retry,
+        };
+        match error {
+            PaceError::InvalidDeadline(_) | PaceError::UnreadableBody(_) => {
+                Answer::caller_problem(StatusCode::BAD_REQUEST)
+            }
+            PaceError::CallerCapped { retry_after, .. } => Answer::rate_limit(
+                StatusCode::TOO_MANY_REQUESTS,
+                "HUBGATE_CALLER_CAP",
+                hint(*retry_after, true),
+                Outcome::RejectedCap,
+            ),
+            PaceError::Refused {
+                owner,
+                refusal,
+                unix_ms,
+            } => {
+                let mut answer = match refusal {
+                    Refusal::QueueFull { drain, .. } => Answer::rate_limit(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "HUBGATE_QUEUE_FULL",
+                        hint(*drain, true),
+                        Outcome::RejectedQueueFull,
+                    ),
+                    Refusal::DeadlineUnmeetable { estimate, .. } => Answer::rate_limit(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "HUBGATE_DEADLINE",
+                        hint(*estimate, true),
+                        Outcome::RejectedDeadline,
+                    ),
+                    Refusal::DeadlineExpired { retry_after, .. } => Answer::rate_limit(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "HUBGATE_DEADLINE",
+                        hint(*retry_after, true),
+                        Outcome::RejectedDeadline,
+                    ),
+                    // Hours away: an SDK's automatic retry would only spend the caller's time.
+                    Refusal::DailyExhausted { resets_at_unix_ms } => Answer::rate_limit(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "DAILY",
+                        hint(
+                            Duration::from_millis(
+                                u64::try_from(resets_at_unix_ms - unix_ms).unwrap_or(0),
+                            ),
+                            false,
+                        ),
+                        Outcome::RejectedDaily,
+                    ),
+                    // The store is probed about twice a second; a second is a fair first retry.
+                    Refusal::StoreUnavailable => Answer {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        category: "HUBGATE_STORE_UNAVAILABLE",
+                        policy_name: None,
+                        retry: Some(hint(Duration::from_secs(1), true)),
+                        owner: None,
+                        outcome: Outcome::RejectedStoreUnavailable,
+                    },
+                };
+                answer.owner = Some(owner.label());
+                answer
+            }
+        }
+    }
+}
+
+/// The response for a call that failed with `error`; `request_id` becomes HubSpot's
+/// `correlationId`.
+pub(crate) fn rescue(
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+    request_id: &str,
+) -> Response<Body> {
+    let (answer, message) = match Answer::of(error) {
+        Some(answer) => (answer, error.to_string()),
+        None => {
+            tracing::error!(error = %error, "a call failed with an error no layer should produce");
+            (
+                Answer::upstream(StatusCode::BAD_GATEWAY, "HUBGATE_INTERNAL_ERROR"),
+                "hubgate failed to handle this call; the call may or may not have reached HubSpot"
+                    .to_string(),
+            )
+        }
+    };
+    let json = ErrorBody {
+        message: &message,
+        category: answer.category,
+        correlation_id: request_id,
+        policy_name: answer.policy_name,
+    }
+    .to_json();
+    let mut response = Response::new(body::full(json));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    if answer.status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+    }
+    if let Some(hint) = answer.retry {
+        let millis = hint.after.as_millis();
+        let seconds = hint.after.as_secs() + u64::from(hint.after.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        headers.insert(
+            RETRY_AFTER_MS,
+            HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+        );
+        headers.insert(
+            SHOULD_RETRY,
+            HeaderValue::from_static(if hint.should_retry { "true" } else { "false" }),
+        );
+    }
+    if let Some(owner) = answer.owner.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        headers.insert(OWNER, owner);
+    }
+    response.extensions_mut().insert(answer.outcome);
+    response
+}

@@ -1,0 +1,177 @@
+//! What every store offers the pacer: one atomic reservation per send, wait estimates,
+//! lessons from HubSpot's answers, and read-only views of each budget.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use hubgate_engine::{Budget, BudgetBook, BudgetKey, DailyExhausted, Limits, Reservation, Tick};
+
+/// A boxed future, so the trait stays object-safe for a network-backed store.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Something HubSpot told hubgate about a budget (a 429, rate-limit headers) that the
+/// store must apply, so every replica sharing the store acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lesson {
+    /// HubSpot answered 429 for this window budget: treat it as full until `until`.
+    BlockUntil { key: BudgetKey, until: Tick },
+    /// `X-HubSpot-RateLimit-Remaining` (or its daily twin for `Daily` keys) reported this
+    /// many calls left: lower the local view to match, never raise it.
+    Remaining { key: BudgetKey, remaining: u64 },
+    /// HubSpot answered 429 `DAILY`: the portal's daily budget is spent until its reset.
+    DailyExhausted { portal_id: u64 },
+    /// HubSpot counted `hub_used` calls in this window budget (`-Max` minus `-Remaining`);
+    /// the part our own sends do not explain is another client's, and is left to it.
+    Usage {
+        key: BudgetKey,
+        hub_used: u64,
+        /// `-Max`: HubSpot's limit for this window (a lower tier than configured is believed).
+        max: u64,
+    },
+    /// HubSpot answered 429 for one of our sends on this window budget.
+    Rejected { key: BudgetKey },
+    /// A send admitted by `admitted` went out only at `sent`, when the connection that
+    /// carried it was opened: the window counts it from then on.
+    SentLate {
+        key: BudgetKey,
+        admitted: Tick,
+        sent: Tick,
+    },
+}
+
+/// Budget state behind one atomic operation per send. A shared store (Redis) answers
+/// `reserve` in one round trip; the in-memory store answers `try_reserve_now` at once.
+pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
+    /// All-or-nothing: one slot in every budget of `keys`, or nothing and the reason.
+    fn reserve<'a>(
+        &'a self,
+        keys: &'a [BudgetKey],
+        now: Tick,
+        unix_ms: i64,
+    ) -> StoreFuture<'a, Reservation>;
+
+    /// The same as `reserve` when the store can answer without I/O; `None` when it cannot,
+    /// and the caller must queue and let the lane's driver do the round trip.
+    fn try_reserve_now(&self, keys: &[BudgetKey], now: Tick, unix_ms: i64) -> Option<Reservation>;
+
+    /// How long a call spending `keys` with `ahead` calls before it would wait, from the
+    /// store's (possibly local) view; `Err` when a daily budget has nothing left.
+    fn estimate_wait(
+        &self,
+        keys: &[BudgetKey],
+        now: Tick,
+        unix_ms: i64,
+        ahead: usize,
+    ) -> Result<Duration, DailyExhausted>;
+
+    /// Applies what HubSpot said about a budget.
+    fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()>;
+
+    /// Whether `learn` finishes without I/O. A store that needs a round trip (Redis) has
+    /// what a successful answer's headers teach applied on a task of its own: the lesson
+    /// corrects the budget for later sends, so the answer it came with need not wait.
+    fn learns_locally(&self) -> bool {
+        true
+    }
+
+    /// Takes on new limits (a config reload) at `unix_ms`: live budgets keep their sends
+    /// and counts and are judged by the new limits from the next reservation on.
+    fn set_limits(&self, limits: Limits, unix_ms: i64);
+
+    /// Drops budgets idle for `idle_ttl`; returns how many.
+    fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize;
+
+    /// How many budgets are held.
+    fn len(&self) -> usize;
+
+    /// Every live budget as it stands at `now` / `unix_ms`, read-only, for the admin API
+    /// and the budget metrics (scrape time, never per call).
+    fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView>;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Applies a lesson to a book in memory: the whole of `MemoryStore::learn`, and what the
+/// Redis store does with its local books.
+pub fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i64) {
+    match lesson {
+        Lesson::BlockUntil { key, until } => book.block_until(&key, now, until),
+        Lesson::Remaining {
+            key: BudgetKey::Daily { portal_id },
+            remaining,
+        } => book.observe_daily_remaining(portal_id, now, unix_ms, remaining),
+        Lesson::Remaining { key, remaining } => {
+            book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
+        }
+        Lesson::DailyExhausted { portal_id } => book.mark_daily_exhausted(portal_id, now, unix_ms),
+        Lesson::Usage { key, hub_used, max } => book.observe_usage(
+            &key,
+            now,
+            u32::try_from(hub_used).unwrap_or(u32::MAX),
+            u32::try_from(max).unwrap_or(u32::MAX),
+        ),
+        Lesson::Rejected { key } => book.observe_rejection(&key, now),
+        Lesson::SentLate {
+            key,
+            admitted,
+            sent,
+        } => book.observe_late_send(&key, admitted, sent),
+    }
+}
+
+/// One budget's state at a moment: plain numbers, so any store (memory, Redis) can fill it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetView {
+    pub key: BudgetKey,
+    /// Sends allowed per window (HubSpot's limit less `margin_slots`) or per day; 0 for an
+    /// unlimited daily budget.
+    pub limit: u64,
+    /// Sends in the current rolling window (a window HubSpot blocked counts as full), or
+    /// counted today.
+    pub used: u64,
+    /// Sends still allowed now; `u64::MAX` for an unlimited daily budget.
+    pub remaining: u64,
+    /// How long until one more send is allowed: 0 when one is allowed now, `None` never
+    /// (limit 0) or, for daily budgets, not before `resets_at_unix_ms`.
+    pub next_free_in: Option<Duration>,
+    /// Daily budgets: unix ms of the next reset (local midnight).
+    pub resets_at_unix_ms: Option<i64>,
+}
+
+impl BudgetView {
+    /// The view of `budget` named `key`.
+    pub fn of(key: BudgetKey, budget: &Budget, now: Tick, unix_ms: i64) -> BudgetView {
+        match budget {
+            Budget::Window(log) => {
+                let next = log.next_free(now);
+                BudgetView {
+                    key,
+                    limit: u64::from(log.capacity()),
+                    used: u64::from(log.used(now)),
+                    remaining: u64::from(log.remaining(now)),
+                    next_free_in: (next != Tick::MAX).then(|| next.saturating_duration_since(now)),
+                    resets_at_unix_ms: None,
+                }
+            }
+            Budget::Daily(day) => {
+                let reset = day.reset_at(unix_ms);
+                let remaining = day.remaining(unix_ms);
+                BudgetView {
+                    key,
+                    limit: day.limit(),
+                    used: day.used(unix_ms),
+                    remaining,
+                    next_free_in: Some(if remaining > 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(u64::try_from(reset - unix_ms).unwrap_or(0))
+                    }),
+                    resets_at_unix_ms: Some(reset),
+                }
+            }
+        }
+    }
+}

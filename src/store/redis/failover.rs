@@ -1,0 +1,220 @@
+//! What the Redis store does when Redis fails and when it comes back: the mode it is in,
+//! this replica's local books (a mirror for estimates, a share that answers while
+//! degraded), the quarantine after a failure, and readiness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use hubgate_engine::{BudgetBook, BudgetKey, BudgetSpec, Limits, Reservation, Tick};
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+use super::keys::share_limits;
+use super::settings::OnFailure;
+use crate::store::budget_store::Lesson;
+
+/// How the store answers right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Redis answers every reservation.
+    Shared,
+    /// Redis failed at `failed_at` (caller's tick); the local share or a 503 answers.
+    Degraded { failed_at: Tick },
+    /// Redis is back; until `until`, a send needs Redis *and* the local share.
+    Rejoining { failed_at: Tick, until: Instant },
+}
+
+/// Whether the store serves from Redis, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Budgets are shared (or local by configuration).
+    Healthy,
+    /// Redis is unreachable and each replica serves its local share.
+    DegradedLocalShare,
+    /// Redis is unreachable and calls are refused with 503.
+    DegradedFailClosed,
+}
+
+/// The mode and this replica's books.
+#[derive(Debug)]
+pub(super) struct Local {
+    mode: Mode,
+    /// Full limits; this replica's grants and Redis's refusals, for `estimate_wait`.
+    pub(super) mirror: BudgetBook,
+    /// Each budget's share; answers while degraded and co-signs while rejoining.
+    pub(super) share: BudgetBook,
+}
+
+/// The failure state machine of one store.
+#[derive(Debug)]
+pub(super) struct Failover {
+    /// Mode and local books; never held across an `.await`.
+    local: Mutex<Local>,
+    /// Mirrors `Mode::Degraded` for lock-free reads (readiness, metrics, the prober).
+    degraded: AtomicBool,
+    /// `hubgate_store_degraded`.
+    gauge: IntGauge,
+    on_failure: OnFailure,
+    /// How long rejoining lasts beyond the longest span: two probe periods and a timeout.
+    rejoin_margin: Duration,
+}
+
+impl Failover {
+    pub(super) fn new(
+        limits: Limits,
+        replicas: u32,
+        on_failure: OnFailure,
+        rejoin_margin: Duration,
+        gauge: IntGauge,
+    ) -> Failover {
+        gauge.set(0);
+        Failover {
+            local: Mutex::new(Local {
+                mode: Mode::Shared,
+                share: BudgetBook::new(share_limits(&limits, replicas)),
+                mirror: BudgetBook::new(limits),
+            }),
+            degraded: AtomicBool::new(false),
+            gauge,
+            on_failure,
+            rejoin_margin,
+        }
+    }
+
+    pub(super) fn local(&self) -> MutexGuard<'_, Local> {
+        // Every step under the lock is a whole book operation; keep serving after a panic.
+        self.local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn fails_closed(&self) -> bool {
+        self.on_failure == OnFailure::FailClosed
+    }
+
+    pub(super) fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn health(&self) -> StoreHealth {
+        if !self.is_degraded() {
+            StoreHealth::Healthy
+        } else if self.fails_closed() {
+            StoreHealth::DegradedFailClosed
+        } else {
+            StoreHealth::DegradedLocalShare
+        }
+    }
+
+    /// The mode now, ending a finished rejoin (the local share is then forgotten).
+    pub(super) fn mode(&self, local: &mut Local) -> Mode {
+        if let Mode::Rejoining { until, .. } = local.mode {
+            if Instant::now() >= until {
+                local.mode = Mode::Shared;
+                local.share = BudgetBook::new(local.share.limits().clone());
+            }
+        }
+        local.mode
+    }
+
+    /// Redis failed: go degraded (once per outage) and say so. Returns the tick the
+    /// outage began at.
+    pub(super) fn fail(&self, now: Tick, error: &str) -> Tick {
+        let mut local = self.local();
+        let failed_at = match local.mode {
+            Mode::Degraded { failed_at } => return failed_at,
+            // A failure while rejoining keeps the first failure's quarantine and the share's
+            // record of the outage so far.
+            Mode::Rejoining { failed_at, .. } => failed_at,
+            Mode::Shared => {
+                local.share = BudgetBook::new(local.share.limits().clone());
+                now
+            }
+        };
+        local.mode = Mode::Degraded { failed_at };
+        drop(local);
+        self.degraded.store(true, Ordering::Relaxed);
+        self.gauge.set(1);
+        tracing::warn!(
+            error,
+            on_failure = ?self.on_failure,
+            "Redis budget store unreachable; serving degraded until it answers again"
+        );
+        failed_at
+    }
+
+    /// Redis answered the prober: rejoin, co-signing with the local share for `span` (the
+    /// longest window) plus the rejoin margin.
+    pub(super) fn resume(&self, span: Duration) {
+        let mut local = self.local();
+        if let Mode::Degraded { failed_at } = local.mode {
+            local.mode = Mode::Rejoining {
+                failed_at,
+                until: Instant::now() + span.saturating_add(self.rejoin_margin),
+            };
+            drop(local);
+            self.degraded.store(false, Ordering::Relaxed);
+            self.gauge.set(0);
+            tracing::info!("Redis budget store answers again; shared budgets resume");
+        }
+    }
+
+    /// Takes on reloaded limits: the mirror's are the full limits, the share's a replica's.
+    pub(super) fn set_limits(&self, limits: &Limits, replicas: u32, unix_ms: i64) {
+        let mut local = self.local();
+        local
+            .share
+            .set_limits(share_limits(limits, replicas), unix_ms);
+        local.mirror.set_limits(limits.clone(), unix_ms);
+    }
+}
+
+impl Local {
+    /// The local share's answer (quarantine first), or 503 when failing closed.
+    pub(super) fn answer(
+        &mut self,
+        limits: &Limits,
+        keys: &[BudgetKey],
+        (now, unix_ms): (Tick, i64),
+        failed_at: Tick,
+        fail_closed: bool,
+    ) -> Reservation {
+        if fail_closed {
+            return Reservation::StoreUnavailable;
+        }
+        quarantine(&mut self.share, limits, keys, now, failed_at);
+        self.share.reserve(keys, now, unix_ms)
+    }
+}
+
+/// Holds every window budget of `keys` full until one span after `failed_at`: the sends
+/// made through Redis before then are unknown here. Idempotent (blocks never shorten).
+pub(super) fn quarantine(
+    book: &mut BudgetBook,
+    limits: &Limits,
+    keys: &[BudgetKey],
+    now: Tick,
+    failed_at: Tick,
+) {
+    for key in keys {
+        if let BudgetSpec::Window(spec) = limits.spec_for(key) {
+            book.block_until(
+                key,
+                now,
+                failed_at.saturating_add_micros(spec.span_micros()),
+            );
+        }
+    }
+}
+
+/// A lesson applied to this replica's local books.
+pub(super) fn apply_local_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i64) {
+    match lesson {
+        // Not in the local books: to one replica, the other replicas' sends look like
+        // another client's, and its local share already leaves room for them. Redis, which
+        // holds every replica's sends, gets HubSpot's count instead (see `protocol`).
+        Lesson::Usage { .. } | Lesson::Rejected { .. } => {}
+        lesson => crate::store::budget_store::apply_lesson(book, lesson, now, unix_ms),
+    }
+}

@@ -1,0 +1,326 @@
+//! Owns budgets shared by every replica through Redis: one atomic Lua script per send on
+//! Redis's clock, lessons applied in Redis, and the degraded modes while Redis is away.
+//!
+//! # Time
+//! The pacer hands every store its own monotonic `Tick` (`now`). Replicas' ticks share no
+//! epoch, so none of them is written to Redis: the scripts read `TIME` and every stored
+//! timestamp is Redis-time microseconds (unix µs). A refusal comes back as a *delay*
+//! (`not_before - redis_now`) and is turned into the caller's clock as
+//! `now + elapsed_round_trip + delay`: the local instant at which Redis's clock will have
+//! reached `not_before`, plus at most the request's half of the round trip. Waking there
+//! never comes early (no second refused round trip, no polling storm); it can come up to
+//! one round trip late, which on a LAN is well under a millisecond. Lessons carry local
+//! ticks (`BlockUntil`) and are sent the same way, as a delay from `now`. Daily budgets
+//! count on Redis's wall clock too (`TIME` in ms), so every replica agrees on when a
+//! portal's day ends; `unix_ms` from the caller is only used by the local books.
+//!
+//! # Key layout
+//! `{prefix}:{p<portal>}:burst:<app>` / `…:search` (list of send times, oldest first,
+//! trimmed to the window's capacity) with `…:blk` beside each (Redis-time µs before which
+//! the window counts as full: a 429's pause); `{prefix}:{p<portal>}:daily` (hash `day`,
+//! `used`, `exhausted`); `{prefix}:{u<hash>}:burst` for unresolved credentials and
+//! `{prefix}:{anon}:global` for anonymous calls. The `{…}` hash tag is the portal, so the
+//! keys of one reservation sit in one Redis Cluster slot. Logs expire one span after their
+//! last send, blocks when they end, daily hashes a minute after their day: idle keys go.
+//! Specs travel in `ARGV` with every call, so replicas must share `[budgets]`; a reload
+//! takes effect with the next call, and the keys' state carries over.
+//!
+//! # When Redis fails
+//! Any error or timeout (`[store] command_timeout_ms`) flips the store to *degraded*. With
+//! `on_failure = "fail_closed"` reservations answer `StoreUnavailable` (503). With
+//! `"local_share"` a local `BudgetBook` whose limits are each budget's share
+//! (`limit / replicas`, at least 1) answers, after a *quarantine*: sends made through Redis
+//! before the failure are not known locally (other replicas' sends least of all), so a
+//! window budget admits nothing until one span after the failure, when they have all
+//! left. A prober pings Redis every `reconnect_interval_ms` while degraded (the connection
+//! manager reconnects by itself); once Redis answers the store *rejoins*: for the longest
+//! span plus two probe intervals and a timeout, a send needs a grant from Redis *and* from
+//! the local share, because sends made during the outage are unknown to Redis (a restarted
+//! Redis knows nothing at all); after that Redis alone decides. Replicas that notice the
+//! return more than two probe intervals apart, or a replica cut off from a Redis the others
+//! still reach, can exceed a window by the cut-off replicas' shares; `margin_slots` is the
+//! knob for that. Daily counts during an outage are per replica (`daily_limit / replicas`
+//! from the outage's start); HubSpot's `DAILY` 429 still stops them.
+//!
+//! # Estimates
+//! `estimate_wait` answers from a local mirror: a `BudgetBook` with the full limits that
+//! records this replica's own grants and, for each refusal, blocks the budget that refused
+//! until the "not before" Redis gave. It cannot see other replicas' sends, so it
+//! underestimates under shared load; a call it admits to the queue may then meet its
+//! deadline in the queue (`DeadlineExpired`) instead of being refused on arrival.
+
+mod failover;
+mod keys;
+mod protocol;
+mod settings;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use hubgate_engine::{BudgetKey, DailyExhausted, Limits, Reservation, Tick};
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+pub use failover::StoreHealth;
+pub use keys::{key_name, share_limits};
+pub use settings::{OnFailure, RedisSettings};
+
+use crate::store::budget_store::{BudgetStore, BudgetView, Lesson, StoreFuture};
+use failover::{apply_local_lesson, quarantine, Failover, Mode};
+use keys::{dedup, max_span_micros};
+use protocol::Redis;
+
+/// Budget state in Redis, shared by every replica; cloned handles share one connection.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: Redis,
+    failover: Failover,
+    /// The full limits: what Redis enforces, and what the mirror estimates with. Swapped
+    /// whole by a reload; every script call reads them once.
+    limits: arc_swap::ArcSwap<Limits>,
+    /// Replicas sharing the budgets, to size the local share of reloaded limits.
+    replicas: u32,
+    reconnect_interval: Duration,
+}
+
+impl RedisStore {
+    /// A store on `settings.url`; connects lazily, so a Redis that is down at start only
+    /// makes the first reservation find it degraded. Starts the prober on the current
+    /// runtime; it ends when the last handle is dropped.
+    pub fn new(
+        settings: RedisSettings,
+        limits: Limits,
+        gauge: IntGauge,
+    ) -> anyhow::Result<RedisStore> {
+        let redis = Redis::connect(&settings)?;
+        let rejoin_margin = settings
+            .reconnect_interval
+            .saturating_mul(2)
+            .saturating_add(settings.command_timeout);
+        let failover = Failover::new(
+            limits.clone(),
+            settings.replicas,
+            settings.on_failure,
+            rejoin_margin,
+            gauge,
+        );
+        let inner = Arc::new(Inner {
+            redis,
+            failover,
+            limits: arc_swap::ArcSwap::from_pointee(limits),
+            replicas: settings.replicas,
+            reconnect_interval: settings.reconnect_interval,
+        });
+        tokio::spawn(probe(Arc::downgrade(&inner)));
+        Ok(RedisStore { inner })
+    }
+
+    /// Whether Redis is unreachable now, and what is done about it.
+    pub fn health(&self) -> StoreHealth {
+        self.inner.failover.health()
+    }
+
+    /// Scripts sent to Redis so far (reservations and lessons).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.redis.round_trips()
+    }
+}
+
+impl Inner {
+    async fn reserve(&self, keys: &[BudgetKey], now: Tick, unix_ms: i64) -> Reservation {
+        let keys = dedup(keys);
+        if keys.is_empty() {
+            return Reservation::Granted;
+        }
+        let limits = self.limits.load_full();
+        {
+            let failover = &self.failover;
+            let mut local = failover.local();
+            match failover.mode(&mut local) {
+                Mode::Shared => {}
+                Mode::Degraded { failed_at } => {
+                    return local.answer(
+                        &limits,
+                        &keys,
+                        (now, unix_ms),
+                        failed_at,
+                        failover.fails_closed(),
+                    );
+                }
+                Mode::Rejoining { failed_at, .. } => {
+                    // The local share co-signs; a slot it grants and Redis then refuses stays
+                    // spent locally, which only errs on the safe side for the rest of the rejoin.
+                    match local.answer(&limits, &keys, (now, unix_ms), failed_at, false) {
+                        Reservation::Granted => {}
+                        other => return other,
+                    }
+                }
+            }
+        }
+        let started = Instant::now();
+        match self.redis.reserve(&keys, &limits).await {
+            Ok(answer) => {
+                let elapsed = started.elapsed();
+                let mut local = self.failover.local();
+                let reservation = answer.into_reservation(now, elapsed);
+                match reservation {
+                    Reservation::Granted => {
+                        local.mirror.reserve(&keys, now, unix_ms);
+                    }
+                    Reservation::NotBefore(t) => {
+                        if let Some(key) = answer.refusing_key().and_then(|i| keys.get(i)) {
+                            local.mirror.block_until(key, now, t);
+                        }
+                    }
+                    Reservation::DailyExhausted(_) => {
+                        for key in &keys {
+                            if let BudgetKey::Daily { portal_id } = key {
+                                local.mirror.mark_daily_exhausted(*portal_id, now, unix_ms);
+                            }
+                        }
+                    }
+                    Reservation::StoreUnavailable => {}
+                }
+                reservation
+            }
+            Err(error) => {
+                let failed_at = self.failover.fail(now, &error);
+                let fail_closed = self.failover.fails_closed();
+                self.failover
+                    .local()
+                    .answer(&limits, &keys, (now, unix_ms), failed_at, fail_closed)
+            }
+        }
+    }
+
+    async fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) {
+        let mode = {
+            let mut local = self.failover.local();
+            apply_local_lesson(&mut local.mirror, lesson, now, unix_ms);
+            let mode = self.failover.mode(&mut local);
+            if mode != Mode::Shared {
+                apply_local_lesson(&mut local.share, lesson, now, unix_ms);
+            }
+            mode
+        };
+        if matches!(mode, Mode::Degraded { .. }) {
+            return;
+        }
+        let limits = self.limits.load_full();
+        if let Err(error) = self.redis.learn(lesson, now, &limits).await {
+            self.failover.fail(now, &error);
+            apply_local_lesson(&mut self.failover.local().share, lesson, now, unix_ms);
+        }
+    }
+
+    /// How long rejoining co-signs with the local share: the longest span (the margin on
+    /// top is the failover's).
+    fn longest_span(&self) -> Duration {
+        Duration::from_micros(max_span_micros(&self.limits.load()))
+    }
+}
+
+/// While degraded, checks Redis every `reconnect_interval` and rejoins once it answers;
+/// while shared it only reads a flag. Ends when the store is dropped.
+async fn probe(inner: Weak<Inner>) {
+    let period = match inner.upgrade() {
+        Some(inner) => inner.reconnect_interval,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.failover.is_degraded() {
+            continue;
+        }
+        match inner.redis.ping().await {
+            Ok(()) => inner.failover.resume(inner.longest_span()),
+            Err(error) => tracing::debug!(error, "Redis budget store still unreachable"),
+        }
+    }
+}
+
+impl BudgetStore for RedisStore {
+    fn reserve<'a>(
+        &'a self,
+        keys: &'a [BudgetKey],
+        now: Tick,
+        unix_ms: i64,
+    ) -> StoreFuture<'a, Reservation> {
+        Box::pin(self.inner.reserve(keys, now, unix_ms))
+    }
+
+    fn try_reserve_now(&self, _: &[BudgetKey], _: Tick, _: i64) -> Option<Reservation> {
+        // Every answer needs the round trip; the lane's driver does it.
+        None
+    }
+
+    fn estimate_wait(
+        &self,
+        keys: &[BudgetKey],
+        now: Tick,
+        unix_ms: i64,
+        ahead: usize,
+    ) -> Result<Duration, DailyExhausted> {
+        let failover = &self.inner.failover;
+        let mut local = failover.local();
+        match failover.mode(&mut local) {
+            // Queue it; the reservation answers 503 at once.
+            Mode::Degraded { .. } if failover.fails_closed() => Ok(Duration::ZERO),
+            Mode::Degraded { failed_at } => {
+                quarantine(
+                    &mut local.share,
+                    &self.inner.limits.load(),
+                    keys,
+                    now,
+                    failed_at,
+                );
+                local.share.estimate_wait(keys, now, unix_ms, ahead)
+            }
+            Mode::Shared | Mode::Rejoining { .. } => {
+                local.mirror.estimate_wait(keys, now, unix_ms, ahead)
+            }
+        }
+    }
+
+    fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(self.inner.learn(lesson, now, unix_ms))
+    }
+
+    fn learns_locally(&self) -> bool {
+        false
+    }
+
+    fn set_limits(&self, limits: Limits, unix_ms: i64) {
+        let inner = &self.inner;
+        inner.failover.set_limits(&limits, inner.replicas, unix_ms);
+        inner.limits.store(Arc::new(limits));
+    }
+
+    fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
+        let mut local = self.inner.failover.local();
+        local.share.evict_idle(now, unix_ms, idle_ttl);
+        local.mirror.evict_idle(now, unix_ms, idle_ttl)
+    }
+
+    fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView> {
+        // This replica's view: its own grants and what Redis refused it. The shared truth
+        // is in Redis; reading every key there at each scrape would cost a round trip per
+        // budget, so the admin API and metrics show the local mirror.
+        let local = self.inner.failover.local();
+        local
+            .mirror
+            .iter()
+            .map(|(key, budget)| BudgetView::of(*key, budget, now, unix_ms))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.inner.failover.local().mirror.len()
+    }
+}

@@ -1,0 +1,352 @@
+//! Talking to Redis: the two Lua scripts (one reservation; one lesson) sent in one round
+//! trip each on a multiplexed connection, bounded by `[store] command_timeout_ms`, and what
+//! their replies mean on the caller's clock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hubgate_engine::{
+    BudgetKey, BudgetSpec, DailyExhausted, Limits, Reservation, Tick, WindowSpec,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::keys::key_name;
+use super::settings::RedisSettings;
+use crate::store::budget_store::Lesson;
+
+/// The connection and the scripts; every call reads the limits it is handed.
+pub(super) struct Redis {
+    /// Multiplexed connection that reconnects by itself; clones are cheap handles.
+    conn: ConnectionManager,
+    /// Key prefix from `[store] key_prefix`.
+    prefix: String,
+    command_timeout: Duration,
+    /// The reservation script (EVALSHA, falling back to EVAL after a Redis restart).
+    reserve_script: Script,
+    /// The script applying one lesson.
+    learn_script: Script,
+    /// Reservation and lesson scripts sent to Redis, for benchmarks and tests.
+    round_trips: AtomicU64,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("round_trips", &self.round_trips)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// A connection to `settings.url`, made lazily: a Redis that is down at start only makes
+    /// the first reservation find it unreachable.
+    pub(super) fn connect(settings: &RedisSettings) -> anyhow::Result<Redis> {
+        let client = match &settings.ca_file {
+            None => redis::Client::open(settings.url.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("[store] ca_file: reading {}: {e}", path.display())
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(settings.url.as_str(), certificates)
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.command_timeout))
+            // Reconnect attempts are cheap and the prober paces recovery; keep the manager's
+            // own backoff short so a returning Redis is used at once.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(settings.reconnect_interval);
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
+        Ok(Redis {
+            conn,
+            prefix: settings.key_prefix.clone(),
+            command_timeout: settings.command_timeout,
+            reserve_script: Script::new(include_str!("reserve.lua")),
+            learn_script: Script::new(include_str!("learn.lua")),
+            round_trips: AtomicU64::new(0),
+        })
+    }
+
+    /// Scripts sent to Redis so far (reservations and lessons).
+    pub(super) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// One script round trip, bounded by the command timeout.
+    pub(super) async fn reserve(
+        &self,
+        keys: &[BudgetKey],
+        limits: &Limits,
+    ) -> Result<Answer, String> {
+        let mut invocation = self.reserve_script.prepare_invoke();
+        invocation.arg(keys.len());
+        for key in keys {
+            let name = key_name(&self.prefix, key);
+            match limits.spec_for(key) {
+                BudgetSpec::Window(spec) => {
+                    invocation
+                        .key(name.clone())
+                        .key(format!("{name}:blk"))
+                        .arg("w")
+                        .arg(spec.capacity())
+                        .arg(spec.span_micros());
+                }
+                BudgetSpec::Daily(spec) => {
+                    invocation
+                        .key(name)
+                        .arg("d")
+                        .arg(spec.limit)
+                        .arg(i64::from(spec.utc_offset_secs) * 1_000);
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply: Vec<i64> =
+            bounded(self.command_timeout, invocation.invoke_async(&mut conn)).await?;
+        Answer::parse(&reply)
+            .ok_or_else(|| format!("unexpected reply from the reservation script: {reply:?}"))
+    }
+
+    /// Applies one lesson in Redis; `now` is the caller's tick the lesson's instants are
+    /// relative to.
+    pub(super) async fn learn(
+        &self,
+        lesson: Lesson,
+        now: Tick,
+        limits: &Limits,
+    ) -> Result<(), String> {
+        let mut invocation = self.learn_script.prepare_invoke();
+        match lesson {
+            Lesson::BlockUntil { key, until } => {
+                if matches!(key, BudgetKey::Daily { .. }) {
+                    return Ok(());
+                }
+                // A block is a pause, never "forever": cap it at a day like the clock does.
+                let delay = until
+                    .as_micros()
+                    .saturating_sub(now.as_micros())
+                    .min(86_400_000_000);
+                let name = key_name(&self.prefix, &key);
+                invocation
+                    .key(format!("{name}:blk"))
+                    .arg("block")
+                    .arg(delay);
+            }
+            Lesson::Remaining { key, remaining } => match limits.spec_for(&key) {
+                BudgetSpec::Window(spec) => {
+                    let name = key_name(&self.prefix, &key);
+                    invocation
+                        .key(name)
+                        .arg("remaining")
+                        .arg(spec.limit.min(WindowSpec::MAX_LIMIT))
+                        .arg(spec.capacity())
+                        .arg(spec.span_micros())
+                        .arg(remaining.min(u64::from(u32::MAX)));
+                }
+                BudgetSpec::Daily(spec) => {
+                    invocation
+                        .key(key_name(&self.prefix, &key))
+                        .arg("daily_remaining")
+                        .arg(spec.limit)
+                        .arg(i64::from(spec.utc_offset_secs) * 1_000)
+                        .arg(remaining);
+                }
+            },
+            // Redis keeps no estimate of another client's use: HubSpot's count becomes
+            // placeholder sends there (what "remaining" does), which every replica sees;
+            // the finer per-epoch estimate lives in each replica's mirror.
+            Lesson::Usage { key, hub_used, max } => match limits.spec_for(&key) {
+                BudgetSpec::Window(spec) => {
+                    // What HubSpot says is left, against the configured limit: a lower
+                    // `-Max` than configured leaves fewer slots, a higher one changes nothing.
+                    invocation
+                        .key(key_name(&self.prefix, &key))
+                        .arg("remaining")
+                        .arg(spec.limit.min(WindowSpec::MAX_LIMIT))
+                        .arg(spec.capacity())
+                        .arg(spec.span_micros())
+                        .arg(max.saturating_sub(hub_used));
+                }
+                BudgetSpec::Daily(_) => return Ok(()),
+            },
+            // The 429 also arrives as "remaining 0" (see `pace`), which Redis applies.
+            Lesson::Rejected { .. } => return Ok(()),
+            // Redis's log is on Redis's clock: the two instants go as "this long ago", and
+            // the script moves the newest send at or before the admission, as the engine
+            // does.
+            Lesson::SentLate {
+                key,
+                admitted,
+                sent,
+            } => match limits.spec_for(&key) {
+                BudgetSpec::Window(spec) => {
+                    invocation
+                        .key(key_name(&self.prefix, &key))
+                        .arg("late")
+                        .arg(now.as_micros().saturating_sub(admitted.as_micros()))
+                        .arg(now.as_micros().saturating_sub(sent.as_micros()))
+                        .arg(spec.span_micros());
+                }
+                BudgetSpec::Daily(_) => return Ok(()),
+            },
+            Lesson::DailyExhausted { portal_id } => {
+                let key = BudgetKey::Daily { portal_id };
+                let offset = match limits.spec_for(&key) {
+                    BudgetSpec::Daily(spec) => i64::from(spec.utc_offset_secs) * 1_000,
+                    BudgetSpec::Window(_) => 0,
+                };
+                invocation
+                    .key(key_name(&self.prefix, &key))
+                    .arg("daily_exhausted")
+                    .arg(0)
+                    .arg(offset);
+            }
+        }
+        let mut conn = self.conn.clone();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let _: i64 = bounded(self.command_timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// `PING` through the manager (which reconnects on demand), bounded.
+    pub(super) async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let pong: String = bounded(
+            self.command_timeout,
+            redis::cmd("PING").query_async(&mut conn),
+        )
+        .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(format!("PING answered {pong:?}"))
+        }
+    }
+}
+
+/// Awaits a Redis call for at most `limit`, folding both failures into a message.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} ms ([store] command_timeout_ms)",
+            limit.as_millis()
+        )),
+    }
+}
+
+/// What the reservation script said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    Granted,
+    /// Refused; `delay_us` from Redis's now (`None` = never), and the index of the budget
+    /// that refused latest.
+    NotBefore {
+        delay_us: Option<u64>,
+        index: usize,
+    },
+    /// A daily budget is spent until this unix time (ms, Redis's clock).
+    Daily {
+        resets_at_unix_ms: i64,
+    },
+}
+
+impl Answer {
+    /// `[1]`, `[2, delay_us | -1, index]` or `[3, reset_ms]`; anything else is `None`.
+    pub(super) fn parse(reply: &[i64]) -> Option<Answer> {
+        match *reply {
+            [1] => Some(Answer::Granted),
+            [2, delay, index] => Some(Answer::NotBefore {
+                delay_us: u64::try_from(delay).ok(),
+                index: usize::try_from(index).ok()?.checked_sub(1)?,
+            }),
+            [3, reset] => Some(Answer::Daily {
+                resets_at_unix_ms: reset,
+            }),
+            _ => None,
+        }
+    }
+
+    pub(super) fn refusing_key(&self) -> Option<usize> {
+        match self {
+            Answer::NotBefore { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// Onto the caller's clock: the round trip has passed since `now`, then the delay.
+    pub(super) fn into_reservation(self, now: Tick, elapsed: Duration) -> Reservation {
+        match self {
+            Answer::Granted => Reservation::Granted,
+            Answer::NotBefore { delay_us: None, .. } => Reservation::NotBefore(Tick::MAX),
+            Answer::NotBefore {
+                delay_us: Some(delay),
+                ..
+            } => Reservation::NotBefore(now.saturating_add(elapsed).saturating_add_micros(delay)),
+            Answer::Daily { resets_at_unix_ms } => {
+                Reservation::DailyExhausted(DailyExhausted { resets_at_unix_ms })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_parse_or_are_refused_without_panicking() {
+        assert_eq!(Answer::parse(&[1]), Some(Answer::Granted));
+        assert_eq!(
+            Answer::parse(&[2, 500, 2]),
+            Some(Answer::NotBefore {
+                delay_us: Some(500),
+                index: 1
+            })
+        );
+        assert_eq!(
+            Answer::parse(&[2, -1, 1]),
+            Some(Answer::NotBefore {
+                delay_us: None,
+                index: 0
+            })
+        );
+        assert_eq!(
+            Answer::parse(&[3, 86_400_000]),
+            Some(Answer::Daily {
+                resets_at_unix_ms: 86_400_000
+            })
+        );
+        for bad in [&[][..], &[2, 5, 0], &[2, 5, -3], &[9], &[1, 1]] {
+            assert_eq!(Answer::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn not_before_lands_on_the_callers_clock_after_the_round_trip() {
+        let answer = Answer::NotBefore {
+            delay_us: Some(1_000),
+            index: 0,
+        };
+        assert_eq!(
+            answer.into_reservation(Tick(10_000), Duration::from_micros(300)),
+            Reservation::NotBefore(Tick(11_300))
+        );
+    }
+}
