@@ -10,7 +10,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
-use super::server::hs_error;
+use super::clock::iso_ms;
+use super::http_util::{self, hs_error, parse_query};
 
 const MAX_BATCH: usize = 100;
 
@@ -812,43 +813,6 @@ fn query_limit(q: &[(String, String)], default: usize, max: usize) -> usize {
         .clamp(1, max)
 }
 
-/// Decodes `application/x-www-form-urlencoded` pairs; malformed escapes pass through verbatim.
-pub(crate) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
-
 /// Accepts names, singular names and HubSpot's numeric object type ids.
 fn object_type(raw: &str) -> String {
     let lower = raw.to_ascii_lowercase();
@@ -912,17 +876,7 @@ fn validation(corr: &str, message: &str) -> Reply {
 }
 
 pub(crate) fn route_not_found(corr: &str, method: &str, segments: &[&str]) -> Reply {
-    Reply::json(
-        404,
-        hs_error(
-            corr,
-            &format!(
-                "Unable to route {method} request to /{}: resource not found",
-                segments.join("/")
-            ),
-            "OBJECT_NOT_FOUND",
-        ),
-    )
+    Reply::json(404, http_util::route_not_found(corr, method, segments))
 }
 
 /// True for `YYYY-MM` and `YYYY-MM-beta`, HubSpot's date-versioned API segments.
@@ -947,45 +901,9 @@ pub(crate) fn normalize<'a>(segments: &[&'a str]) -> Vec<&'a str> {
     }
 }
 
-/// `2024-05-01T12:34:56.789Z` from Unix milliseconds (proleptic Gregorian, UTC).
-pub(crate) fn iso_ms(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let (h, mi, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_format() {
-        assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_ms(1_714_566_896_789), "2024-05-01T12:34:56.789Z");
-        assert_eq!(iso_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn date_versions() {
@@ -995,19 +913,6 @@ mod tests {
         assert_eq!(
             normalize(&["crm", "objects", "2025-09", "contacts", "search"]),
             vec!["crm", "v3", "objects", "contacts", "search"]
-        );
-    }
-
-    #[test]
-    fn query_decoding() {
-        assert_eq!(
-            parse_query(Some("a=1&b=x%20y+z&c=%zz&properties=a,b")),
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "x y z".into()),
-                ("c".into(), "%zz".into()),
-                ("properties".into(), "a,b".into()),
-            ]
         );
     }
 }

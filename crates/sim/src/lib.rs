@@ -23,9 +23,11 @@
 //! The echo route reports headers in `HeaderMap` order: names are lower-cased and repeated
 //! names are grouped at the position of their first occurrence.
 
+mod clock;
 mod config;
 mod crm;
 mod faults;
+mod http_util;
 mod limits;
 mod server;
 mod stats;
@@ -98,7 +100,7 @@ impl Simulator {
 
     /// Same data as `GET /__sim/stats`.
     pub fn stats(&self) -> SimStats {
-        self.shared.limiter.stats(crm::now_ms())
+        self.shared.limiter.stats(clock::unix_ms())
     }
 
     /// Same as `POST /__sim/reset`: clears counters, windows and the CRM store.

@@ -1,5 +1,6 @@
 //! Request handling: routing, authentication, rate-limit accounting, faults, introspection,
-//! the `/__sim/*` control and fidelity routes, and the accept loop.
+//! the `/__sim/*` control and fidelity routes, and the accept loop. Response builders and
+//! HubSpot's error shapes come from `http_util`, which the CRM shares.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -9,17 +10,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response};
 use http_body::{Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rand::Rng as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -27,12 +26,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::clock::unix_ms;
 use super::config::{ExemptRule, HapiKeyConfig, OutsideConfig, SimConfig, TokenConfig, TokenKind};
 use super::crm::{self, Crm};
 use super::faults::{FaultOutcome, Faults};
+use super::http_util::{
+    correlation_id, empty_response, hs_error, json_response, parse_query, read_body,
+    route_not_found, segments, set_header, Body,
+};
 use super::limits::{Caller, Class, Counter, Decision, IntrospectionKind, Limiter, Policy};
-
-pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// Returned by the service to make hyper close the connection without answering.
 #[derive(Debug)]
@@ -144,60 +146,6 @@ pub(crate) fn set_outside(shared: &Arc<Shared>, o: OutsideConfig) {
     map.insert((o.app_id, o.portal_id), handle);
 }
 
-/// HubSpot's generic error body.
-pub(crate) fn hs_error(corr: &str, message: &str, category: &str) -> Value {
-    json!({
-        "status": "error",
-        "message": message,
-        "correlationId": corr,
-        "category": category,
-    })
-}
-
-fn correlation_id() -> String {
-    let b: [u8; 16] = rand::rng().random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e| match e {}).boxed()
-}
-
-fn json_response(status: u16, body: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = Response::new(full(bytes));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=utf-8"),
-    );
-    resp
-}
-
-fn empty_response(status: u16) -> Response<Body> {
-    let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT);
-    resp
-}
-
-fn set_header(resp: &mut Response<Body>, name: &'static str, value: impl ToString) {
-    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-        resp.headers_mut().insert(HeaderName::from_static(name), v);
-    }
-}
-
-fn segments(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty()).collect()
-}
-
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -220,7 +168,7 @@ async fn api_route(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Dropped> {
     let arrived = Instant::now();
-    let unix_ms = crm::now_ms();
+    let unix_ms = unix_ms();
     let corr = correlation_id();
     shared.limiter.count(Counter::Request);
     let path = req.uri().path().to_string();
@@ -333,7 +281,7 @@ fn authenticate(shared: &Shared, req: &Request<Incoming>) -> Option<Caller> {
             daily_limit: t.daily_limit.unwrap_or(shared.config.daily_limit),
         });
     }
-    let key = crm::parse_query(req.uri().query())
+    let key = parse_query(req.uri().query())
         .into_iter()
         .find(|(k, _)| k == "hapikey")
         .map(|(_, v)| v)?;
@@ -373,31 +321,6 @@ fn rate_limit_body(caller: &Caller, p: Policy, corr: &str) -> Value {
     })
 }
 
-async fn read_body(
-    shared: &Shared,
-    req: Request<Incoming>,
-    corr: &str,
-) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), shared.config.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            let too_big = e.is::<http_body_util::LengthLimitError>();
-            let (status, msg) = if too_big {
-                (413, "Request body is too large.")
-            } else {
-                (400, "Request body could not be read.")
-            };
-            Err(json_response(
-                status,
-                &hs_error(corr, msg, "VALIDATION_ERROR"),
-            ))
-        }
-    }
-}
-
 async fn serve_api(
     shared: &Shared,
     req: Request<Incoming>,
@@ -408,7 +331,7 @@ async fn serve_api(
     unix_ms: i64,
 ) -> Response<Body> {
     let query = req.uri().query().map(str::to_string);
-    let body = match read_body(shared, req, corr).await {
+    let body = match read_body(req, shared.config.max_body_bytes, corr).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -491,7 +414,7 @@ async fn introspect(
             }
         }
         (&Method::POST, ["oauth", "v2", "private-apps", "get", "access-token-info"]) => {
-            let body = match read_body(shared, req, corr).await {
+            let body = match read_body(req, shared.config.max_body_bytes, corr).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
@@ -538,11 +461,11 @@ async fn introspect(
             }
         }
         (&Method::POST, ["oauth", _, "token", "introspect"]) => {
-            let body = match read_body(shared, req, corr).await {
+            let body = match read_body(req, shared.config.max_body_bytes, corr).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            let form = crm::parse_query(std::str::from_utf8(&body).ok());
+            let form = parse_query(std::str::from_utf8(&body).ok());
             let token = form
                 .iter()
                 .find(|(k, _)| k == "token")
@@ -565,10 +488,7 @@ async fn introspect(
                 None => json_response(200, &json!({ "active": false })),
             }
         }
-        _ => {
-            let r = crm::route_not_found(corr, method.as_str(), segs);
-            json_response(r.status, &r.body.unwrap_or(Value::Null))
-        }
+        _ => json_response(404, &route_not_found(corr, method.as_str(), segs)),
     }
 }
 
@@ -583,7 +503,7 @@ async fn sim_route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             Err(_) => json_response(400, &json!({ "message": "n must be a byte count" })),
         },
         (&Method::GET, ["stats"]) => {
-            let stats = shared.limiter.stats(crm::now_ms());
+            let stats = shared.limiter.stats(unix_ms());
             json_response(200, &serde_json::to_value(stats).unwrap_or(Value::Null))
         }
         (&Method::POST, ["reset"]) => {
