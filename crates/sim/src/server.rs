@@ -356,7 +356,7 @@ async fn serve_api(
     let reply = shared
         .crm
         .handle(&r)
-        .unwrap_or_else(|| crm::route_not_found(corr, method, norm));
+        .unwrap_or_else(|| crm::Reply::route_not_found(corr, method, norm));
     match reply.body {
         Some(b) => json_response(reply.status, &b),
         None => empty_response(reply.status),
