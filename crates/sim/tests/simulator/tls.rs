@@ -1,15 +1,13 @@
 //! TLS: the simulator serves HTTPS with ALPN h2 and http/1.1 from PEM files.
 
-mod sim_support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hubgate_sim::{SimConfig, Simulator};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use sim_support::*;
 use tokio_rustls::rustls;
 
 struct Pki {

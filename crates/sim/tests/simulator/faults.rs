@@ -1,13 +1,12 @@
 //! Fault injection and the outside consumer.
 
-mod sim_support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
+use crate::support::*;
 use hubgate_sim::{Faults, SimConfig};
 use serde_json::json;
-use sim_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 const LIST: &str = "/crm/v3/objects/contacts";
 

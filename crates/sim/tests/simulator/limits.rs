@@ -1,12 +1,10 @@
 //! Rate-limit behaviour of the simulator: burst, search, daily, exemptions, stats and reset.
 
-mod sim_support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use hubgate_sim::SimConfig;
 use serde_json::json;
-use sim_support::*;
 
 const LIST: &str = "/crm/v3/objects/contacts";
 
