@@ -130,9 +130,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let dir = std::env::temp_dir().join(format!("hubgate-sim-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let file = dir.join("sim.toml");
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("sim.toml");
         std::fs::write(
             &file,
             "burst_limit = 7\nsearch_limit = 2\ngenerate_tokens = 1\n",
@@ -155,6 +154,5 @@ mod tests {
         assert_eq!(cfg.daily_limit, 0);
         assert_eq!(cfg.generate_tokens, 1);
         assert!(Cli::try_parse_from(["x", "--tls-cert", "a.pem"]).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,8 @@
-//! Shared helpers for the simulator integration tests: start a simulator on 127.0.0.1:0 and
-//! talk to it with hyper-util's client.
+//! Shared helpers for the simulator integration tests: start a simulator on 127.0.0.1:0,
+//! talk to it with hyper-util's client, and wait on conditions or on paused time.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request};
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio::time::Instant;
 
 pub(crate) type ReqBody = BoxBody<Bytes, Infallible>;
 
@@ -129,4 +131,26 @@ pub(crate) async fn start(cfg: SimConfig) -> (Simulator, Client) {
     let sim = Simulator::start(cfg, listener).await.expect("start");
     let client = Client::new(sim.base_url());
     (sim, client)
+}
+
+/// Polls `condition` until it holds, failing the test if it still does not after `within`:
+/// waits on what the simulator has done instead of guessing how long that takes.
+pub(crate) async fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Moves paused time forward to `t` (no-op if it is already there), so a test states the
+/// instants its requests arrive at rather than the gaps between them.
+pub(crate) async fn advance_to(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        tokio::time::advance(t - now).await;
+    }
 }
