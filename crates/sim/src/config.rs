@@ -29,7 +29,7 @@ pub struct SimConfig {
     pub generate_tokens: u32,
     pub tokens: Vec<TokenConfig>,
     pub hapikeys: Vec<HapiKeyConfig>,
-    /// Paths exempt from some windows; defaults to the list in hubspot-api.md.
+    /// Paths exempt from some windows; defaults to `default_exempt()` (see docs/hubspot.md).
     pub exempt: Vec<ExemptRule>,
     pub faults: Faults,
     /// Outside consumers active from start-up.

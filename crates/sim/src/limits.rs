@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::config::TokenKind;
 use super::stats::{
@@ -17,34 +19,35 @@ use super::stats::{
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The HubSpot limit that rejected a call (its `policyName`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum LimitPolicy {
     TenSecondlyRolling,
     Secondly,
     Daily,
 }
 
-impl Policy {
-    pub fn name(self) -> &'static str {
+impl LimitPolicy {
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Policy::TenSecondlyRolling => "TEN_SECONDLY_ROLLING",
-            Policy::Secondly => "SECONDLY",
-            Policy::Daily => "DAILY",
+            LimitPolicy::TenSecondlyRolling => "TEN_SECONDLY_ROLLING",
+            LimitPolicy::Secondly => "SECONDLY",
+            LimitPolicy::Daily => "DAILY",
         }
     }
 
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
-            Policy::TenSecondlyRolling => "You have reached your ten_secondly_rolling limit.",
-            Policy::Secondly => "You have reached your secondly limit.",
-            Policy::Daily => "You have reached your daily limit.",
+            LimitPolicy::TenSecondlyRolling => "You have reached your ten_secondly_rolling limit.",
+            LimitPolicy::Secondly => "You have reached your secondly limit.",
+            LimitPolicy::Daily => "You have reached your daily limit.",
         }
     }
 }
 
 /// How a request is budgeted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum BudgetClass {
     Normal,
     Search,
     Exempt { daily: bool },
@@ -52,29 +55,29 @@ pub enum Class {
 
 /// The budget owner a credential resolves to, with its effective limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub app_id: u64,
-    pub portal_id: u64,
-    pub kind: TokenKind,
-    pub burst_limit: u32,
-    pub daily_limit: u64,
+pub(crate) struct Caller {
+    pub(crate) app_id: u64,
+    pub(crate) portal_id: u64,
+    pub(crate) kind: TokenKind,
+    pub(crate) burst_limit: u32,
+    pub(crate) daily_limit: u64,
 }
 
 /// Values for the `X-HubSpot-RateLimit-*` headers.
 #[derive(Debug, Clone, Copy)]
-pub struct RateHeaders {
-    pub max: u32,
-    pub remaining: u64,
-    pub interval_ms: u64,
+pub(crate) struct RateHeaders {
+    pub(crate) max: u32,
+    pub(crate) remaining: u64,
+    pub(crate) interval_ms: u64,
     /// (limit, remaining) for private apps with a daily limit.
-    pub daily: Option<(u64, u64)>,
+    pub(crate) daily: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Decision {
-    pub rejected: Option<Policy>,
+pub(crate) struct Decision {
+    pub(crate) rejected: Option<LimitPolicy>,
     /// None for searches, which HubSpot answers without rate-limit headers.
-    pub headers: Option<RateHeaders>,
+    pub(crate) headers: Option<RateHeaders>,
 }
 
 struct Window {
@@ -169,7 +172,9 @@ impl Inner {
     }
 }
 
-pub struct Limiter {
+/// Every window and counter of one simulator, behind one lock: a request's accounting touches
+/// several of them and must see them consistently.
+pub(crate) struct Limiter {
     burst_window: Duration,
     search_limit: u32,
     search_window: Duration,
@@ -177,21 +182,23 @@ pub struct Limiter {
     inner: Mutex<Inner>,
 }
 
-pub enum Counter {
+/// Totals kept outside any owner's window.
+pub(crate) enum Counter {
     Request,
     Unauthorized,
     FaultError,
     FaultDrop,
 }
 
-pub enum IntrospectionKind {
+/// The introspection endpoints `IntrospectionStats` counts separately.
+pub(crate) enum IntrospectionKind {
     OauthAccessToken,
     PrivateAppTokenInfo,
     TokenIntrospect,
 }
 
 impl Limiter {
-    pub fn new(
+    pub(crate) fn new(
         burst_window_ms: u64,
         search_limit: u32,
         search_window_ms: u64,
@@ -218,7 +225,13 @@ impl Limiter {
     }
 
     /// Records one request of `caller` and decides whether HubSpot would reject it.
-    pub fn check(&self, caller: &Caller, class: Class, now: Instant, unix_ms: i64) -> Decision {
+    pub(crate) fn check(
+        &self,
+        caller: &Caller,
+        class: BudgetClass,
+        now: Instant,
+        unix_ms: i64,
+    ) -> Decision {
         let day = self.day_of(unix_ms);
         let burst_window = self.burst_window;
         let search_window = self.search_window;
@@ -226,7 +239,7 @@ impl Limiter {
         let mut inner = self.lock();
         let daily_applies = caller.kind == TokenKind::Private
             && caller.daily_limit > 0
-            && !matches!(class, Class::Exempt { daily: true });
+            && !matches!(class, BudgetClass::Exempt { daily: true });
 
         // Daily usage counts every non-exempt arrival, like the burst window does.
         let mut daily_state = None;
@@ -244,13 +257,13 @@ impl Limiter {
             d.limit = caller.daily_limit;
             d.used += 1;
             if d.used > d.limit {
-                rejected = Some(Policy::Daily);
+                rejected = Some(LimitPolicy::Daily);
             }
             daily_state = Some((d.limit, d.limit.saturating_sub(d.used)));
         }
 
         match class {
-            Class::Normal => {
+            BudgetClass::Normal => {
                 let limit = u64::from(caller.burst_limit);
                 let o = inner.owner(
                     caller.app_id,
@@ -262,7 +275,7 @@ impl Limiter {
                 o.stats.arrivals += 1;
                 o.stats.max_arrivals_in_window = o.stats.max_arrivals_in_window.max(n);
                 if rejected.is_none() && n > limit {
-                    rejected = Some(Policy::TenSecondlyRolling);
+                    rejected = Some(LimitPolicy::TenSecondlyRolling);
                 }
                 match rejected {
                     None => {
@@ -282,7 +295,7 @@ impl Limiter {
                     }),
                 }
             }
-            Class::Search => {
+            BudgetClass::Search => {
                 let s = inner
                     .search
                     .entry(caller.portal_id)
@@ -297,7 +310,7 @@ impl Limiter {
                 s.stats.arrivals += 1;
                 s.stats.max_in_window = s.stats.max_in_window.max(n);
                 if rejected.is_none() && n > search_limit {
-                    rejected = Some(Policy::Secondly);
+                    rejected = Some(LimitPolicy::Secondly);
                 }
                 match rejected {
                     None => {
@@ -321,7 +334,7 @@ impl Limiter {
                     headers: None,
                 }
             }
-            Class::Exempt { .. } => {
+            BudgetClass::Exempt { .. } => {
                 let limit = u64::from(caller.burst_limit);
                 let o = inner.owner(
                     caller.app_id,
@@ -349,7 +362,13 @@ impl Limiter {
     }
 
     /// One arrival from traffic that bypasses the gateway (see `Simulator::set_outside_consumer`).
-    pub fn outside_arrival(&self, app_id: u64, portal_id: u64, burst_limit: u32, now: Instant) {
+    pub(crate) fn outside_arrival(
+        &self,
+        app_id: u64,
+        portal_id: u64,
+        burst_limit: u32,
+        now: Instant,
+    ) {
         let width = self.burst_window;
         let mut inner = self.lock();
         let o = inner.owner(app_id, portal_id, burst_limit, width);
@@ -366,7 +385,7 @@ impl Limiter {
         }
     }
 
-    pub fn count(&self, c: Counter) {
+    pub(crate) fn count(&self, c: Counter) {
         let mut inner = self.lock();
         match c {
             Counter::Request => inner.requests += 1,
@@ -376,7 +395,7 @@ impl Limiter {
         }
     }
 
-    pub fn count_introspection(&self, kind: IntrospectionKind, token: &str) {
+    pub(crate) fn count_introspection(&self, kind: IntrospectionKind, token: &str) {
         let mut inner = self.lock();
         let s = &mut inner.introspection;
         match kind {
@@ -393,7 +412,7 @@ impl Limiter {
 
     /// Credits one introspection to `token`; separate because some endpoints carry the token
     /// in a body that is only read after the call has been counted.
-    pub fn attribute_introspection(&self, token: &str) {
+    pub(crate) fn attribute_introspection(&self, token: &str) {
         let mut inner = self.lock();
         let by_token = &mut inner.introspection.by_token;
         // Bounded so that a flood of junk tokens cannot grow memory without limit.
@@ -402,11 +421,11 @@ impl Limiter {
         }
     }
 
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self.lock() = Inner::default();
     }
 
-    pub fn stats(&self, unix_ms: i64) -> SimStats {
+    pub(crate) fn stats(&self, unix_ms: i64) -> SimStats {
         let day = self.day_of(unix_ms);
         let inner = self.lock();
         let mut owners: Vec<OwnerStats> = inner.owners.values().map(|o| o.stats.clone()).collect();
@@ -454,11 +473,11 @@ impl Limiter {
     }
 }
 
-fn bump(stats: &mut OwnerStats, p: Policy) {
+fn bump(stats: &mut OwnerStats, p: LimitPolicy) {
     match p {
-        Policy::TenSecondlyRolling => stats.rate_limited.ten_secondly_rolling += 1,
-        Policy::Secondly => stats.rate_limited.secondly += 1,
-        Policy::Daily => stats.rate_limited.daily += 1,
+        LimitPolicy::TenSecondlyRolling => stats.rate_limited.ten_secondly_rolling += 1,
+        LimitPolicy::Secondly => stats.rate_limited.secondly += 1,
+        LimitPolicy::Daily => stats.rate_limited.daily += 1,
     }
 }
 
@@ -481,17 +500,17 @@ mod tests {
         let l = Limiter::new(1000, 5, 1000, 0);
         let t0 = Instant::now();
         let c = caller(2);
-        assert!(l.check(&c, Class::Normal, t0, 0).rejected.is_none());
-        assert!(l.check(&c, Class::Normal, t0, 0).rejected.is_none());
+        assert!(l.check(&c, BudgetClass::Normal, t0, 0).rejected.is_none());
+        assert!(l.check(&c, BudgetClass::Normal, t0, 0).rejected.is_none());
         let t1 = t0 + Duration::from_millis(500);
         assert_eq!(
-            l.check(&c, Class::Normal, t1, 0).rejected,
-            Some(Policy::TenSecondlyRolling)
+            l.check(&c, BudgetClass::Normal, t1, 0).rejected,
+            Some(LimitPolicy::TenSecondlyRolling)
         );
         // At t0+1000 the first two left the window; the rejected one at t1 still counts.
         let t2 = t0 + Duration::from_millis(1000);
-        assert!(l.check(&c, Class::Normal, t2, 0).rejected.is_none());
-        assert!(l.check(&c, Class::Normal, t2, 0).rejected.is_some());
+        assert!(l.check(&c, BudgetClass::Normal, t2, 0).rejected.is_none());
+        assert!(l.check(&c, BudgetClass::Normal, t2, 0).rejected.is_some());
         let s = l.stats(0);
         assert_eq!(s.owners[0].max_arrivals_in_window, 3);
         assert_eq!(s.owners[0].max_accepted_in_window, 2);
@@ -515,11 +534,14 @@ mod tests {
         c.kind = TokenKind::Private;
         c.daily_limit = 1;
         let t = Instant::now();
-        assert!(l.check(&c, Class::Normal, t, 10).rejected.is_none());
+        assert!(l.check(&c, BudgetClass::Normal, t, 10).rejected.is_none());
         assert_eq!(
-            l.check(&c, Class::Normal, t, 20).rejected,
-            Some(Policy::Daily)
+            l.check(&c, BudgetClass::Normal, t, 20).rejected,
+            Some(LimitPolicy::Daily)
         );
-        assert!(l.check(&c, Class::Normal, t, DAY_MS + 1).rejected.is_none());
+        assert!(l
+            .check(&c, BudgetClass::Normal, t, DAY_MS + 1)
+            .rejected
+            .is_none());
     }
 }

@@ -1,20 +1,22 @@
 //! TLS: the simulator serves HTTPS with ALPN h2 and http/1.1 from PEM files.
-
-mod sim_support;
+//!
+//! Real time: on paused time the server's handshake timeout would fire while the handshake
+//! is still on the wire.
 
 use std::sync::Arc;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hubgate_sim::{SimConfig, Simulator};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use sim_support::*;
 use tokio_rustls::rustls;
 
 struct Pki {
     ca_der: Vec<u8>,
-    dir: std::path::PathBuf,
+    /// Holds cert.pem and key.pem; removed when the test ends, even by a panic.
+    dir: tempfile::TempDir,
 }
 
 fn make_pki() -> Pki {
@@ -29,14 +31,9 @@ fn make_pki() -> Pki {
         .signed_by(&leaf_key, &issuer)
         .expect("leaf cert");
 
-    let dir = std::env::temp_dir().join(format!(
-        "hubgate-sim-tls-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    std::fs::write(dir.join("cert.pem"), leaf.pem() + &ca_cert.pem()).expect("cert");
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("key");
+    let dir = tempfile::tempdir().expect("tmp dir");
+    std::fs::write(dir.path().join("cert.pem"), leaf.pem() + &ca_cert.pem()).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("key");
     Pki {
         ca_der: ca_cert.der().to_vec(),
         dir,
@@ -74,8 +71,8 @@ async fn serves_https_over_h2_and_http1() {
         .expect("bind");
     let sim = Simulator::start(
         SimConfig {
-            tls_cert_file: Some(pki.dir.join("cert.pem")),
-            tls_key_file: Some(pki.dir.join("key.pem")),
+            tls_cert_file: Some(pki.dir.path().join("cert.pem")),
+            tls_key_file: Some(pki.dir.path().join("key.pem")),
             ..config()
         },
         listener,
@@ -132,7 +129,6 @@ async fn serves_https_over_h2_and_http1() {
     assert_eq!(body.len(), 1000);
 
     sim.shutdown().await;
-    let _ = std::fs::remove_dir_all(&pki.dir);
 }
 
 #[tokio::test]
@@ -140,7 +136,8 @@ async fn bad_tls_files_fail_start() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let missing = std::env::temp_dir().join("hubgate-sim-definitely-missing.pem");
+    let dir = tempfile::tempdir().expect("tmp dir");
+    let missing = dir.path().join("missing.pem");
     let r = Simulator::start(
         SimConfig {
             tls_cert_file: Some(missing.clone()),

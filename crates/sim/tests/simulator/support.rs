@@ -1,8 +1,8 @@
-//! Shared helpers for the simulator integration tests: start a simulator on 127.0.0.1:0 and
-//! talk to it with hyper-util's client.
-#![allow(dead_code)]
+//! Shared helpers for the simulator integration tests: start a simulator on 127.0.0.1:0,
+//! talk to it with hyper-util's client, and wait on conditions or on paused time.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request};
@@ -13,34 +13,35 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio::time::Instant;
 
-pub type ReqBody = BoxBody<Bytes, Infallible>;
+pub(crate) type ReqBody = BoxBody<Bytes, Infallible>;
 
-pub const PAT: &str = "pat-na1-sim-1";
-pub const OAUTH: &str = "oauth-sim-1";
-pub const PAT_APP: u64 = 2001;
-pub const OAUTH_APP: u64 = 3001;
-pub const PORTAL: u64 = 1001;
+pub(crate) const PAT: &str = "pat-na1-sim-1";
+pub(crate) const OAUTH: &str = "oauth-sim-1";
+pub(crate) const PAT_APP: u64 = 2001;
+pub(crate) const OAUTH_APP: u64 = 3001;
+pub(crate) const PORTAL: u64 = 1001;
 
-pub struct Resp {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Resp {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
             .map(|v| v.to_str().expect("ascii header").to_string())
     }
 
-    pub fn rate_headers(&self) -> Vec<String> {
+    pub(crate) fn rate_headers(&self) -> Vec<String> {
         self.headers
             .keys()
             .map(|k| k.as_str().to_string())
@@ -50,28 +51,28 @@ impl Resp {
 }
 
 #[derive(Clone)]
-pub struct Client {
-    pub inner: HyperClient<HttpConnector, ReqBody>,
-    pub base: String,
+pub(crate) struct Client {
+    pub(crate) inner: HyperClient<HttpConnector, ReqBody>,
+    pub(crate) base: String,
 }
 
-pub fn empty() -> ReqBody {
+pub(crate) fn empty() -> ReqBody {
     Empty::new().map_err(|e| match e {}).boxed()
 }
 
-pub fn full(b: impl Into<Bytes>) -> ReqBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> ReqBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
 
 impl Client {
-    pub fn new(base: String) -> Self {
+    pub(crate) fn new(base: String) -> Self {
         Client {
             inner: HyperClient::builder(TokioExecutor::new()).build_http(),
             base,
         }
     }
 
-    pub async fn request(&self, req: Request<ReqBody>) -> Resp {
+    pub(crate) async fn request(&self, req: Request<ReqBody>) -> Resp {
         let resp = self.inner.request(req).await.expect("request failed");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
@@ -82,7 +83,7 @@ impl Client {
         }
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -105,29 +106,51 @@ impl Client {
         self.request(req).await
     }
 
-    pub async fn get(&self, path: &str, token: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> Resp {
         self.call("GET", path, Some(token), None).await
     }
 
-    pub async fn stats(&self) -> SimStats {
+    pub(crate) async fn stats(&self) -> SimStats {
         let r = self.call("GET", "/__sim/stats", None, None).await;
         assert_eq!(r.status, 200);
         serde_json::from_slice(&r.body).expect("stats deserialize")
     }
 }
 
-pub fn config() -> SimConfig {
+pub(crate) fn config() -> SimConfig {
     SimConfig {
         generate_tokens: 2,
         ..SimConfig::default()
     }
 }
 
-pub async fn start(cfg: SimConfig) -> (Simulator, Client) {
+pub(crate) async fn start(cfg: SimConfig) -> (Simulator, Client) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let sim = Simulator::start(cfg, listener).await.expect("start");
     let client = Client::new(sim.base_url());
     (sim, client)
+}
+
+/// Polls `condition` until it holds, failing the test if it still does not after `within`:
+/// waits on what the simulator has done instead of guessing how long that takes.
+pub(crate) async fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Moves paused time forward to `t` (no-op if it is already there), so a test states the
+/// instants its requests arrive at rather than the gaps between them.
+pub(crate) async fn advance_to(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        tokio::time::advance(t - now).await;
+    }
 }

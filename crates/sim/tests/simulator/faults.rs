@@ -1,13 +1,12 @@
 //! Fault injection and the outside consumer.
 
-mod sim_support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
+use crate::support::*;
 use hubgate_sim::{Faults, SimConfig};
 use serde_json::json;
-use sim_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 const LIST: &str = "/crm/v3/objects/contacts";
 
@@ -60,6 +59,8 @@ async fn error_rate_one_answers_hubspot_shaped_5xx() {
     sim.shutdown().await;
 }
 
+/// Real time: on paused time the 5 s guard below would fire as soon as the test waits on
+/// the socket, before the server has even read the request.
 #[tokio::test]
 async fn drop_rate_one_closes_without_answering() {
     let (sim, c) = start(config()).await;
@@ -88,7 +89,9 @@ async fn drop_rate_one_closes_without_answering() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
+/// Paused time: the injected sleep completes as soon as nothing else can run, so the measured
+/// latency is exactly the injected one, however loaded the machine is.
+#[tokio::test(start_paused = true)]
 async fn latency_is_added() {
     let (sim, c) = start(SimConfig {
         faults: Faults {
@@ -103,12 +106,19 @@ async fn latency_is_added() {
     assert_eq!(c.get(LIST, PAT).await.status, 200);
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(150), "{took:?}");
+    assert!(
+        took <= Duration::from_millis(200),
+        "jitter is at most 50 ms: {took:?}"
+    );
     let t = Instant::now();
     c.call("GET", "/__sim/stats", None, None).await;
     assert!(t.elapsed() < Duration::from_millis(150));
     sim.shutdown().await;
 }
 
+/// Real time, unlike the tests around it: on paused time every idle moment of the HTTP
+/// exchanges below would jump the clock to a consumer's next tick, sliding the window by an
+/// amount that depends on scheduling.
 #[tokio::test]
 async fn outside_consumer_spends_the_owner_budget() {
     let (sim, c) = start(SimConfig {
@@ -127,7 +137,13 @@ async fn outside_consumer_spends_the_owner_budget() {
         )
         .await;
     assert_eq!(r.status, 204);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // One arrival more than a window holds: the oldest has left, so the window is full.
+    wait_until(Duration::from_secs(10), || {
+        let s = sim.stats();
+        let outside = |app| s.owner(app, PORTAL).map_or(0, |o| o.outside);
+        outside(PAT_APP) > 20 && outside(OAUTH_APP) > 10
+    })
+    .await;
 
     // About 20 outside arrivals sit in the window, so only about 10 of ours fit.
     let mut ok = 0;
@@ -146,12 +162,41 @@ async fn outside_consumer_spends_the_owner_budget() {
     let other = s.owner(OAUTH_APP, PORTAL).expect("outside-only owner");
     assert!(other.outside >= 8, "{other:?}");
     assert_eq!(s.totals.outside, o.outside + other.outside);
+    sim.shutdown().await;
+}
+
+/// Paused time and no HTTP, so the consumers' schedule is exact: the first tick is at once,
+/// then one every window/per_window (25 ms for 20 per window, 50 ms for 10).
+#[tokio::test(start_paused = true)]
+async fn outside_consumer_spreads_its_arrivals_and_stops_at_zero() {
+    let (sim, _c) = start(SimConfig {
+        burst_limit: 30,
+        burst_window_ms: 500,
+        ..config()
+    })
+    .await;
+    let t0 = Instant::now();
+    sim.set_outside_consumer(PAT_APP, PORTAL, 20);
+    sim.set_outside_consumer(OAUTH_APP, PORTAL, 10);
+    // A sleep, not `advance`: on paused time it lets each tick fire in turn, where one big
+    // jump would fire a single (late) tick.
+    tokio::time::sleep_until(t0 + Duration::from_millis(610)).await;
+
+    let s = sim.stats();
+    let o = s.owner(PAT_APP, PORTAL).expect("owner");
+    assert_eq!((o.outside, o.arrivals, o.accepted), (25, 25, 25), "{o:?}");
+    assert_eq!(o.outside_rate_limited, 0);
+    assert_eq!(o.max_arrivals_in_window, 20, "evenly spread: 20 per window");
+    let other = s.owner(OAUTH_APP, PORTAL).expect("outside-only owner");
+    assert_eq!(other.outside, 13, "{other:?}");
+    assert_eq!(other.max_arrivals_in_window, 10);
+    assert_eq!(s.totals.outside, 38);
 
     sim.set_outside_consumer(PAT_APP, PORTAL, 0);
     sim.set_outside_consumer(OAUTH_APP, PORTAL, 0);
-    tokio::time::sleep(Duration::from_millis(60)).await;
     let before = sim.stats().totals.outside;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Paused too: ten windows pass at no cost, and any consumer still running would tick.
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
     assert_eq!(sim.stats().totals.outside, before);
     sim.shutdown().await;
 }

@@ -1,16 +1,18 @@
 //! Rate-limit behaviour of the simulator: burst, search, daily, exemptions, stats and reset.
-
-mod sim_support;
+//!
+//! Tests whose assertions depend on when requests arrive run on tokio's paused clock, which
+//! the simulator's windows follow: no request and no window edge depends on machine load.
+//! Paused time only moves when a test moves it, since nothing else here sets a timer.
 
 use std::time::Duration;
 
+use crate::support::*;
 use hubgate_sim::SimConfig;
 use serde_json::json;
-use sim_support::*;
 
 const LIST: &str = "/crm/v3/objects/contacts";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn burst_window_rejects_exactly_and_slides() {
     let (sim, c) = start(SimConfig {
         burst_limit: 10,
@@ -57,7 +59,7 @@ async fn burst_window_rejects_exactly_and_slides() {
     // Another app in the same portal has its own burst budget.
     assert_eq!(c.get(LIST, OAUTH).await.status, 200);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::advance(Duration::from_millis(1100)).await;
     let r = c.get(LIST, PAT).await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -75,7 +77,7 @@ async fn burst_window_rejects_exactly_and_slides() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rejected_arrivals_count_against_the_window() {
     let (sim, c) = start(SimConfig {
         burst_limit: 2,
@@ -86,15 +88,20 @@ async fn rejected_arrivals_count_against_the_window() {
     let t0 = tokio::time::Instant::now();
     assert_eq!(c.get(LIST, PAT).await.status, 200);
     assert_eq!(c.get(LIST, PAT).await.status, 200);
-    tokio::time::sleep_until(t0 + Duration::from_millis(400)).await;
+    advance_to(t0 + Duration::from_millis(400)).await;
     assert_eq!(c.get(LIST, PAT).await.status, 429);
     // The two accepted calls have left the window; the rejected one has not.
-    tokio::time::sleep_until(t0 + Duration::from_millis(850)).await;
+    advance_to(t0 + Duration::from_millis(850)).await;
     assert_eq!(c.get(LIST, PAT).await.status, 200);
     let r = c.get(LIST, PAT).await;
     assert_eq!(
         r.status, 429,
         "only 1 accepted call is in the window, so the rejected arrival must be counting"
+    );
+    assert_eq!(
+        tokio::time::Instant::now() - t0,
+        Duration::from_millis(850),
+        "only the test moves paused time: the requests set no timer that would advance it"
     );
     let o = sim.stats().owner(PAT_APP, PORTAL).cloned().expect("owner");
     assert_eq!((o.arrivals, o.accepted), (5, 3));
@@ -104,7 +111,7 @@ async fn rejected_arrivals_count_against_the_window() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn search_has_its_own_per_portal_secondly_limit_and_no_headers() {
     let (sim, c) = start(SimConfig {
         burst_limit: 2,
@@ -195,7 +202,7 @@ async fn daily_limit_applies_to_private_apps_only() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn exempt_paths_skip_the_burst_window() {
     let (sim, c) = start(SimConfig {
         burst_limit: 1,
@@ -253,7 +260,7 @@ async fn unknown_or_missing_token_is_401_and_sim_routes_need_none() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stats_over_http_and_reset() {
     let (sim, c) = start(SimConfig {
         burst_limit: 3,
@@ -295,15 +302,10 @@ async fn stats_over_http_and_reset() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn config_file_tokens_overrides_and_hapikeys() {
-    let dir = std::env::temp_dir().join(format!(
-        "hubgate-sim-cfg-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("sim.toml");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("sim.toml");
     std::fs::write(
         &path,
         r#"
@@ -365,5 +367,4 @@ app_id = 79
     std::fs::write(&path, "burst_limit = 5\nnot_a_key = 1\n").expect("write");
     assert!(SimConfig::from_toml_file(&path).is_err());
     sim.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

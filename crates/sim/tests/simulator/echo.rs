@@ -1,15 +1,13 @@
 //! Fidelity routes: `/__sim/echo` reports requests byte-exactly, `/__sim/bytes/{n}` streams a
 //! reproducible pattern.
 
-mod sim_support;
-
 use std::convert::Infallible;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use sha2::{Digest, Sha256};
-use sim_support::*;
 
 #[tokio::test]
 async fn echo_reports_query_headers_and_method_exactly() {

@@ -1,9 +1,7 @@
 //! Introspection endpoints and the in-memory CRM, in the JSON shapes the HubSpot SDKs parse.
 
-mod sim_support;
-
+use crate::support::*;
 use serde_json::{json, Value};
-use sim_support::*;
 
 #[tokio::test]
 async fn oauth_and_private_app_introspection() {

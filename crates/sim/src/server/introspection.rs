@@ -1,0 +1,159 @@
+//! The `/oauth/*` token introspection endpoints the gateway uses to learn who a token bills.
+//! They need no credentials and are never rate limited, but every call is counted.
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::state::Shared;
+use crate::config::TokenKind;
+use crate::http_util::{hs_error, json_response, parse_query, read_body, route_not_found, Body};
+use crate::limits::IntrospectionKind;
+
+/// Counts an introspection call at arrival, so calls that faults later fail still count.
+pub(super) fn count_introspection(shared: &Shared, req: &Request<Incoming>, segs: &[&str]) {
+    let kind = match (req.method(), segs) {
+        (&Method::GET, ["oauth", "v1", "access-tokens", _]) => IntrospectionKind::OauthAccessToken,
+        (&Method::POST, ["oauth", "v2", "private-apps", "get", "access-token-info"]) => {
+            IntrospectionKind::PrivateAppTokenInfo
+        }
+        (&Method::POST, ["oauth", _, "token", "introspect"]) => IntrospectionKind::TokenIntrospect,
+        _ => return,
+    };
+    // The private-app token travels in the body; it is attributed once the body is read.
+    let token = match segs {
+        ["oauth", "v1", "access-tokens", t] => (*t).to_string(),
+        _ => String::new(),
+    };
+    shared.limiter.count_introspection(kind, &token);
+}
+
+pub(super) async fn introspect(
+    shared: &Shared,
+    req: Request<Incoming>,
+    segs: &[&str],
+    corr: &str,
+) -> Response<Body> {
+    let method = req.method().clone();
+    match (&method, segs) {
+        (&Method::GET, ["oauth", "v1", "access-tokens", token]) => {
+            oauth_access_token(shared, token, corr)
+        }
+        (&Method::POST, ["oauth", "v2", "private-apps", "get", "access-token-info"]) => {
+            let body = match read_body(req, shared.config.max_body_bytes, corr).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            private_app_token_info(shared, &body, corr)
+        }
+        (&Method::POST, ["oauth", _, "token", "introspect"]) => {
+            let body = match read_body(req, shared.config.max_body_bytes, corr).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            token_introspect(shared, &body)
+        }
+        _ => json_response(404, &route_not_found(corr, method.as_str(), segs)),
+    }
+}
+
+/// `GET /oauth/v1/access-tokens/{token}`: OAuth tokens only.
+fn oauth_access_token(shared: &Shared, token: &str, corr: &str) -> Response<Body> {
+    match shared
+        .tokens
+        .get(token)
+        .filter(|t| t.kind == TokenKind::Oauth)
+    {
+        Some(t) => json_response(
+            200,
+            &json!({
+                "token": t.token,
+                "user": t.user(),
+                "hub_domain": t.hub_domain(),
+                "scopes": t.scopes(),
+                "scope_to_scope_group_pks": [],
+                "trial_scopes": [],
+                "trial_scope_to_scope_group_pks": [],
+                "hub_id": t.portal_id,
+                "app_id": t.app_id,
+                "expires_in": shared.config.access_token_expires_in,
+                "user_id": t.user_id(),
+                "token_type": "access",
+            }),
+        ),
+        None => json_response(404, &hs_error(corr, "Token not found", "OBJECT_NOT_FOUND")),
+    }
+}
+
+/// `POST /oauth/v2/private-apps/get/access-token-info` with `{"tokenKey": ...}`: private
+/// app tokens only.
+fn private_app_token_info(shared: &Shared, body: &[u8], corr: &str) -> Response<Body> {
+    let key = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("tokenKey")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    if let Some(k) = &key {
+        shared.limiter.attribute_introspection(k);
+    }
+    let Some(key) = key else {
+        return json_response(
+            400,
+            &hs_error(
+                corr,
+                "Request body must be {\"tokenKey\": \"...\"}",
+                "VALIDATION_ERROR",
+            ),
+        );
+    };
+    match shared
+        .tokens
+        .get(&key)
+        .filter(|t| t.kind == TokenKind::Private)
+    {
+        Some(t) => json_response(
+            200,
+            &json!({
+                "userId": t.user_id(),
+                "hubId": t.portal_id,
+                "appId": t.app_id,
+                "scopes": t.scopes(),
+            }),
+        ),
+        None => json_response(
+            401,
+            &hs_error(
+                corr,
+                "The access token provided is invalid or does not belong to a private app.",
+                "INVALID_AUTHENTICATION",
+            ),
+        ),
+    }
+}
+
+/// `POST /oauth/{version}/token/introspect` with a form body (RFC 7662): any known token,
+/// and `{"active": false}` rather than an error for unknown ones.
+fn token_introspect(shared: &Shared, body: &[u8]) -> Response<Body> {
+    let form = parse_query(std::str::from_utf8(body).ok());
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    shared.limiter.attribute_introspection(token);
+    match shared.tokens.get(token) {
+        Some(t) => json_response(
+            200,
+            &json!({
+                "active": true,
+                "app_id": t.app_id,
+                "hub_id": t.portal_id,
+                "user_id": t.user_id(),
+                "scopes": t.scopes(),
+                "expires_in": shared.config.access_token_expires_in,
+                "token_type": "access",
+            }),
+        ),
+        None => json_response(200, &json!({ "active": false })),
+    }
+}

@@ -1,0 +1,84 @@
+//! The state every connection shares: configuration, the credential registry, the limiter,
+//! the CRM store, the current faults and the running outside consumers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::config::{ExemptRule, HapiKeyConfig, SimConfig, TokenConfig};
+use crate::crm::Crm;
+use crate::faults::Faults;
+use crate::limits::Limiter;
+
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) tokens: HashMap<String, TokenConfig>,
+    pub(crate) hapikeys: HashMap<String, HapiKeyConfig>,
+    pub(crate) exempt: Vec<ExemptRule>,
+    pub(crate) limiter: Limiter,
+    pub(crate) crm: Crm,
+    faults: Mutex<Faults>,
+    /// Outside consumers by (app, portal); see `outside::set_outside`.
+    pub(super) outside: Mutex<HashMap<(u64, u64), tokio::task::JoinHandle<()>>>,
+    /// The runtime the simulator was started on, so consumers started later from any thread
+    /// run there and stop with it.
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig, runtime: tokio::runtime::Handle) -> Self {
+        let limiter = Limiter::new(
+            config.burst_window_ms,
+            config.search_limit,
+            config.search_window_ms,
+            config.daily_reset_utc_offset_ms,
+        );
+        Shared {
+            tokens: config.token_registry(),
+            hapikeys: config
+                .hapikeys
+                .iter()
+                .map(|h| (h.key.clone(), h.clone()))
+                .collect(),
+            exempt: config.exempt.clone(),
+            faults: Mutex::new(config.faults.clone()),
+            limiter,
+            crm: Crm::new(),
+            outside: Mutex::new(HashMap::new()),
+            runtime,
+            config,
+        }
+    }
+
+    pub(crate) fn faults(&self) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_faults(&self, f: Faults) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Clears counters, windows and the CRM store; faults and outside consumers stay.
+    pub(crate) fn reset(&self) {
+        self.limiter.reset();
+        self.crm.reset();
+    }
+
+    /// The burst limit of an owner: a token override wins, since HubSpot tiers are per app.
+    pub(super) fn burst_limit_for(&self, app_id: u64, portal_id: u64) -> u32 {
+        self.tokens
+            .values()
+            .filter(|t| t.app_id == app_id && t.portal_id == portal_id)
+            .find_map(|t| t.burst_limit)
+            .unwrap_or(self.config.burst_limit)
+    }
+
+    pub(crate) fn stop_outside(&self) {
+        let mut map = self.outside.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, h) in map.drain() {
+            h.abort();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The simulator's integration tests, as one binary: each module drives a real simulator on
+//! 127.0.0.1:0 through its public API and over HTTP.
+
+mod api;
+mod echo;
+mod faults;
+mod limits;
+mod support;
+mod tls;
