@@ -34,7 +34,7 @@ nginx_workers() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | tr '\n' ' '; }
 # machine: one line naming the machine and its load, printed above every table.
 machine() {
   local cpu; cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-  echo "Machine: $(nproc) × ${cpu:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, Linux $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $(date -u +%Y-%m-%d)"
+  echo "Machine: $(nproc) × ${cpu:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, Linux $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 }
 
 # start_sim ARGS...: starts the simulator on a free port; sets sim_port and sim_pid.
