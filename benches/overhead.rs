@@ -8,7 +8,9 @@ mod support;
 
 use support::{client, get, HttpClient};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hdrhistogram::Histogram;
 use hubgate::config::StaticCredential;

@@ -7,7 +7,9 @@ mod support;
 
 use support::{client, get, get_as};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::StatusCode;
 use hubgate::config::StaticCredential;

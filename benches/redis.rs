@@ -8,7 +8,9 @@ mod support;
 use support::{client, get};
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::StatusCode;
 use hubgate::Config;

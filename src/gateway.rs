@@ -18,8 +18,9 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::ops::admin::{self, AdminState};
+use crate::ops::budget_metrics::BudgetCollector;
 use crate::ops::metrics::Metrics;
-use crate::ops::observe::{BudgetCollector, Observer};
+use crate::ops::observe::Observer;
 use crate::ops::reload::Reloader;
 use crate::proxy::body::{self, Body};
 use crate::proxy::peer::{LocalAddr, PeerAddr};

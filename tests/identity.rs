@@ -57,7 +57,7 @@ fn app(app_id: u64, portal_id: u64) -> Resolution {
     Resolution::Owner(Owner::App { app_id, portal_id })
 }
 
-/// The hash the brief specifies, computed independently of the crate.
+/// The credential hash as the docs specify it (first 8 bytes of SHA-256, big-endian), computed independently of the crate.
 fn hash_of(credential: &str) -> u64 {
     let digest = Sha256::digest(credential.as_bytes());
     u64::from_be_bytes(digest[..8].try_into().unwrap())

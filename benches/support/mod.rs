@@ -10,22 +10,22 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A client that keeps enough idle connections for every closed-loop caller.
-pub fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .build_http()
 }
 
 /// One contacts page with `token`; the status, or 502 when no answer came.
-pub async fn get(client: &HttpClient, base: &str, token: &str) -> StatusCode {
+pub(crate) async fn get(client: &HttpClient, base: &str, token: &str) -> StatusCode {
     get_as(client, base, token, None).await
 }
 
 /// [`get`] naming the caller with `X-Hubgate-Caller` when `caller` is given.
-pub async fn get_as(
+pub(crate) async fn get_as(
     client: &HttpClient,
     base: &str,
     token: &str,
@@ -51,7 +51,7 @@ pub async fn get_as(
 
 /// Runs `work` when started by `cargo bench` (which passes `--bench`); anything else, such
 /// as `cargo test --all-targets`, gets a pointer instead of a run of a minute or more.
-pub fn run_under_cargo_bench(name: &str, duration: &str, work: impl Future<Output = ()>) {
+pub(crate) fn run_under_cargo_bench(name: &str, duration: &str, work: impl Future<Output = ()>) {
     if !std::env::args().any(|a| a == "--bench") {
         println!(
             "benches/{name}.rs measures for {duration}: run it with `cargo bench --bench {name}`"

@@ -211,7 +211,7 @@ impl BudgetsConfig {
             if let Some(method) = &rule.method {
                 if method.parse::<http::Method>().is_err() || method.is_empty() {
                     problems.add(
-                        &format!("budgets.exempt.{i}.method"),
+                        format!("budgets.exempt.{i}.method"),
                         format!("'{method}' is not an HTTP method"),
                     );
                 }
@@ -220,13 +220,13 @@ impl BudgetsConfig {
         for (i, owner) in self.owners.iter().enumerate() {
             if owner.burst_limit.is_some() && owner.app_id.is_none() {
                 problems.add(
-                    &format!("budgets.owners.{i}.burst_limit"),
+                    format!("budgets.owners.{i}.burst_limit"),
                     "a burst limit belongs to an (app, portal): add app_id",
                 );
             }
             if owner.burst_limit == Some(0) {
                 problems.add(
-                    &format!("budgets.owners.{i}.burst_limit"),
+                    format!("budgets.owners.{i}.burst_limit"),
                     "must be at least 1",
                 );
             }

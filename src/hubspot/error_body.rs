@@ -17,7 +17,7 @@ impl ErrorBody<'_> {
     /// `{"status":"error","message":…,"errorType":"RATE_LIMIT"?,"category":…,
     /// "correlationId":…,"policyName":…?}`; `errorType` comes with `policyName`, as in
     /// HubSpot's own 429s.
-    pub(crate) fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(self) -> Vec<u8> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Json<'a> {

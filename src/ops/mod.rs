@@ -1,8 +1,10 @@
 //! Running and watching a gateway: the admin listener (`admin`), Prometheus metrics
-//! (`metrics`) and the scrape-time budget views (`observe`), config reload (`reload`),
+//! (`metrics`, with the scrape-time budget gauges in `budget_metrics`), the budget views
+//! behind them and the admin API (`observe`), config reload (`reload`),
 //! logging (`telemetry`) and keeping secrets out of all of them (`redact`).
 
 pub mod admin;
+pub(crate) mod budget_metrics;
 pub mod metrics;
 pub mod observe;
 pub mod redact;

@@ -8,7 +8,7 @@
 //! rebuilt: queued calls stay queued and are judged by the new limits, calls in flight
 //! finish. Everything under `NEEDS_RESTART` keeps its running value.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -325,7 +325,7 @@ impl ReloadMetrics {
     /// The start's load: in force, but not a reload.
     fn loaded(&self) {
         self.last_successful.set(1);
-        let now = SystemTime::now()
+        let now = crate::pace::clock::wall_now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_success_timestamp.set(now.as_secs_f64());

@@ -1,0 +1,254 @@
+//! The sliding log against its contract: exact rolling windows, margins, HubSpot's counts
+//! and another client's use, blocks and late sends.
+
+use super::*;
+
+const MS: u64 = 1_000;
+
+fn spec(limit: u32, window_ms: u64) -> WindowSpec {
+    WindowSpec::new(limit, Duration::from_millis(window_ms))
+}
+
+#[test]
+fn burst_of_limit_from_idle_leaves_at_once_then_waits_for_the_oldest() {
+    let margin = Duration::from_millis(50);
+    let mut log = SlidingLog::new(spec(10, 1_000).with_margins(margin, 0));
+    let t0 = Tick::from_millis(5_000);
+    for _ in 0..10 {
+        assert_eq!(log.try_reserve(t0), Ok(()));
+    }
+    let expected = Tick::from_millis(5_000 + 1_000 + 50);
+    assert_eq!(log.try_reserve(t0), Err(expected));
+    assert_eq!(log.try_reserve(Tick(expected.0 - 1)), Err(expected));
+    // The whole burst leaves the window together, so the next burst is whole too.
+    for _ in 0..10 {
+        assert_eq!(log.try_reserve(expected), Ok(()));
+    }
+    assert_eq!(
+        log.try_reserve(expected),
+        Err(Tick::from_millis(5_000 + 2 * 1_050))
+    );
+}
+
+#[test]
+fn a_send_that_left_late_holds_its_slot_from_when_it_left() {
+    let mut log = SlidingLog::new(spec(3, 1_000));
+    let t0 = Tick::from_millis(1_000);
+    for _ in 0..3 {
+        assert_eq!(log.try_reserve(t0), Ok(()));
+    }
+    // Two of the burst waited 300 ms for their connections.
+    let opened = Tick::from_millis(1_300);
+    log.observe_late_send(t0, opened);
+    log.observe_late_send(t0, opened);
+    assert_eq!(
+        log.sends().collect::<Vec<_>>(),
+        vec![t0, opened, opened],
+        "sorted, one send left where it was"
+    );
+    // The slot of the send that was on time frees first, the others 300 ms later.
+    assert_eq!(log.try_reserve(Tick::from_millis(2_000)), Ok(()));
+    assert_eq!(
+        log.try_reserve(Tick::from_millis(2_000)),
+        Err(Tick::from_millis(2_300))
+    );
+    // Nothing moves earlier, and nothing admitted after `admitted` moves.
+    log.observe_late_send(Tick::from_millis(2_000), Tick::from_millis(1_500));
+    log.observe_late_send(Tick::from_millis(999), Tick::from_millis(5_000));
+    assert_eq!(
+        log.sends().collect::<Vec<_>>(),
+        vec![opened, opened, Tick::from_millis(2_000)]
+    );
+}
+
+#[test]
+fn margin_slots_reduce_capacity() {
+    let mut log = SlidingLog::new(spec(5, 100).with_margins(Duration::ZERO, 2));
+    for _ in 0..3 {
+        assert!(log.try_reserve(Tick(0)).is_ok());
+    }
+    assert_eq!(log.try_reserve(Tick(0)), Err(Tick(100 * MS)));
+    assert_eq!(log.remaining(Tick(0)), 0);
+    assert_eq!(log.remaining(Tick(100 * MS)), 3);
+}
+
+#[test]
+fn limit_zero_never_admits() {
+    let mut log = SlidingLog::new(spec(0, 1_000));
+    assert_eq!(log.next_free(Tick(0)), Tick::MAX);
+    assert_eq!(log.try_reserve(Tick(7)), Err(Tick::MAX));
+    assert_eq!(log.estimate_wait(Tick(0), 0), Duration::MAX);
+    assert_eq!(log.remaining(Tick(0)), 0);
+    let mut slots_over_limit = SlidingLog::new(spec(3, 1_000).with_margins(Duration::ZERO, 9));
+    assert_eq!(slots_over_limit.try_reserve(Tick(0)), Err(Tick::MAX));
+    slots_over_limit.observe_remaining(Tick(0), 0);
+    assert_eq!(slots_over_limit.sends().len(), 0);
+}
+
+#[test]
+fn zero_window_limits_sends_per_microsecond() {
+    let mut log = SlidingLog::new(spec(2, 0));
+    assert!(log.try_reserve(Tick(10)).is_ok());
+    assert!(log.try_reserve(Tick(10)).is_ok());
+    assert_eq!(log.try_reserve(Tick(10)), Err(Tick(11)));
+    assert!(log.try_reserve(Tick(11)).is_ok());
+}
+
+#[test]
+fn huge_values_saturate_to_never() {
+    let mut log = SlidingLog::new(WindowSpec::new(u32::MAX, Duration::MAX));
+    assert_eq!(log.capacity(), WindowSpec::MAX_LIMIT);
+    assert!(log.try_reserve(Tick(1)).is_ok());
+    assert_eq!(log.estimate_wait(Tick(1), usize::MAX), Duration::MAX);
+    log.observe_remaining(Tick(1), 0);
+    assert_eq!(log.used(Tick(1)), WindowSpec::MAX_LIMIT);
+    assert_eq!(log.next_free(Tick(1)), Tick::MAX);
+    assert_eq!(log.try_reserve(Tick::MAX), Err(Tick::MAX));
+
+    let mut tiny = SlidingLog::new(spec(1, 1));
+    assert_eq!(tiny.try_reserve(Tick::MAX), Err(Tick::MAX));
+    assert!(tiny.try_reserve(Tick(u64::MAX - 10)).is_ok());
+    assert_eq!(tiny.try_reserve(Tick::MAX), Err(Tick::MAX));
+}
+
+#[test]
+fn time_going_backwards_is_read_as_the_newest_send() {
+    let mut log = SlidingLog::new(spec(2, 100));
+    assert!(log.try_reserve(Tick(50 * MS)).is_ok());
+    assert!(log.try_reserve(Tick(10 * MS)).is_ok());
+    assert_eq!(log.sends().collect::<Vec<_>>(), [Tick(50 * MS); 2]);
+    assert_eq!(log.try_reserve(Tick(0)), Err(Tick(150 * MS)));
+}
+
+#[test]
+fn observe_remaining_lowers_but_never_raises() {
+    let mut log = SlidingLog::new(spec(10, 1_000).with_margins(Duration::ZERO, 1));
+    for _ in 0..2 {
+        log.try_reserve(Tick(0)).unwrap();
+    }
+    assert_eq!(log.remaining(Tick(0)), 7);
+    // HubSpot thinks more is left than we do: no change.
+    log.observe_remaining(Tick(MS), 10);
+    assert_eq!(log.remaining(Tick(MS)), 7);
+    log.observe_remaining(Tick(MS), 8);
+    assert_eq!(log.remaining(Tick(MS)), 7);
+    // Someone else spent 4: HubSpot has 4 left, we keep the slot margin: 3.
+    log.observe_remaining(Tick(MS), 4);
+    assert_eq!(log.remaining(Tick(MS)), 3);
+    assert_eq!(log.used(Tick(MS)), 6);
+    // The phantoms leave a full window after they were observed.
+    assert_eq!(log.remaining(Tick(1_000 * MS)), 5);
+    assert_eq!(log.remaining(Tick(1_001 * MS)), 9);
+    // Zero left means full until the oldest leaves.
+    log.observe_remaining(Tick(2 * MS), 0);
+    assert_eq!(log.remaining(Tick(2 * MS)), 0);
+    assert_eq!(log.next_free(Tick(2 * MS)), Tick(1_000 * MS));
+}
+
+#[test]
+fn block_until_holds_until_t_then_the_log_rules_again() {
+    let mut log = SlidingLog::new(spec(3, 100));
+    log.try_reserve(Tick(0)).unwrap();
+    log.block_until(Tick(500 * MS));
+    log.block_until(Tick(200 * MS));
+    assert_eq!(log.blocked_until(), Tick(500 * MS));
+    assert_eq!(log.used(Tick(300 * MS)), 3);
+    assert_eq!(log.try_reserve(Tick(499 * MS)), Err(Tick(500 * MS)));
+    assert_eq!(log.estimate_wait(Tick(0), 0), Duration::from_millis(500));
+    assert!(!log.is_idle(Tick(499 * MS)));
+    assert!(log.is_idle(Tick(500 * MS)));
+    for _ in 0..3 {
+        assert!(log.try_reserve(Tick(500 * MS)).is_ok());
+    }
+    assert_eq!(log.try_reserve(Tick(500 * MS)), Err(Tick(600 * MS)));
+}
+
+#[test]
+fn estimate_wait_follows_the_recursion() {
+    let mut log = SlidingLog::new(spec(3, 100));
+    log.try_reserve(Tick(10 * MS)).unwrap();
+    log.try_reserve(Tick(20 * MS)).unwrap();
+    let now = Tick(30 * MS);
+    let wait = |ahead| log.estimate_wait(now, ahead);
+    assert_eq!(wait(0), Duration::ZERO);
+    assert_eq!(wait(1), Duration::from_millis(80));
+    assert_eq!(wait(2), Duration::from_millis(90));
+    assert_eq!(wait(3), Duration::from_millis(100));
+    assert_eq!(wait(4), Duration::from_millis(180));
+    assert_eq!(wait(7), Duration::from_millis(280));
+    assert_eq!(spec(3, 100).idle_wait(3), Duration::from_millis(100));
+}
+
+#[test]
+fn another_clients_use_seen_in_headers_is_left_to_it_then_forgotten() {
+    let mut log = SlidingLog::new(spec(20, 1_000));
+    let t0 = Tick::from_millis(10_000);
+    for _ in 0..5 {
+        log.try_reserve(t0).unwrap();
+    }
+    // HubSpot counted 11 when our fifth call arrived: 6 are someone else's.
+    log.observe_usage(t0, 11, 20);
+    assert_eq!(log.remaining(t0), 20 - 6 - 5);
+    for _ in 0..9 {
+        log.try_reserve(t0).unwrap();
+    }
+    assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(11_000)));
+    // Seen again a window later, it still holds; unseen for two spans, it is forgotten.
+    let t1 = Tick::from_millis(11_000);
+    assert_eq!(log.remaining(t1), 14);
+    let t3 = Tick::from_millis(12_500);
+    assert_eq!(log.remaining(t3), 20);
+    // A smaller estimate replaces a larger one once a whole epoch has passed.
+    log.observe_usage(t3, 2 + log.used(t3), 20);
+    assert_eq!(log.remaining(t3), 18);
+    log.observe_usage(Tick::from_millis(13_600), 0, 20);
+    assert_eq!(
+        log.remaining(Tick::from_millis(13_600)),
+        18,
+        "the previous epoch still counts"
+    );
+    log.observe_usage(Tick::from_millis(14_600), 0, 20);
+    assert_eq!(log.remaining(Tick::from_millis(14_600)), 20);
+}
+
+#[test]
+fn each_429_in_an_epoch_leaves_one_more_slot_to_someone_else() {
+    let mut log = SlidingLog::new(spec(20, 1_000));
+    let t0 = Tick::from_millis(1_000);
+    for _ in 0..20 {
+        log.try_reserve(t0).unwrap();
+    }
+    // The window was already partly spent elsewhere: 6 of our 20 were refused, and the
+    // headers (capped at the limit) could not tell.
+    for _ in 0..20 {
+        log.observe_usage(t0, 20, 20);
+    }
+    for _ in 0..6 {
+        log.observe_rejection(t0);
+    }
+    let next = Tick::from_millis(2_000);
+    assert_eq!(log.remaining(next), 14);
+}
+
+#[test]
+fn a_lower_max_than_configured_is_believed_a_higher_one_is_not() {
+    let mut log = SlidingLog::new(spec(110, 10_000));
+    let t0 = Tick::from_millis(1_000);
+    log.try_reserve(t0).unwrap();
+    log.observe_usage(t0, 1, 100);
+    assert_eq!(log.remaining(t0), 100 - 1, "HubSpot's tier is 100, not 110");
+    let mut higher = SlidingLog::new(spec(110, 10_000));
+    higher.observe_usage(t0, 0, 190);
+    assert_eq!(higher.remaining(t0), 110, "a higher -Max is not learned");
+}
+
+#[test]
+fn observed_use_never_takes_the_last_slot_or_raises_the_limit() {
+    let mut log = SlidingLog::new(spec(10, 1_000));
+    let t0 = Tick::from_millis(1_000);
+    log.observe_usage(t0, 500, 10);
+    assert_eq!(log.remaining(t0), 1, "one slot stays, to keep learning");
+    let mut fresh = SlidingLog::new(spec(10, 1_000));
+    fresh.observe_usage(t0, 0, 10);
+    assert_eq!(fresh.remaining(t0), 10);
+}
