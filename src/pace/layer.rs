@@ -478,3 +478,6 @@ fn caller_deadline(request: &Request<Body>) -> Result<Option<Duration>, PaceErro
             ))
         })
 }
+
+#[cfg(test)]
+mod tests;

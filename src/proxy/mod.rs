@@ -13,4 +13,6 @@ pub mod outcome;
 pub mod peer;
 mod respond;
 pub(crate) mod stack;
+#[cfg(test)]
+mod tests;
 pub mod upstream;

@@ -250,3 +250,258 @@ pub(crate) fn rescue(
     response.extensions_mut().insert(answer.outcome);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::hubspot::Owner;
+    use crate::proxy::body::{BodyStalled, BoxError};
+    use crate::proxy::callers::KeyProblem;
+
+    const OWNER: Owner = Owner::App {
+        app_id: 1,
+        portal_id: 2,
+    };
+
+    async fn answered(error: BoxError) -> (Response<Body>, serde_json::Value) {
+        let response = rescue(&*error, "req-1");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap();
+        (Response::from_parts(parts, body::empty()), json)
+    }
+
+    fn refused(refusal: Refusal) -> BoxError {
+        Box::new(PaceError::Refused {
+            owner: OWNER,
+            refusal,
+            unix_ms: 1_000,
+        })
+    }
+
+    #[tokio::test]
+    async fn every_layers_error_has_its_status_category_and_outcome() {
+        let cases: Vec<(BoxError, StatusCode, &str, Outcome)> = vec![
+            (
+                Box::new(GuardRefusal::ConnectRefused),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(GuardRefusal::NotAForwardProxy { host: "x".into() }),
+                StatusCode::MISDIRECTED_REQUEST,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(GuardRefusal::HeadersTooLarge { size: 9, max: 1 }),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(GuardRefusal::BodyTooLarge { max: 1 }),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(CallerBodyError::TooLarge { max: 1 }),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(CallerBodyError::Stalled(BodyStalled {
+                    idle: Duration::from_millis(5),
+                })),
+                StatusCode::REQUEST_TIMEOUT,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(CallerBodyError::Broken("reset".into())),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(CallerRefusal::Unauthorized {
+                    header: "X-Hubgate-Key".into(),
+                    problem: KeyProblem::Missing,
+                }),
+                StatusCode::UNAUTHORIZED,
+                "HUBGATE_UNAUTHORIZED",
+                Outcome::Unauthorized,
+            ),
+            (
+                Box::new(CallerRefusal::BadHeader(
+                    "X-Hubgate-Priority must be high".into(),
+                )),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(UpstreamError::Connect {
+                    upstream: "u".into(),
+                    reason: "refused".into(),
+                }),
+                StatusCode::BAD_GATEWAY,
+                "HUBGATE_UPSTREAM_UNAVAILABLE",
+                Outcome::UpstreamError,
+            ),
+            (
+                Box::new(UpstreamError::Tls {
+                    upstream: "u".into(),
+                    reason: "bad cert".into(),
+                }),
+                StatusCode::BAD_GATEWAY,
+                "HUBGATE_UPSTREAM_UNAVAILABLE",
+                Outcome::UpstreamError,
+            ),
+            (
+                Box::new(UpstreamError::Failed {
+                    upstream: "u".into(),
+                    reason: "reset".into(),
+                }),
+                StatusCode::BAD_GATEWAY,
+                "HUBGATE_UPSTREAM_UNAVAILABLE",
+                Outcome::UpstreamError,
+            ),
+            (
+                Box::new(UpstreamError::Timeout {
+                    upstream: "u".into(),
+                    timeout_ms: 5,
+                }),
+                StatusCode::GATEWAY_TIMEOUT,
+                "HUBGATE_UPSTREAM_TIMEOUT",
+                Outcome::UpstreamError,
+            ),
+            (
+                Box::new(PaceError::InvalidDeadline(
+                    "X-Hubgate-Deadline-Ms must be a whole number".into(),
+                )),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(PaceError::CallerCapped {
+                    caller: "c".into(),
+                    retry_after: Duration::from_millis(300),
+                }),
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITS",
+                Outcome::RejectedCap,
+            ),
+            (
+                refused(Refusal::QueueFull {
+                    depth: 3,
+                    drain: Duration::from_secs(2),
+                }),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RATE_LIMITS",
+                Outcome::RejectedQueueFull,
+            ),
+            (
+                refused(Refusal::DeadlineUnmeetable {
+                    estimate: Duration::from_secs(2),
+                    deadline: Duration::from_secs(1),
+                }),
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITS",
+                Outcome::RejectedDeadline,
+            ),
+            (
+                refused(Refusal::DeadlineExpired {
+                    waited: Duration::from_secs(1),
+                    retry_after: Duration::ZERO,
+                }),
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITS",
+                Outcome::RejectedDeadline,
+            ),
+            (
+                refused(Refusal::DailyExhausted {
+                    resets_at_unix_ms: 86_400_000,
+                }),
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITS",
+                Outcome::RejectedDaily,
+            ),
+            (
+                refused(Refusal::StoreUnavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "HUBGATE_STORE_UNAVAILABLE",
+                Outcome::RejectedStoreUnavailable,
+            ),
+        ];
+        for (error, status, category, outcome) in cases {
+            let shown = error.to_string();
+            let (response, json) = answered(error).await;
+            assert_eq!(response.status(), status, "{shown}");
+            assert_eq!(json["category"], category, "{shown}");
+            assert_eq!(json["status"], "error");
+            assert_eq!(
+                json["message"],
+                shown.as_str(),
+                "the message is the error's own"
+            );
+            assert_eq!(json["correlationId"], "req-1");
+            assert_eq!(
+                response.extensions().get::<Outcome>(),
+                Some(&outcome),
+                "{shown}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_that_stand_in_for_a_429_say_when_to_retry_and_for_whom() {
+        let (response, json) = answered(refused(Refusal::QueueFull {
+            depth: 3,
+            drain: Duration::from_millis(1_500),
+        }))
+        .await;
+        let headers = response.headers();
+        assert_eq!(json["policyName"], "HUBGATE_QUEUE_FULL");
+        assert_eq!(json["errorType"], "RATE_LIMIT");
+        assert_eq!(headers["retry-after"], "2", "rounded up to whole seconds");
+        assert_eq!(headers["retry-after-ms"], "1500");
+        assert_eq!(headers["x-should-retry"], "true");
+        assert_eq!(headers["x-hubgate-owner"], "1:2");
+
+        // The daily reset is hours away: an SDK's automatic retry would only waste time.
+        let (response, json) = answered(refused(Refusal::DailyExhausted {
+            resets_at_unix_ms: 7_201_000,
+        }))
+        .await;
+        assert_eq!(json["policyName"], "DAILY");
+        assert_eq!(response.headers()["retry-after"], "7200");
+        assert_eq!(response.headers()["x-should-retry"], "false");
+        assert!(
+            json["message"].as_str().unwrap().contains("portal 2"),
+            "{json}"
+        );
+
+        let (response, json) = answered(Box::new(GuardRefusal::ConnectRefused)).await;
+        assert!(response.headers().contains_key("allow"));
+        assert!(json.get("policyName").is_none() && json.get("errorType").is_none());
+        assert!(!response.headers().contains_key("retry-after"));
+    }
+
+    #[tokio::test]
+    async fn an_error_no_layer_should_produce_is_still_one_hubspot_shaped_answer() {
+        let (response, json) = answered("something unforeseen".into()).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(json["category"], "HUBGATE_INTERNAL_ERROR");
+        assert!(
+            !json["message"].as_str().unwrap().contains("unforeseen"),
+            "internal error text is not shown to the caller"
+        );
+    }
+}
