@@ -22,11 +22,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 say "cargo fmt --check"
-cargo fmt --check
-say "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
-say "cargo test"
-cargo test
+cargo fmt --all --check
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "cargo test --workspace"
+cargo test --workspace
 
 say "official SDKs through hubgate against the simulator"
 scripts/sdk-test.sh
