@@ -12,7 +12,7 @@ use tower::{service_fn, Layer, ServiceExt};
 
 use super::*;
 use crate::config::{default_exemptions, InboundConfig};
-use crate::pace::pacer::{FairWindows, HighReserve, PacerConfig};
+use crate::pace::pacer::PacerConfig;
 use crate::proxy::body;
 use crate::store::MemoryStore;
 
@@ -30,13 +30,7 @@ fn pace_layer(burst_limit: u32) -> PaceLayer {
     let pacer = Pacer::new(
         Arc::new(MemoryStore::new(limits)),
         Clock::new(),
-        PacerConfig {
-            max_depth_per_owner: 100,
-            idle_ttl: Duration::from_secs(300),
-            retry: RetryConfig::default(),
-            high_reserve: HighReserve::default(),
-            fair_windows: FairWindows::default(),
-        },
+        PacerConfig::unshared(100, Duration::from_secs(300)),
     );
     PaceLayer::new(PaceShared {
         pacer,

@@ -48,6 +48,20 @@ pub struct PacerConfig {
     pub fair_windows: FairWindows,
 }
 
+#[cfg(test)]
+impl PacerConfig {
+    /// The pacer alone, for tests: no high reserve and no fair split between callers.
+    pub(crate) fn unshared(max_depth_per_owner: usize, idle_ttl: Duration) -> PacerConfig {
+        PacerConfig {
+            max_depth_per_owner,
+            idle_ttl,
+            retry: RetryConfig::default(),
+            high_reserve: HighReserve::default(),
+            fair_windows: FairWindows::default(),
+        }
+    }
+}
+
 /// One call asking to be sent.
 #[derive(Debug, Clone)]
 pub struct Ask {

@@ -45,13 +45,7 @@ fn pacer(limit: u32, max_depth: usize, daily: u64) -> Pacer {
     Pacer::new(
         Arc::new(MemoryStore::new(limits)),
         Clock::new(),
-        PacerConfig {
-            max_depth_per_owner: max_depth,
-            idle_ttl: Duration::from_secs(300),
-            retry: RetryConfig::default(),
-            high_reserve: HighReserve::default(),
-            fair_windows: FairWindows::default(),
-        },
+        PacerConfig::unshared(max_depth, Duration::from_secs(300)),
     )
 }
 
@@ -218,13 +212,7 @@ async fn a_deadline_that_passes_in_the_queue_is_refused_then() {
     let pacer = Pacer::new(
         Arc::new(MemoryStore::new(limits)),
         Clock::new(),
-        PacerConfig {
-            max_depth_per_owner: 100,
-            idle_ttl: Duration::from_secs(300),
-            retry: RetryConfig::default(),
-            high_reserve: HighReserve::default(),
-            fair_windows: FairWindows::default(),
-        },
+        PacerConfig::unshared(100, Duration::from_secs(300)),
     );
     let search = CallClass {
         search: true,
@@ -323,13 +311,7 @@ async fn idle_lanes_are_swept() {
     let pacer = Pacer::new(
         Arc::new(MemoryStore::new(limits)),
         Clock::new(),
-        PacerConfig {
-            max_depth_per_owner: 10,
-            idle_ttl: Duration::from_secs(2),
-            retry: RetryConfig::default(),
-            high_reserve: HighReserve::default(),
-            fair_windows: FairWindows::default(),
-        },
+        PacerConfig::unshared(10, Duration::from_secs(2)),
     );
     for portal_id in 0..50 {
         let owner = Owner::App {
@@ -359,14 +341,11 @@ async fn a_caller_served_at_once_still_counts_against_its_share() {
         Arc::new(MemoryStore::new(limits)),
         Clock::new(),
         PacerConfig {
-            max_depth_per_owner: 100,
-            idle_ttl: Duration::from_secs(300),
-            retry: RetryConfig::default(),
-            high_reserve: HighReserve::default(),
             fair_windows: FairWindows {
                 burst: (4, WINDOW),
                 search: (5, WINDOW),
             },
+            ..PacerConfig::unshared(100, Duration::from_secs(300))
         },
     );
     let as_caller = |caller| Ask {
