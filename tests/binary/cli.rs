@@ -1,13 +1,11 @@
 //! The `hubgate` binary as an operator uses it: help, check-config, a real run with
 //! logs, and SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use http::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
@@ -137,7 +135,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn the_binary_serves_logs_without_secrets_and_exits_0_on_sigterm() {
-    let upstream = common::echo::start().await;
+    let upstream = crate::support::echo::start().await;
     let (proxy_port, admin_port) = (free_port(), free_port());
     let config = write_config(&format!(
         "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hubgate_sim::SimConfig;
 use hubgate::Config;
+use hubgate_sim::SimConfig;
 use yaml_serde::Value;
 
 fn repo() -> PathBuf {

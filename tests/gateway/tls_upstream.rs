@@ -1,15 +1,13 @@
 //! TLS to the upstream: a real handshake against a server whose CA exists only in this
 //! test, trusted through `[upstream] ca_file` and refused without it.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::pki::{make_pki, TestPki};
+use crate::support::*;
 use bytes::Bytes;
-use common::pki::{make_pki, TestPki};
-use common::*;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -133,6 +131,7 @@ async fn slow_handshake_upstream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_waiting_for_a_new_connection_hold_their_slot_from_when_they_left() {
+    let _turn = heavy_turn().await;
     const LIMIT: usize = 10;
     const WINDOW: Duration = Duration::from_millis(1_000);
     let pki = make_pki();

@@ -1,23 +1,17 @@
 //! Sharing one owner's budget between callers: equal shares whatever their concurrency,
 //! priority lanes with a reserve for `high`, and per-caller caps.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "pat-na1-fair";
-
-/// The saturation tests measure shares that depend on round-trip times; run one at a time
-/// so they do not slow each other down on a 2-core machine.
-static SATURATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The gateways below keep a 50 ms margin (10 % of a window): on a loaded 2-core machine a
 /// send can reach the simulator tens of milliseconds after it left hubgate.
@@ -82,7 +76,7 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<(u64, Instant)>>>) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_with_one_call_in_flight_gets_as_much_as_one_with_a_hundred() {
-    let _one_at_a_time = SATURATION.lock().await;
+    let _turn = heavy_turn().await;
     let sim = simulator(20, 500).await;
     let gateway = Arc::new(
         Gateway::start(&sim.base_url(), |c| {
@@ -122,7 +116,7 @@ async fn a_caller_with_one_call_in_flight_gets_as_much_as_one_with_a_hundred() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_calls_wait_less_than_a_window_while_low_ones_saturate() {
-    let _one_at_a_time = SATURATION.lock().await;
+    let _turn = heavy_turn().await;
     let sim = simulator(20, 500).await;
     let gateway = Arc::new(
         Gateway::start(&sim.base_url(), |c| {

@@ -1,13 +1,11 @@
 //! hubgate's own answers: oversized input, slow callers, unreachable or slow upstreams.
 //! Each is a clear HubSpot-shaped error and the gateway keeps serving afterwards.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::support::echo;
+use crate::support::*;
 use bytes::Bytes;
-use common::echo;
-use common::*;
 use futures_util::stream;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};

@@ -8,13 +8,11 @@
 //! answer otherwise. Those tests assert the status, the close, and that hubgate never
 //! counted a call.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::support::echo;
+use crate::support::*;
 use bytes::Bytes;
-use common::echo;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

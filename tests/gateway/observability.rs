@@ -2,12 +2,10 @@
 //! owner labels, the admin budget API's shape, and no credential in anything the admin
 //! listener says.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hubgate::identity::StaticCredential;

@@ -1,8 +1,10 @@
-//! Shared test harness: a gateway on 127.0.0.1:0, small programmable upstreams, and
-//! clients that speak HTTP over real sockets.
+//! The one harness of the integration tests, included by each test binary
+//! (tests/gateway, tests/binary) as `mod support`: a gateway on 127.0.0.1:0, small
+//! programmable upstreams, and clients that speak HTTP over real sockets. Each binary uses
+//! part of it, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
-pub mod pki;
+pub(crate) mod pki;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,16 +25,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// A gateway running in this process on ephemeral loopback ports.
-pub struct Gateway {
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
+pub(crate) struct Gateway {
+    pub(crate) proxy: SocketAddr,
+    pub(crate) admin: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Gateway {
     /// Starts a gateway forwarding to `upstream_base_url`, after `tune` adjusts the config.
-    pub async fn start(upstream_base_url: &str, tune: impl FnOnce(&mut Config)) -> Gateway {
+    pub(crate) async fn start(upstream_base_url: &str, tune: impl FnOnce(&mut Config)) -> Gateway {
         let mut config = Config::default();
         config.upstream.base_url = upstream_base_url.to_string();
         tune(&mut config);
@@ -43,7 +45,7 @@ impl Gateway {
 
     /// Starts a gateway from a config file, which reloads read again. Listens on
     /// ephemeral loopback ports whatever the file's `[server]` says.
-    pub async fn start_from_file(path: &std::path::Path) -> Gateway {
+    pub(crate) async fn start_from_file(path: &std::path::Path) -> Gateway {
         let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         Gateway::spawn(config, Some(path.to_path_buf())).await
     }
@@ -70,32 +72,32 @@ impl Gateway {
         }
     }
 
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.proxy, path_and_query)
     }
 
     /// Signals shutdown (like SIGTERM) without waiting.
-    pub fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
     }
 
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let (status, _, body) = get(&format!("http://{}/metrics", self.admin)).await;
         assert_eq!(status, StatusCode::OK);
         String::from_utf8(body.to_vec()).unwrap()
     }
 
     /// Calls answered so far, over every outcome of `hubgate_requests_total`.
-    pub async fn answered(&self) -> f64 {
+    pub(crate) async fn answered(&self) -> f64 {
         metric_sum(&self.metrics().await, "hubgate_requests_total{")
     }
 
     /// Waits until nothing is left of past calls: no call in flight, no call queued, and
     /// (once the idle sweep ran; tests set a short `budgets.idle_ttl_ms`) no owner lane.
     /// Panics with the last metrics if that takes longer than `within`.
-    pub async fn assert_settles(&self, within: Duration) {
+    pub(crate) async fn assert_settles(&self, within: Duration) {
         let started = Instant::now();
         loop {
             let metrics = self.metrics().await;
@@ -139,15 +141,25 @@ async fn wait_until_healthy(admin: std::net::SocketAddr) {
     }
 }
 
+/// Timing-sensitive tests that load the machine (dozens of saturating callers, hundreds of
+/// calls a second, several gateways) take turns, across every module of a test binary: on
+/// a 2-core machine two of them at once delay each other's sends past the margins they
+/// measure. (When each file was a binary of its own, binaries ran one after another and
+/// each file had a lock of its own.) Light tests still run beside them.
+pub(crate) async fn heavy_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// Tasks alive in this test's runtime (the gateway runs in it too), for leak checks.
-pub fn alive_tasks() -> usize {
+pub(crate) fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks()
 }
 
 /// Waits until at most `baseline + slack` tasks are alive, or panics after `within`.
-pub async fn assert_tasks_return_to(baseline: usize, slack: usize, within: Duration) {
+pub(crate) async fn assert_tasks_return_to(baseline: usize, slack: usize, within: Duration) {
     let started = Instant::now();
     loop {
         let alive = alive_tasks();
@@ -163,7 +175,7 @@ pub async fn assert_tasks_return_to(baseline: usize, slack: usize, within: Durat
 }
 
 /// Reads one sample's value from Prometheus text, e.g. `hubgate_requests_total{outcome="forwarded"}`.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
         .and_then(|line| line.rsplit(' ').next())
@@ -171,7 +183,7 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 }
 
 /// The sum of every sample whose series starts with `prefix`, e.g. `hubgate_queue_depth{`.
-pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+pub(crate) fn metric_sum(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(prefix))
         .filter_map(|line| line.rsplit(' ').next())
@@ -179,7 +191,7 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-pub type Handler = Arc<
+pub(crate) type Handler = Arc<
     dyn Fn(
             Request<Incoming>,
         ) -> std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
@@ -188,7 +200,7 @@ pub type Handler = Arc<
 >;
 
 /// A programmable upstream on 127.0.0.1:0 (HTTP/1.1 and h2c), serving until the test ends.
-pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
+pub(crate) async fn upstream<F, Fut>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -217,11 +229,11 @@ where
 }
 
 /// A plain HTTP/1.1 client (fresh connection pool per call keeps tests independent).
-pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub(crate) fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub async fn send(request: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+pub(crate) async fn send(request: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
     let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
         .await
         .expect("gateway answered within 30 s")
@@ -231,19 +243,23 @@ pub async fn send(request: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Byte
     (parts.status, parts.headers, body)
 }
 
-pub async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+pub(crate) async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
     send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
 }
 
 /// A normal call on a new connection succeeds: the gateway keeps serving.
-pub async fn still_serves(gateway: &Gateway) {
+pub(crate) async fn still_serves(gateway: &Gateway) {
     let (status, _, _) = get(&gateway.url("/crm/v3/objects/contacts")).await;
     assert_eq!(status, StatusCode::OK, "the gateway keeps serving");
 }
 
 /// Sends raw bytes on a new connection and reads until the peer closes (`true`) or `wait`
 /// passes (`false`).
-pub async fn raw_until_closed(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, bool) {
+pub(crate) async fn raw_until_closed(
+    addr: SocketAddr,
+    bytes: &[u8],
+    wait: Duration,
+) -> (String, bool) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
@@ -254,7 +270,7 @@ pub async fn raw_until_closed(addr: SocketAddr, bytes: &[u8], wait: Duration) ->
 }
 
 /// Sends raw bytes on a new connection and reads until the peer closes or `wait` passes.
-pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+pub(crate) async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
@@ -264,21 +280,21 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
 
 /// An upstream that misbehaves at the socket level: each accepted connection is handed to
 /// `misbehave` as is, and the connections are counted.
-pub struct RawUpstream {
-    pub addr: SocketAddr,
-    pub connections: Arc<AtomicUsize>,
+pub(crate) struct RawUpstream {
+    pub(crate) addr: SocketAddr,
+    pub(crate) connections: Arc<AtomicUsize>,
     /// Everything each connection sent before `misbehave` finished, in arrival order.
-    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub(crate) received: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl RawUpstream {
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
 
 /// Starts a [`RawUpstream`]; `misbehave` returns what it read, which is kept in `received`.
-pub async fn raw_upstream<F, Fut>(misbehave: F) -> RawUpstream
+pub(crate) async fn raw_upstream<F, Fut>(misbehave: F) -> RawUpstream
 where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Vec<u8>> + Send + 'static,
@@ -310,7 +326,7 @@ where
 }
 
 /// Reads one request head (through the blank line) and returns everything read so far.
-pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -323,13 +339,13 @@ pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Closes with a TCP reset (RST) instead of an orderly FIN.
-pub fn reset(stream: TcpStream) {
+pub(crate) fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
 }
 
 /// Splits a raw HTTP/1.1 response with a Content-Length (or no) body into its parts.
-pub fn parse_response(response: &str) -> (StatusCode, HeaderMap, Bytes) {
+pub(crate) fn parse_response(response: &str) -> (StatusCode, HeaderMap, Bytes) {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("incomplete response: {response:?}"));
@@ -351,13 +367,13 @@ pub fn parse_response(response: &str) -> (StatusCode, HeaderMap, Bytes) {
     )
 }
 
-pub fn json(body: &Bytes) -> serde_json::Value {
+pub(crate) fn json(body: &Bytes) -> serde_json::Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 /// Asserts the HubSpot error shape hubgate promises for its own errors.
-pub fn assert_hubspot_error(
+pub(crate) fn assert_hubspot_error(
     status: StatusCode,
     headers: &HeaderMap,
     body: &Bytes,
@@ -379,4 +395,4 @@ pub fn assert_hubspot_error(
     assert_eq!(headers["x-request-id"].to_str().unwrap(), correlation);
     value
 }
-pub mod echo;
+pub(crate) mod echo;

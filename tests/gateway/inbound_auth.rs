@@ -3,15 +3,13 @@
 //! lookup), a key names its caller, the key never travels upstream, and with the setting
 //! off nothing changes.
 
-mod common;
-
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::callers::{key_sha256, CallerConfig};
-use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 const SYNC_KEY: &str = "hgk-sync-7f3a9c2e51d84b06a1e2";

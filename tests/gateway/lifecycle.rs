@@ -1,11 +1,9 @@
 //! Graceful shutdown and the admin endpoints, in process.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
@@ -75,7 +73,7 @@ async fn shutdown_gives_up_after_the_grace_period() {
 
 #[tokio::test]
 async fn admin_endpoints_answer_and_unknown_paths_get_json_404() {
-    let upstream = common::echo::start().await;
+    let upstream = crate::support::echo::start().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |_| {}).await;
     let (status, _, body) = get(&format!("http://{}/healthz", gateway.admin)).await;
     assert_eq!(status, StatusCode::OK);

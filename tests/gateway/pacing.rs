@@ -1,17 +1,15 @@
 //! Budgets through real sockets: callers behind hubgate in front of the simulator, which
 //! enforces HubSpot's limits and reports every 429 and the busiest window it saw.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate_sim::{SimConfig, Simulator};
 use hubgate::Config;
+use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 /// Tokens of the test portal world: two apps in portal 10, the first app also in portal 20.
@@ -84,6 +82,7 @@ fn queue_ms(headers: &http::HeaderMap) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_callers_saturating_one_owner_see_only_200s_and_hubspot_sees_no_429() {
+    let _turn = heavy_turn().await;
     const LIMIT: u64 = 20;
     const WINDOW: Duration = Duration::from_millis(1000);
     // Counted over 3.5 windows: every window the pacer wastes shows up as a missing burst.
@@ -191,6 +190,7 @@ async fn apps_and_portals_have_independent_burst_budgets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_runs_at_its_limit_without_secondly_429s() {
+    let _turn = heavy_turn().await;
     let sim = simulator("search_limit = 5\nsearch_window_ms = 500\ndaily_limit = 0").await;
     let gateway = Arc::new(
         gateway(&sim, |c| {
@@ -456,6 +456,7 @@ async fn hubgate_headers_do_not_reach_hubspot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_first_calls_with_a_new_token_cause_one_introspection() {
+    let _turn = heavy_turn().await;
     let sim = simulator("daily_limit = 0").await;
     let gateway = Arc::new(gateway(&sim, |_| {}).await);
     let calls: Vec<_> = (0..100)

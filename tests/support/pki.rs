@@ -4,18 +4,18 @@
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-pub struct TestPki {
-    pub ca_pem: String,
-    pub server_cert: CertificateDer<'static>,
-    pub server_key: PrivateKeyDer<'static>,
+pub(crate) struct TestPki {
+    pub(crate) ca_pem: String,
+    pub(crate) server_cert: CertificateDer<'static>,
+    pub(crate) server_key: PrivateKeyDer<'static>,
     /// The same certificate and key as PEM, for servers configured by file (redis-server).
-    pub server_cert_pem: String,
-    pub server_key_pem: String,
+    pub(crate) server_cert_pem: String,
+    pub(crate) server_key_pem: String,
 }
 
 impl TestPki {
     /// The CA as a PEM file, for `ca_file` settings; deleted when dropped.
-    pub fn ca_file(&self) -> tempfile::NamedTempFile {
+    pub(crate) fn ca_file(&self) -> tempfile::NamedTempFile {
         use std::io::Write;
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(self.ca_pem.as_bytes()).unwrap();
@@ -23,7 +23,7 @@ impl TestPki {
     }
 }
 
-pub fn make_pki() -> TestPki {
+pub(crate) fn make_pki() -> TestPki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![

@@ -1,22 +1,17 @@
 //! `hubgate load` and `hubgate demo` as an operator runs them: the real binary against a
-//! simulator and a gateway on 127.0.0.1 ephemeral ports, read back through `--json`.
-
-mod common;
+//! simulator and a gateway on 127.0.0.1 ephemeral ports, read back through `--json`. Each
+//! test saturates a core or two for seconds (hammering the simulator is the point of some),
+//! so each takes its `heavy_turn`.
 
 use std::process::Output;
 
-use common::Gateway;
+use crate::support::{heavy_turn, Gateway};
 use hubgate::load::report::Summary;
 use hubgate_sim::{Faults, SimConfig, Simulator};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
-
-/// Each test saturates a core or two for seconds (hammering the simulator is the point of
-/// some); run side by side on a 2-core machine they would delay each other's sends past the
-/// gateway's margins, so they take turns.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 20 calls per second per owner and 5 searches per second per portal: small windows, so a
 /// few seconds of load cross several of them.
@@ -74,7 +69,7 @@ const SATURATING: [&str; 8] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_hubgate_the_simulator_sends_no_429_and_the_windows_are_used_fully() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let sim = simulator("").await;
     let gateway = gateway(&sim).await;
     let target = format!("http://{}", gateway.proxy);
@@ -126,7 +121,7 @@ async fn through_hubgate_the_simulator_sends_no_429_and_the_windows_are_used_ful
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_load_straight_to_the_simulator_gets_429s() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let sim = simulator("").await;
     let sim_url = sim.base_url();
     let mut args = vec!["load", "--target", &sim_url, "--sim", &sim_url, "--quiet"];
@@ -142,7 +137,7 @@ async fn the_same_load_straight_to_the_simulator_gets_429s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_sends_by_the_clock_however_slow_the_answers() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let sim = simulator("").await;
     // Every answer takes 300 ms: a closed loop would wait, an open loop must not.
     sim.set_faults(Faults {
@@ -186,7 +181,7 @@ async fn open_loop_sends_by_the_clock_however_slow_the_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_both_legs_and_says_how_many_429s_hubgate_saved() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let output = hubgate(&["demo", "--duration", "3", "--callers", "30"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -215,7 +210,7 @@ async fn demo_runs_both_legs_and_says_how_many_429s_hubgate_saved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_json_is_one_object_with_both_legs_and_the_429s_saved() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let output = hubgate(&["demo", "--duration", "2", "--callers", "20", "--json"]).await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
@@ -244,7 +239,7 @@ async fn demo_json_is_one_object_with_both_legs_and_the_429s_saved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_and_dead_targets_are_explained_not_crashed_on() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     for (args, code, says) in [
         (vec!["load", "--mix", "fetch=1"], 2, "unknown call 'fetch'"),
         (

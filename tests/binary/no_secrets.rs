@@ -3,14 +3,12 @@
 //! in `/metrics` or in any `/admin/*` answer — not even as a full SHA-256; short hashes
 //! (a few bytes) are all an operator gets.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::callers::key_sha256;

@@ -1,13 +1,11 @@
 //! The proxy is transparent: methods, targets, headers and bodies reach the upstream as
 //! the caller sent them, and answers come back unchanged, over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::echo;
+use crate::support::*;
 use bytes::Bytes;
-use common::echo;
-use common::*;
 use futures_util::stream;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};

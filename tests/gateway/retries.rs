@@ -1,22 +1,16 @@
 //! When HubSpot says no: classified 429 retries, header feedback against another client
 //! spending the same budget, and the failures that are (and are not) sent again.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hubgate_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
-
-/// The timing-sensitive tests run one at a time, so they do not slow each other down on a
-/// 2-core machine.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// An upstream that answers call `n` (0-based) with `script(n, path)` and records when
 /// each call arrived.
@@ -288,7 +282,7 @@ async fn a_five_mib_body_is_not_retried() {
 
 #[tokio::test]
 async fn the_retry_budget_caps_a_429_storm() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let upstream = scripted(|_, _| hubspot_429("SOMETHING_NEW", "busy")).await;
     let gateway = Arc::new(
         gateway_for(&upstream, |c| {
@@ -377,7 +371,7 @@ async fn a_connection_refused_is_retried_for_any_method() {
 async fn another_client_stealing_budget_costs_callers_nothing() {
     const LIMIT: u64 = 20;
     const WINDOW_MS: u64 = 250;
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _turn = heavy_turn().await;
     let sim_config = SimConfig::from_toml_str(&format!(
         "burst_limit = {LIMIT}\nburst_window_ms = {WINDOW_MS}\ndaily_limit = 0\n[[tokens]]\ntoken = \"pat-na1-steal\"\napp_id = 7\nportal_id = 70\n"
     ))

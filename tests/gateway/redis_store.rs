@@ -2,22 +2,20 @@
 //! script's semantics against the in-memory engine, three gateways saturating one budget
 //! through one Redis, and what happens when Redis dies and comes back.
 
-mod common;
-
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::clock::Clock;
-use hubgate_engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
 use hubgate::redis_store::{OnFailure, RedisSettings, RedisStore};
-use hubgate_sim::{SimConfig, Simulator};
 use hubgate::store::{BudgetStore, Lesson};
 use hubgate::Config;
+use hubgate_engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
+use hubgate_sim::{SimConfig, Simulator};
 
 /// A loopback port nothing listens on at the moment.
 fn free_port() -> u16 {
@@ -248,7 +246,7 @@ async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
 
 #[tokio::test]
 async fn redis_over_tls_is_trusted_through_ca_file_and_refused_without_it() {
-    let pki = common::pki::make_pki();
+    let pki = crate::support::pki::make_pki();
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, pem: &str| {
         let path = dir.path().join(name);
@@ -570,6 +568,7 @@ async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_saturating_one_budget_never_cross_it_and_use_it_all() {
+    let _turn = heavy_turn().await;
     const MEASURED: Duration = Duration::from_millis(3500);
     let redis = RedisServer::start();
     let sim = simulator().await;
@@ -617,6 +616,7 @@ async fn three_replicas_saturating_one_budget_never_cross_it_and_use_it_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_itself() {
+    let _turn = heavy_turn().await;
     let mut redis = RedisServer::start();
     let port = redis.port;
     let sim = simulator().await;

@@ -9,16 +9,16 @@ use sha2::{Digest, Sha256};
 
 /// What the echo upstream saw of one call.
 #[derive(Debug, serde::Deserialize)]
-pub struct Seen {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body_len: u64,
-    pub body_sha256: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body_len: u64,
+    pub(crate) body_sha256: String,
 }
 
 impl Seen {
-    pub fn header_values(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn header_values(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(n, _)| n == name)
@@ -27,7 +27,7 @@ impl Seen {
     }
 }
 
-pub async fn start() -> SocketAddr {
+pub(crate) async fn start() -> SocketAddr {
     super::upstream(|request: http::Request<hyper::body::Incoming>| async move {
         let (parts, mut body) = request.into_parts();
         let mut hasher = Sha256::new();
@@ -64,11 +64,11 @@ pub async fn start() -> SocketAddr {
     .await
 }
 
-pub fn parse(body: &Bytes) -> Seen {
+pub(crate) fn parse(body: &Bytes) -> Seen {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("echo JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
