@@ -1,20 +1,11 @@
 //! The `hubgate` binary as an operator uses it: help, check-config, a real run with
 //! logs, and SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 use http::StatusCode;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
-
-fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    file
-}
 
 #[test]
 fn help_documents_every_command() {
@@ -56,7 +47,7 @@ fn the_shipped_config_toml_is_valid() {
 
 #[test]
 fn check_config_lists_every_problem_with_file_line_and_key() {
-    let file = write_config(
+    let file = config_file(
         "[server]\n\
          listen = \"not-an-address\"\n\
          max_body_bytes = 0\n\
@@ -90,7 +81,7 @@ fn check_config_lists_every_problem_with_file_line_and_key() {
 
 #[test]
 fn check_config_names_the_line_of_a_syntax_or_type_error() {
-    let file = write_config(
+    let file = config_file(
         "[server]\nlisten = \"127.0.0.1:1\"\n\n[upstream]\nconnect_timeout_ms = \"fast\"\n",
     );
     let output = Command::new(BIN)
@@ -104,7 +95,7 @@ fn check_config_names_the_line_of_a_syntax_or_type_error() {
         "{stderr}"
     );
 
-    let file = write_config("[server\nlisten = 1\n");
+    let file = config_file("[server\nlisten = 1\n");
     let output = Command::new(BIN)
         .args(["check-config", file.path().to_str().unwrap()])
         .output()
@@ -125,36 +116,21 @@ fn running_with_a_missing_explicit_config_fails_clearly() {
         .contains("cannot read"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_binary_serves_logs_without_secrets_and_exits_0_on_sigterm() {
     let upstream = crate::support::echo::start().await;
-    let (proxy_port, admin_port) = (free_port(), free_port());
-    let config = write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
-         [upstream]\nbase_url = \"http://{upstream}\"\n[log]\nformat = \"json\"\n"
+    let config = config_file(&format!(
+        "{EPHEMERAL_SERVER}[upstream]\nbase_url = \"http://{upstream}\"\n[log]\nformat = \"json\"\n"
     ));
-    let mut child = Command::new(BIN)
-        .args(["--config", config.path().to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
+    let mut command = hubgate();
+    command.args(["--config", config.path().to_str().unwrap()]);
+    let child = HubgateProcess::start(command);
+    let first = child.logs();
     assert!(first.contains("hubgate listening"), "{first}");
 
     let secret_token = "pat-na1-aaaabbbb-cccc-dddd-eeee-ffff00001111";
-    let request = http::Request::get(format!(
-        "http://127.0.0.1:{proxy_port}/oauth/v1/access-tokens/CJSP5qf1KhICAQEYs-gDIIGOBii1?hapikey=legacy-secret-key&limit=5"
+    let request = http::Request::get(child.url(
+        "/oauth/v1/access-tokens/CJSP5qf1KhICAQEYs-gDIIGOBii1?hapikey=legacy-secret-key&limit=5",
     ))
     .header("authorization", format!("Bearer {secret_token}"))
     .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -162,24 +138,8 @@ async fn the_binary_serves_logs_without_secrets_and_exits_0_on_sigterm() {
     let (status, _, _) = send(request).await;
     assert_eq!(status, StatusCode::OK);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "exits after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (exit, logs) = child.terminate().await;
     assert!(exit.success(), "exit status {exit:?}");
-    let mut logs = String::new();
-    stderr.read_to_string(&mut logs).unwrap();
     assert!(
         logs.contains("/oauth/v1/access-tokens/<redacted>?hapikey=<redacted>&limit=5"),
         "{logs}"
@@ -222,7 +182,7 @@ fn the_commented_examples_in_config_toml_are_valid_too() {
             "{table} example is uncommented"
         );
     }
-    let file = write_config(&uncommented.join("\n"));
+    let file = config_file(&uncommented.join("\n"));
     let output = Command::new(BIN)
         .args(["check-config", file.path().to_str().unwrap()])
         .output()
@@ -262,12 +222,17 @@ fn hash_key_prints_the_sha256_from_an_argument_or_standard_input() {
 
 #[test]
 fn healthcheck_exits_0_only_while_the_admin_listener_answers() {
-    let (proxy_port, admin_port) = (free_port(), free_port());
+    // Upstream and admin port both refuse connections, and no one can take them meanwhile.
+    let (upstream, closed_admin) = (ClosedPort::new(), ClosedPort::new());
     // The admin listener on every address, as in a container: the probe uses loopback.
-    let config = write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"0.0.0.0:{admin_port}\"\n\
-         [upstream]\nbase_url = \"http://127.0.0.1:9\"\n"
-    ));
+    let config_text = |admin_port: u16| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"0.0.0.0:{admin_port}\"\n\
+             [upstream]\nbase_url = \"{}\"\n",
+            upstream.url()
+        )
+    };
+    let config = ConfigFile::new(&config_text(closed_admin.port()));
     let healthcheck = || {
         Command::new(BIN)
             .arg("healthcheck")
@@ -279,27 +244,24 @@ fn healthcheck_exits_0_only_while_the_admin_listener_answers() {
     assert_eq!(down.status.code(), Some(1), "nothing listens yet");
     assert!(String::from_utf8_lossy(&down.stderr).contains("could not be reached"));
 
-    let mut child = Command::new(BIN)
-        .env("HUBGATE_CONFIG", config.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    assert!(first.contains("hubgate listening"), "{first}");
+    // The gateway picks its ports; then the file names the admin port it took, as a
+    // container's config names the one it publishes.
+    config.write(&config_text(0));
+    let mut command = hubgate();
+    command.env("HUBGATE_CONFIG", config.path());
+    let child = HubgateProcess::start(command);
+    let admin_port = child.admin.port();
+    config.write(&config_text(admin_port));
 
     // An explicit URL wins over the config, and a non-200 answer fails the check (the
     // proxy port answers 502: its upstream is down).
-    let url = format!("http://127.0.0.1:{proxy_port}/healthz");
+    let url = child.url("/healthz");
     let not_health = Command::new(BIN)
         .args(["healthcheck", "--url", &url])
         .output()
         .unwrap();
     let up = healthcheck();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(not_health.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&not_health.stderr).contains("502"));
     assert!(

@@ -5,36 +5,27 @@
 
 use std::process::Output;
 
-use crate::support::{heavy_turn, Gateway};
+use crate::support::{heavy_turn, sim_config, ClosedPort, Gateway, Hubspot, BIN};
 use hubgate::load::report::Summary;
-use hubgate_sim::{Faults, SimConfig, Simulator};
-use tokio::net::TcpListener;
+use hubgate_sim::Faults;
 use tokio::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
+use tokio::time::Instant;
 
 /// 20 calls per second per owner and 5 searches per second per portal: small windows, so a
 /// few seconds of load cross several of them.
-async fn simulator(extra: &str) -> Simulator {
-    let config = SimConfig::from_toml_str(&format!(
+async fn simulator(extra: &str) -> Hubspot {
+    Hubspot::start(sim_config(&format!(
         "burst_limit = 20\nburst_window_ms = 1000\nsearch_limit = 5\nsearch_window_ms = 1000\ndaily_limit = 0\ngenerate_tokens = 20\n{extra}"
-    ))
-    .unwrap();
-    Simulator::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap()
+    )))
+    .await
 }
 
 /// A gateway with the simulator's budgets. Margins of 10 % of a window cover how late a
 /// send may reach the simulator on a busy 2-core machine, cold connections included: the
 /// first burst opens a connection per call.
-async fn gateway(sim: &Simulator) -> Gateway {
-    Gateway::start(&sim.base_url(), |c| {
-        c.budgets.burst_limit = 20;
-        c.budgets.burst_window_ms = 1000;
+async fn gateway(sim: &Hubspot) -> Gateway {
+    sim.gateway(|c| {
         c.budgets.burst_margin_ms = 100;
-        c.budgets.search_limit = 5;
-        c.budgets.search_window_ms = 1000;
         c.budgets.search_margin_ms = 100;
     })
     .await
@@ -145,7 +136,7 @@ async fn open_loop_sends_by_the_clock_however_slow_the_answers() {
         ..Faults::default()
     });
     let sim_url = sim.base_url();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let output = hubgate(&[
         "load",
         "--target",
@@ -265,10 +256,9 @@ async fn bad_flags_and_dead_targets_are_explained_not_crashed_on() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 
-    // Nothing listens on a port just released: every call is a transport error, counted.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    // Nothing listens on a port held closed: every call is a transport error, counted.
+    let closed = ClosedPort::new();
+    let dead = closed.url();
     let output = hubgate(&[
         "load",
         "--target",

@@ -3,20 +3,12 @@
 //! in `/metrics` or in any `/admin/*` answer — not even as a full SHA-256; short hashes
 //! (a few bytes) are all an operator gets.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::callers::key_sha256;
-use hubgate_sim::{SimConfig, Simulator};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hubgate");
 
 /// A private-app token the simulator knows: introspected, then budgeted as 4242:4343.
 const KNOWN_TOKEN: &str = "pat-na1-leakcheck-known-5f1e2d3c4b5a";
@@ -27,14 +19,6 @@ const PATH_TOKEN: &str = "leakcheck-path-token-99aa88bb77cc";
 const REFRESH_TOKEN: &str = "leakcheck-refresh-token-0f0e0d0c";
 const CALLER_KEY: &str = "leakcheck-caller-key-6e5d4c3b2a19";
 const WRONG_CALLER_KEY: &str = "leakcheck-wrong-caller-key-13579b";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn call(url: String, headers: &[(&str, &str)]) -> (StatusCode, Bytes) {
     let mut request = Request::get(url);
@@ -47,41 +31,25 @@ async fn call(url: String, headers: &[(&str, &str)]) -> (StatusCode, Bytes) {
 
 #[tokio::test]
 async fn tokens_and_keys_appear_nowhere_an_operator_looks() {
-    let sim_config = SimConfig::from_toml_str(&format!(
+    let sim = simulator(sim_config(&format!(
         "[[tokens]]\ntoken = \"{KNOWN_TOKEN}\"\napp_id = 4242\nportal_id = 4343\n\
          [[hapikeys]]\nkey = \"{HAPIKEY}\"\nportal_id = 4343\n"
-    ))
-    .unwrap();
-    let sim = Simulator::start(sim_config, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap();
-    let (proxy_port, admin_port) = (free_port(), free_port());
-    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    write!(
-        config,
-        "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
+    )))
+    .await;
+    let config = config_file(&format!(
+        "{EPHEMERAL_SERVER}\
          [upstream]\nbase_url = \"{}\"\n\
          [inbound]\nrequire_caller_key = true\n\
          [[callers]]\nname = \"leak-test\"\nkey_sha256 = \"{}\"\n\
          [log]\nformat = \"json\"\nlevel = \"debug\"\n",
         sim.base_url(),
         key_sha256(CALLER_KEY)
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", config.path().to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    while !first.contains("hubgate listening") {
-        first.clear();
-        assert!(stderr.read_line(&mut first).unwrap() > 0, "hubgate exited");
-    }
+    ));
+    let mut command = hubgate();
+    command.args(["--config", config.path().to_str().unwrap()]);
+    let child = HubgateProcess::start(command);
 
-    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let proxy = child.url("");
     let key = ("x-hubgate-key", CALLER_KEY);
     let known = format!("Bearer {KNOWN_TOKEN}");
     let rejected = format!("Bearer {REJECTED_TOKEN}");
@@ -123,7 +91,7 @@ async fn tokens_and_keys_appear_nowhere_an_operator_looks() {
     // Both bearer tokens were looked up, and the caller's own introspection call passed.
     assert_eq!(sim.stats().introspection.total, 3);
 
-    let admin = format!("http://127.0.0.1:{admin_port}");
+    let admin = child.admin_url("");
     let mut operator_view = String::new();
     for path in [
         "/metrics".to_string(),
@@ -154,20 +122,7 @@ async fn tokens_and_keys_appear_nowhere_an_operator_looks() {
         operator_view.push_str(&String::from_utf8_lossy(&body));
     }
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "exits after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut logs = first;
-    stderr.read_to_string(&mut logs).unwrap();
+    let (_, logs) = child.terminate().await;
     assert!(
         logs.contains("\"level\":\"DEBUG\""),
         "debug logging was on, so the check covers it:\n{logs}"
