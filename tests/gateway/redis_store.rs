@@ -1,11 +1,9 @@
-//! Shared budgets on a real `redis-server` (started here on free loopback ports): the
+//! Shared budgets on a real `redis-server` (started here on loopback ports of its own): the
 //! script's semantics against the in-memory engine, three gateways saturating one budget
 //! through one Redis, and what happens when Redis dies and comes back.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use http::{Request, StatusCode};
@@ -15,100 +13,7 @@ use hubgate::redis_store::{OnFailure, RedisSettings, RedisStore};
 use hubgate::store::{BudgetStore, Lesson};
 use hubgate::Config;
 use hubgate_engine::{BudgetBook, BudgetKey, DailySpec, Limits, Reservation, Tick, WindowSpec};
-use hubgate_sim::{SimConfig, Simulator};
-
-/// A loopback port nothing listens on at the moment.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A `redis-server` of this test's own on 127.0.0.1, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        RedisServer::start_on(free_port())
-    }
-
-    /// Starts (or restarts) on `port`, without persistence, and waits for `PING`.
-    fn start_on(port: u16) -> RedisServer {
-        RedisServer::start_with(port, &[])
-    }
-
-    /// `start_on` with more of redis-server's options (TLS: a second, TLS-only port).
-    fn start_with(port: u16, options: &[&str]) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .args(options)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): these tests need a real Redis; run \
-                     scripts/test.sh, which installs it (apt-get install -y redis-server)"
-                )
-            });
-        let server = RedisServer {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.pings() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn pings(&self) -> bool {
-        self.command(&["PING"])
-            .is_some_and(|r| r.starts_with("+PONG"))
-    }
-
-    /// One command over a fresh connection; the raw RESP reply.
-    fn command(&self, args: &[&str]) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        stream.write_all(out.as_bytes()).ok()?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = stream.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    /// SIGKILL: no goodbye to clients, state gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use tokio::time::Instant;
 
 const MS: u64 = 1_000;
 const APP: BudgetKey = BudgetKey::Burst {
@@ -177,7 +82,8 @@ async fn a_burst_from_idle_goes_at_once_and_the_next_waits_one_window_like_the_e
     assert_eq!(engine, Tick(500 * MS));
     let wait = ms_after(t, now);
     assert!((440..=510).contains(&wait), "waits {wait} ms, engine 500");
-    // Waking at the answer is never too early: Redis's clock has reached it by then.
+    // Waking at the answer is never too early: Redis's clock has reached it by then. (The
+    // window is Redis's, on its wall clock: only waiting moves it.)
     tokio::time::sleep_until(clock.instant_of(t)).await;
     assert_eq!(
         b.reserve(&[APP], clock.now(), clock.unix_ms()).await,
@@ -203,7 +109,8 @@ async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
         );
     }
     let admitted = clock.now();
-    // Two of A's sends waited 300 ms for their connections.
+    // Two of A's sends waited 300 ms for their connections: the lateness under test, on
+    // Redis's wall clock.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = clock.now();
     for _ in 0..2 {
@@ -228,6 +135,7 @@ async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
         (640..=720).contains(&wait),
         "the on-time slot frees in {wait} ms"
     );
+    // Until the slot frees on Redis's clock.
     tokio::time::sleep_until(clock.instant_of(t)).await;
     assert_eq!(
         b.reserve(&[APP], clock.now(), clock.unix_ms()).await,
@@ -254,30 +162,17 @@ async fn redis_over_tls_is_trusted_through_ca_file_and_refused_without_it() {
         path
     };
     let ca = file("ca.pem", &pki.ca_pem);
-    let cert = file("redis.pem", &pki.server_cert_pem);
-    let key = file("redis.key", &pki.server_key_pem);
-    let tls_port = free_port().to_string();
     // The plain port is the test's own view into Redis; the store gets the TLS one only.
-    let redis = RedisServer::start_with(
-        free_port(),
-        &[
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
-            "--tls-ca-cert-file",
-            ca.to_str().unwrap(),
-            "--tls-auth-clients",
-            "no",
-        ],
-    );
+    let redis = RedisServer::start_tls(Tls {
+        cert: file("redis.pem", &pki.server_cert_pem),
+        key: file("redis.key", &pki.server_key_pem),
+        ca: ca.clone(),
+    });
     let limits = burst_limits(5, 10_000, DailySpec::default());
     let over_tls = |ca_file: Option<std::path::PathBuf>| {
         let gauge = prometheus::IntGauge::new("g", "g").unwrap();
         let settings = RedisSettings {
-            url: format!("rediss://127.0.0.1:{tls_port}"),
+            url: redis.tls_url(),
             ca_file,
             ..settings(&redis, "tls")
         };
@@ -379,6 +274,7 @@ async fn a_spent_daily_budget_refuses_until_local_midnight_then_resets() {
     // The refusal spent nothing in the burst window either (all or nothing).
     let log = redis.command(&["LLEN", "t:{p10}:burst:1"]).unwrap();
     assert!(log.starts_with(":2"), "{log}");
+    // Past midnight in that time zone, on Redis's clock.
     tokio::time::sleep(Duration::from_millis(until as u64 + 100)).await;
     assert_eq!(
         s.reserve(&[APP, DAILY], clock.now(), clock.unix_ms()).await,
@@ -416,6 +312,7 @@ async fn what_one_replica_learns_every_replica_obeys() {
     };
     let wait = ms_after(t, asked);
     assert!((250..=310).contains(&wait), "blocked for {wait} ms more");
+    // Until the pause ends on Redis's clock.
     tokio::time::sleep_until(clock.instant_of(t)).await;
     // HubSpot says 3 left: after the send above, both replicas see 3 more slots, no more.
     assert_eq!(
@@ -486,22 +383,14 @@ const TOKEN: &str = "pat-na1-app1-portal10";
 const LIMIT: u64 = 30;
 const WINDOW: Duration = Duration::from_millis(1000);
 
-async fn simulator() -> Simulator {
-    let config = SimConfig::from_toml_str(SIM).unwrap();
-    Simulator::start(
-        config,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap()
+async fn simulator() -> Hubspot {
+    Hubspot::start(sim_config(SIM)).await
 }
 
 /// A replica of three sharing `redis`, with the simulator's budget.
-async fn replica(sim: &Simulator, redis: &RedisServer, prefix: &str, on_failure: &str) -> Gateway {
+async fn replica(sim: &Hubspot, redis: &RedisServer, prefix: &str, on_failure: &str) -> Gateway {
     let (url, prefix, on_failure) = (redis.url(), prefix.to_string(), on_failure.to_string());
-    Gateway::start(&sim.base_url(), move |c: &mut Config| {
-        c.budgets.burst_limit = LIMIT as u32;
-        c.budgets.burst_window_ms = 1000;
+    sim.gateway(move |c: &mut Config| {
         // Three gateways, 24-45 callers, the simulator and Redis share two cores here: the
         // time from reservation to arrival varies by more than the 10 ms the one-gateway
         // pacing tests use (10 ms gave tail 429s in this test), so the margin is wider.
@@ -618,7 +507,6 @@ async fn three_replicas_saturating_one_budget_never_cross_it_and_use_it_all() {
 async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_itself() {
     let _turn = heavy_turn().await;
     let mut redis = RedisServer::start();
-    let port = redis.port;
     let sim = simulator().await;
     let mut gateways = Vec::new();
     for _ in 0..3 {
@@ -632,11 +520,23 @@ async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_it
             async move { saturate(&gateways, 8, started, Duration::from_millis(4_000)).await },
         )
     };
+    // The load's first phase, shared (the times the assertions below count from).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     redis.kill();
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    wait_until(
+        "every gauge says degraded",
+        Duration::from_secs(1),
+        || async {
+            for gateway in &gateways {
+                if degraded_gauge(gateway).await != 1.0 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
     for gateway in &gateways {
-        assert_eq!(degraded_gauge(gateway).await, 1.0, "gauge says degraded");
         let (status, body) = readyz(gateway).await;
         assert_eq!(
             (status, body["status"].as_str()),
@@ -662,16 +562,17 @@ async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_it
     );
 
     // Redis comes back empty on the same port; every replica notices by itself.
-    let _redis = RedisServer::start_on(port);
-    let back = Instant::now();
-    for gateway in &gateways {
-        while degraded_gauge(gateway).await != 0.0 {
-            assert!(
-                back.elapsed() < Duration::from_secs(5),
-                "shared mode did not resume"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    redis.restart();
+    wait_until("shared mode resumes", Duration::from_secs(5), || async {
+        for gateway in &gateways {
+            if degraded_gauge(gateway).await != 0.0 {
+                return false;
+            }
         }
+        true
+    })
+    .await;
+    for gateway in &gateways {
         assert_eq!(readyz(gateway).await.1["status"], "ready");
     }
     // Shared again: one replica alone may use the whole budget, beyond its share of 10,
@@ -713,7 +614,6 @@ async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_answers_503_json_while_redis_is_down_and_recovers() {
     let mut redis = RedisServer::start();
-    let port = redis.port;
     let sim = simulator().await;
     let gateway = replica(&sim, &redis, "closed", "fail_closed").await;
     assert_eq!(call(&gateway).await.0, StatusCode::OK);
@@ -736,12 +636,11 @@ async fn fail_closed_answers_503_json_while_redis_is_down_and_recovers() {
         "{metrics}"
     );
 
-    let _redis = RedisServer::start_on(port);
-    let back = Instant::now();
-    while degraded_gauge(&gateway).await != 0.0 {
-        assert!(back.elapsed() < Duration::from_secs(5), "did not recover");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    redis.restart();
+    wait_until("the store recovers", Duration::from_secs(5), || async {
+        degraded_gauge(&gateway).await == 0.0
+    })
+    .await;
     assert_eq!(readyz(&gateway).await.0, StatusCode::OK);
     // Rejoining waits out the quarantine of one window, then forwards again.
     let (status, _, _) = call(&gateway).await;
