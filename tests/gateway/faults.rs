@@ -4,10 +4,10 @@
 //! sides), nothing hangs past its timeout, and nothing is left behind: no call in flight or
 //! queued, no owner lane, no extra task.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 const LIST: &str = "/crm/v3/objects/contacts";
 
@@ -71,19 +72,28 @@ async fn recovers(gateway: &Gateway, answered_before: f64) {
 #[tokio::test]
 async fn an_upstream_reset_mid_body_cuts_the_callers_response_and_is_not_sent_again() {
     // Headers and part of the body, then a TCP reset: once for a chunked answer, once for
-    // one with a Content-Length.
-    let upstream = raw_upstream(|mut stream| async move {
-        let head = read_head(&mut stream).await;
-        let chunked = String::from_utf8_lossy(&head).contains("chunked-answer");
-        let partial: &[u8] = if chunked {
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{\"results\":[1,2,\r\n"
-        } else {
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"results\":[1,2,"
-        };
-        let _ = stream.write_all(partial).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        reset(stream);
-        head
+    // one with a Content-Length. The reset waits until the caller has the head, so the cut
+    // is mid-body and never before the answer.
+    let head_arrived = Arc::new(tokio::sync::Notify::new());
+    let reset_after = head_arrived.clone();
+    let upstream = raw_upstream(move |mut stream| {
+        let head_arrived = reset_after.clone();
+        async move {
+            let head = read_head(&mut stream).await;
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let partial: &[u8] = if text.contains("chunked-answer") {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{\"results\":[1,2,\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"results\":[1,2,"
+            };
+            let _ = stream.write_all(partial).await;
+            if text.contains("-answer") {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), head_arrived.notified()).await;
+            }
+            reset(stream);
+            head
+        }
     })
     .await;
     let gateway = Gateway::start(&format!("http://{}", upstream.addr), quick).await;
@@ -93,7 +103,16 @@ async fn an_upstream_reset_mid_body_cuts_the_callers_response_and_is_not_sent_ag
         let request = Request::post(gateway.url(&format!("{LIST}?{marker}")))
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
-        let (status, _, body) = call(request).await;
+        let response = tokio::time::timeout(Duration::from_secs(20), client().request(request))
+            .await
+            .expect("an answer within 20 s")
+            .expect("a response head");
+        head_arrived.notify_one();
+        let status = response.status();
+        let body = tokio::time::timeout(Duration::from_secs(20), response.into_body().collect())
+            .await
+            .expect("the body ends within 20 s")
+            .map(|collected| collected.to_bytes());
         assert_eq!(status, StatusCode::OK, "the head came before the reset");
         assert!(
             body.is_err(),
@@ -157,7 +176,8 @@ async fn an_upstream_stalling_after_its_headers_is_cut_at_the_body_idle_timeout(
             b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello"
         };
         let _ = stream.write_all(partial).await;
-        // Then nothing, with the connection open, for longer than any test.
+        // Then nothing (the stall under test), with the connection open, for longer than
+        // any test.
         tokio::time::sleep(Duration::from_secs(120)).await;
         head
     })
@@ -224,6 +244,7 @@ async fn a_peer_closing_or_stalling_the_tls_handshake_is_a_502_naming_tls() {
     let stalls = raw_upstream(|mut stream| async move {
         let mut hello = vec![0u8; 512];
         let _ = stream.read(&mut hello).await;
+        // The stall under test: silence, the connection open, for longer than any test.
         tokio::time::sleep(Duration::from_secs(120)).await;
         hello
     })
@@ -303,12 +324,48 @@ async fn garbage_from_the_upstream_is_a_502_and_a_post_is_not_sent_again() {
     recovers(&gateway, garbage.len() as f64).await;
 }
 
-/// `hubgate sim` as a child process on a fixed port; killed (SIGKILL) when dropped.
-struct SimProcess(Child);
+/// `hubgate sim` as a child process on a fixed port, so that it can be killed and started
+/// again where the gateway expects it; killed (SIGKILL) when dropped.
+struct SimProcess {
+    child: tokio::process::Child,
+    /// Where its stderr goes: read when it fails to start.
+    _stderr: tempfile::NamedTempFile,
+}
+
+/// `hubgate sim` could not bind its port.
+struct PortTaken;
 
 impl SimProcess {
-    async fn start(port: u16) -> SimProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+    /// On a `candidate_port`, another if that one is taken; with its port.
+    async fn start_on_a_free_port() -> (SimProcess, u16) {
+        for _ in 0..20 {
+            let port = candidate_port();
+            if let Ok(sim) = SimProcess::start(port).await {
+                return (sim, port);
+            }
+        }
+        panic!("hubgate sim found no free port in 20 tries");
+    }
+
+    /// On `port` again, once the killed process's socket is gone from it.
+    async fn restart(port: u16) -> SimProcess {
+        wait_for(
+            &format!("hubgate sim starts again on port {port}"),
+            Duration::from_secs(10),
+            || async {
+                SimProcess::start(port)
+                    .await
+                    .map_err(|PortTaken| "the port is taken".to_string())
+            },
+        )
+        .await
+    }
+
+    /// Starts and waits for its `hubgate-sim listening on` line.
+    async fn start(port: u16) -> Result<SimProcess, PortTaken> {
+        use tokio::io::AsyncBufReadExt;
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = tokio::process::Command::new(BIN)
             .args([
                 "sim",
                 "--listen",
@@ -320,28 +377,37 @@ impl SimProcess {
                 "--daily-limit",
                 "0",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .kill_on_drop(true)
             .spawn()
             .expect("hubgate sim starts");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(15), "sim listening");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), stdout.read_line(&mut first))
+            .await
+            .expect("hubgate sim starts within 15 s");
+        if read.is_ok_and(|n| n > 0) {
+            assert!(first.starts_with("hubgate-sim listening on"), "{first}");
+            // Read the rest as it comes: a write to a closed pipe would end the process.
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+            });
+            return Ok(SimProcess {
+                child,
+                _stderr: stderr,
+            });
         }
-        SimProcess(child)
+        let exit = child.wait().await.unwrap();
+        let said = std::fs::read_to_string(stderr.path()).unwrap_or_default();
+        if said.contains("in use") {
+            return Err(PortTaken);
+        }
+        panic!("hubgate sim exited ({exit}): {said}");
     }
 
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 
@@ -357,12 +423,7 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulator_killed_and_restarted_under_load_costs_every_caller_one_clear_answer() {
     let _turn = heavy_turn().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let sim = SimProcess::start(port).await;
+    let (sim, port) = SimProcess::start_on_a_free_port().await;
     let gateway = Arc::new(
         Gateway::start(&format!("http://127.0.0.1:{port}"), |c| {
             quick(c);
@@ -430,14 +491,28 @@ async fn a_simulator_killed_and_restarted_under_load_costs_every_caller_one_clea
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Traffic flows, every worker's connections warm, before the kill.
+    wait_until("calls before the kill", Duration::from_secs(10), || async {
+        tally.ok.load(Ordering::SeqCst) >= 16
+    })
+    .await;
     let before_kill = tally.ok.load(Ordering::SeqCst);
-    sim.kill();
-    // Longer than a call's retries (3 x at most 150 ms), so some calls see the outage.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let sim = SimProcess::start(port).await;
+    sim.kill().await;
+    // Down for longer than a call's retries (3 x at most 150 ms): until some calls saw it.
+    wait_until(
+        "calls answered during the outage",
+        Duration::from_secs(10),
+        || async { tally.outage_errors.load(Ordering::SeqCst) >= 1 },
+    )
+    .await;
+    let sim = SimProcess::restart(port).await;
     let ok_at_restart = tally.ok.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    wait_until(
+        "calls after the restart",
+        Duration::from_secs(10),
+        || async { tally.ok.load(Ordering::SeqCst) >= ok_at_restart + 16 },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.await.unwrap();
@@ -468,18 +543,29 @@ async fn a_simulator_killed_and_restarted_under_load_costs_every_caller_one_clea
             .header("authorization", "Bearer pat-na1-sim-1")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        assert_eq!(send(request).await.0, StatusCode::OK, "recovered");
+        let (status, _, body) = send(request).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "recovered: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     gateway.assert_settles(Duration::from_secs(5)).await;
     drop(sim);
 }
 
-/// An upstream that records, for each call, how many body bytes came and whether the
-/// body ended properly.
-async fn recording_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<(u64, bool)>>>) {
+/// What a call's body came to at the upstream: the bytes, and whether it ended properly.
+type Seen = Arc<Mutex<Vec<(u64, bool)>>>;
+
+/// An upstream that counts the calls reaching it and records, for each once its body ended,
+/// how many body bytes came and whether the body ended properly.
+async fn recording_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Seen) {
+    let started = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
+    let (start, record) = (started.clone(), seen.clone());
     let addr = upstream(move |request: Request<hyper::body::Incoming>| {
+        start.fetch_add(1, Ordering::SeqCst);
         let record = record.clone();
         async move {
             let mut body = request.into_body();
@@ -498,12 +584,12 @@ async fn recording_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<(u64, bool
         }
     })
     .await;
-    (addr, seen)
+    (addr, started, seen)
 }
 
 #[tokio::test]
 async fn a_caller_leaving_mid_upload_never_has_half_a_body_passed_on_as_whole() {
-    let (upstream, seen) = recording_upstream().await;
+    let (upstream, started, seen) = recording_upstream().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         quick(c);
         // Bodies over 1 KiB stream to the upstream as they arrive instead of being read
@@ -542,13 +628,30 @@ async fn a_caller_leaving_mid_upload_never_has_half_a_body_passed_on_as_whole() 
             .concat(),
         ),
     ];
-    for (name, bytes) in &uploads {
+    for (n, (name, bytes)) in uploads.iter().enumerate() {
         let mut stream = TcpStream::connect(gateway.proxy).await.unwrap();
         stream.write_all(bytes).await.unwrap();
-        // Let the gateway start on the body (and open the upstream call), then leave.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The first is read whole before it is sent; the others go as they arrive.
+        let upstream_calls = n;
+        // Once the gateway is on the body (and has opened the upstream call), leave.
+        wait_until(
+            &format!("{name}: the call under way"),
+            Duration::from_secs(5),
+            || async {
+                gateway.in_flight().await == 1.0 && started.load(Ordering::SeqCst) == upstream_calls
+            },
+        )
+        .await;
         drop(stream);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The gateway is done with the call, and the upstream with what it was sent.
+        wait_until(
+            &format!("{name}: the call ends"),
+            Duration::from_secs(5),
+            || async {
+                gateway.in_flight().await == 0.0 && seen.lock().unwrap().len() == upstream_calls
+            },
+        )
+        .await;
         let complete: Vec<_> = seen
             .lock()
             .unwrap()
@@ -584,7 +687,7 @@ async fn a_caller_leaving_mid_upload_never_has_half_a_body_passed_on_as_whole() 
 
 #[tokio::test]
 async fn a_caller_stalling_mid_upload_gets_408_at_the_body_idle_timeout() {
-    let (upstream, seen) = recording_upstream().await;
+    let (upstream, _, seen) = recording_upstream().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         quick(c);
         c.server.body_idle_timeout_ms = 400;
@@ -614,7 +717,7 @@ async fn a_caller_stalling_mid_upload_gets_408_at_the_body_idle_timeout() {
 
 #[tokio::test]
 async fn a_caller_leaving_while_queued_frees_its_place_and_is_never_sent() {
-    let (upstream, seen) = recording_upstream().await;
+    let (upstream, _, seen) = recording_upstream().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         quick(c);
         c.budgets.anonymous_limit = 1;
@@ -629,40 +732,29 @@ async fn a_caller_leaving_while_queued_frees_its_place_and_is_never_sent() {
         .write_all(b"GET /crm/v3/objects/contacts HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    let started = Instant::now();
-    loop {
-        let metrics = gateway.metrics().await;
-        if metric_sum(&metrics, "hubgate_queue_depth{") == 1.0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "queued: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gateway
+        .wait_for_queue_depth(1.0, Duration::from_secs(1))
+        .await;
     drop(queued);
     // Its place is freed at once, long before its slot would come.
-    let started = Instant::now();
-    loop {
+    wait_for("left the queue", Duration::from_millis(800), || async {
         let metrics = gateway.metrics().await;
         if metric_sum(&metrics, "hubgate_queue_depth{") == 0.0
             && metric_value(&metrics, "hubgate_requests_in_flight") == Some(0.0)
         {
-            break;
+            Ok(())
+        } else {
+            Err(metrics)
         }
-        assert!(
-            started.elapsed() < Duration::from_millis(800),
-            "left the queue: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let metrics = gateway.metrics().await;
     assert_eq!(
         metric_value(&metrics, r#"hubgate_requests_total{outcome="caller_gone"}"#),
         Some(1.0)
     );
-    // Past the window, its slot would have come: still only the first call arrived.
+    // Past the window, its slot would have come: still only the first call arrived. (A
+    // wait for nothing to happen: the window is the only thing to wait for.)
     tokio::time::sleep(Duration::from_millis(1_700)).await;
     assert_eq!(
         seen.lock().unwrap().len(),
