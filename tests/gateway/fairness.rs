@@ -1,28 +1,26 @@
 //! Sharing one owner's budget between callers: equal shares whatever their concurrency,
 //! priority lanes with a reserve for `high`, and per-caller caps.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate_sim::{SimConfig, Simulator};
-use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 const TOKEN: &str = "pat-na1-fair";
 
-/// The gateways below keep a 50 ms margin (10 % of a window): on a loaded 2-core machine a
-/// send can reach the simulator tens of milliseconds after it left hubgate.
-async fn simulator(limit: u32, window_ms: u64) -> Simulator {
-    let config = SimConfig::from_toml_str(&format!(
+/// `limit` calls per `window_ms` for `TOKEN` (app 9 in portal 90). The gateways in front
+/// of it keep a 50 ms margin (10 % of a window) or more: on a loaded 2-core machine a send
+/// can reach the simulator tens of milliseconds after it left hubgate.
+async fn simulator(limit: u32, window_ms: u64) -> Hubspot {
+    Hubspot::start(sim_config(&format!(
         "burst_limit = {limit}\nburst_window_ms = {window_ms}\ndaily_limit = 0\n[[tokens]]\ntoken = \"{TOKEN}\"\napp_id = 9\nportal_id = 90\n"
-    ))
-    .unwrap();
-    Simulator::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap()
+    )))
+    .await
 }
 
 async fn call(gateway: &Gateway, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap) {
@@ -79,9 +77,7 @@ async fn a_caller_with_one_call_in_flight_gets_as_much_as_one_with_a_hundred() {
     let _turn = heavy_turn().await;
     let sim = simulator(20, 500).await;
     let gateway = Arc::new(
-        Gateway::start(&sim.base_url(), |c| {
-            c.budgets.burst_limit = 20;
-            c.budgets.burst_window_ms = 500;
+        sim.gateway(|c| {
             // A fifth of the window: 101 callers on a shared 2-core host arrive late by more
             // than 50 ms at times, and this test is about shares, not about the margin.
             c.budgets.burst_margin_ms = 100;
@@ -119,9 +115,7 @@ async fn high_priority_calls_wait_less_than_a_window_while_low_ones_saturate() {
     let _turn = heavy_turn().await;
     let sim = simulator(20, 500).await;
     let gateway = Arc::new(
-        Gateway::start(&sim.base_url(), |c| {
-            c.budgets.burst_limit = 20;
-            c.budgets.burst_window_ms = 500;
+        sim.gateway(|c| {
             c.budgets.burst_margin_ms = 50;
             c.lanes.high_reserve_percent = 20;
         })
@@ -130,8 +124,9 @@ async fn high_priority_calls_wait_less_than_a_window_while_low_ones_saturate() {
     let stop = Instant::now() + Duration::from_secs(5);
     // A steady trickle of high calls (about 3.5 per window, under the 4-slot reserve) that
     // is already flowing when a flood of low calls arrives and saturates the owner.
+    let high_answered = Arc::new(AtomicUsize::new(0));
     let high = {
-        let gateway = gateway.clone();
+        let (gateway, answered) = (gateway.clone(), high_answered.clone());
         tokio::spawn(async move {
             let mut waits = Vec::new();
             while Instant::now() < stop {
@@ -151,12 +146,17 @@ async fn high_priority_calls_wait_less_than_a_window_while_low_ones_saturate() {
                         .parse::<u64>()
                         .unwrap(),
                 );
+                answered.fetch_add(1, Ordering::SeqCst);
+                // The trickle's shape: one high call every 150 ms or so.
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
             waits
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the high trickle flows", Duration::from_secs(2), || async {
+        high_answered.load(Ordering::SeqCst) >= 2
+    })
+    .await;
     let low = closed_loop(
         &gateway,
         60,
@@ -187,16 +187,16 @@ async fn high_priority_calls_wait_less_than_a_window_while_low_ones_saturate() {
 #[tokio::test]
 async fn a_capped_caller_is_refused_beyond_its_rate_and_others_are_not() {
     let sim = simulator(1000, 1000).await;
-    let gateway = Gateway::start(&sim.base_url(), |c| {
-        c.budgets.burst_limit = 1000;
-        c.callers = vec![hubgate::callers::CallerConfig {
-            name: "runaway-job".into(),
-            weight: 1,
-            max_rps: Some(5),
-            key_sha256: None,
-        }];
-    })
-    .await;
+    let gateway = sim
+        .gateway(|c| {
+            c.callers = vec![hubgate::callers::CallerConfig {
+                name: "runaway-job".into(),
+                weight: 1,
+                max_rps: Some(5),
+                key_sha256: None,
+            }];
+        })
+        .await;
     let mut capped = 0;
     for _ in 0..20 {
         let (status, headers) = call(&gateway, &[("x-hubgate-caller", "runaway-job")]).await;
@@ -227,7 +227,7 @@ async fn a_capped_caller_is_refused_beyond_its_rate_and_others_are_not() {
 #[tokio::test]
 async fn malformed_hubgate_headers_get_a_clear_400() {
     let sim = simulator(100, 1000).await;
-    let gateway = Gateway::start(&sim.base_url(), |_| {}).await;
+    let gateway = sim.gateway(|_| {}).await;
     for (name, value) in [
         ("x-hubgate-priority", "urgent"),
         ("x-hubgate-caller", "has space"),

@@ -10,19 +10,18 @@ use http_body_util::Full;
 use hubgate::callers::{key_sha256, CallerConfig};
 use hubgate::Config;
 use hubgate_sim::{SimConfig, Simulator};
-use tokio::net::TcpListener;
 
 const SYNC_KEY: &str = "hgk-sync-7f3a9c2e51d84b06a1e2";
 const WEB_KEY: &str = "hgk-web-0c5d8e1f2a3b4c5d6e7f";
 const TOKEN: &str = "oauth-sim-1";
 
-async fn simulator() -> Simulator {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
+/// The simulator's defaults with one generated token pair (`oauth-sim-1` is app 3001).
+async fn one_token_simulator() -> Simulator {
+    simulator(SimConfig {
         generate_tokens: 1,
         ..SimConfig::default()
-    };
-    Simulator::start(config, listener).await.unwrap()
+    })
+    .await
 }
 
 /// `sync` is capped at one call per second, so a refusal naming it shows whose name a
@@ -71,7 +70,7 @@ fn echoed_header_names(body: &Bytes) -> Vec<String> {
 
 #[tokio::test]
 async fn calls_without_a_known_key_are_refused_before_hubspot_hears_of_them() {
-    let sim = simulator().await;
+    let sim = one_token_simulator().await;
     let gateway = Gateway::start(&sim.base_url(), require_keys).await;
 
     let cases: [(&str, &[(&str, &str)]); 3] = [
@@ -123,7 +122,7 @@ async fn calls_without_a_known_key_are_refused_before_hubspot_hears_of_them() {
 
 #[tokio::test]
 async fn a_known_key_is_served_as_its_caller_and_never_sent_upstream() {
-    let sim = simulator().await;
+    let sim = one_token_simulator().await;
     // A key header outside X-Hubgate-* (which is never forwarded anyway), so this shows
     // the key itself is taken off the call.
     let gateway = Gateway::start(&sim.base_url(), |config| {
@@ -208,7 +207,7 @@ async fn a_known_key_is_served_as_its_caller_and_never_sent_upstream() {
 
 #[tokio::test]
 async fn with_keys_not_required_nothing_changes() {
-    let sim = simulator().await;
+    let sim = one_token_simulator().await;
     let gateway = Gateway::start(&sim.base_url(), |config| {
         // Keys may be configured ahead of switching them on; they are not checked yet.
         require_keys(config);

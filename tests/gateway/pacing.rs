@@ -2,15 +2,16 @@
 //! enforces HubSpot's limits and reports every 429 and the busiest window it saw.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hubgate::Config;
-use hubgate_sim::{SimConfig, Simulator};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Tokens of the test portal world: two apps in portal 10, the first app also in portal 20.
 const SIM_TOKENS: &str = r#"
@@ -31,17 +32,11 @@ const APP1_P10: &str = "pat-na1-app1-portal10";
 const APP2_P10: &str = "pat-na1-app2-portal10";
 const APP1_P20: &str = "pat-na1-app1-portal20";
 
-async fn simulator(limits: &str) -> Simulator {
-    let config = SimConfig::from_toml_str(&format!("{limits}\n{SIM_TOKENS}")).unwrap();
-    Simulator::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap()
-}
-
-/// A gateway whose budgets mirror the simulator's. The margins cover how late a send may
+/// The simulator with `limits` and the test portal world, and a gateway in front of it
+/// whose budgets mirror the simulator's, then `tune`. The margins cover how late a send may
 /// reach the simulator on a busy 2-core machine (tests run in parallel): 5 % of a window.
-async fn gateway(sim: &Simulator, tune: impl FnOnce(&mut Config)) -> Gateway {
-    Gateway::start(&sim.base_url(), |c| {
+async fn world(limits: &str, tune: impl FnOnce(&mut Config)) -> (Hubspot, Gateway) {
+    sim_and_gateway(sim_config(&format!("{limits}\n{SIM_TOKENS}")), |c| {
         c.budgets.burst_margin_ms = 50;
         c.budgets.search_margin_ms = 25;
         tune(c)
@@ -87,14 +82,12 @@ async fn fifty_callers_saturating_one_owner_see_only_200s_and_hubspot_sees_no_42
     const WINDOW: Duration = Duration::from_millis(1000);
     // Counted over 3.5 windows: every window the pacer wastes shows up as a missing burst.
     const MEASURED: Duration = Duration::from_millis(3500);
-    let sim = simulator("burst_limit = 20\nburst_window_ms = 1000\ndaily_limit = 0").await;
-    let gateway = Arc::new(
-        gateway(&sim, |c| {
-            c.budgets.burst_limit = 20;
-            c.budgets.burst_window_ms = 1000;
-        })
-        .await,
-    );
+    let (sim, gateway) = world(
+        "burst_limit = 20\nburst_window_ms = 1000\ndaily_limit = 0",
+        |_| {},
+    )
+    .await;
+    let gateway = Arc::new(gateway);
     let started = Instant::now();
     let callers: Vec<_> = (0..50)
         .map(|_| {
@@ -152,14 +145,12 @@ async fn fifty_callers_saturating_one_owner_see_only_200s_and_hubspot_sees_no_42
 
 #[tokio::test]
 async fn apps_and_portals_have_independent_burst_budgets() {
-    let sim = simulator("burst_limit = 5\nburst_window_ms = 1000\ndaily_limit = 0").await;
-    let gateway = Arc::new(
-        gateway(&sim, |c| {
-            c.budgets.burst_limit = 5;
-            c.budgets.burst_window_ms = 1000;
-        })
-        .await,
-    );
+    let (sim, gateway) = world(
+        "burst_limit = 5\nburst_window_ms = 1000\ndaily_limit = 0",
+        |_| {},
+    )
+    .await;
+    let gateway = Arc::new(gateway);
     let started = Instant::now();
     let mut calls = Vec::new();
     for token in [APP1_P10, APP2_P10, APP1_P20] {
@@ -191,14 +182,12 @@ async fn apps_and_portals_have_independent_burst_budgets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_runs_at_its_limit_without_secondly_429s() {
     let _turn = heavy_turn().await;
-    let sim = simulator("search_limit = 5\nsearch_window_ms = 500\ndaily_limit = 0").await;
-    let gateway = Arc::new(
-        gateway(&sim, |c| {
-            c.budgets.search_limit = 5;
-            c.budgets.search_window_ms = 500;
-        })
-        .await,
-    );
+    let (sim, gateway) = world(
+        "search_limit = 5\nsearch_window_ms = 500\ndaily_limit = 0",
+        |_| {},
+    )
+    .await;
+    let gateway = Arc::new(gateway);
     let started = Instant::now();
     let searches: Vec<_> = (0..30)
         .map(|i| {
@@ -232,8 +221,8 @@ async fn search_runs_at_its_limit_without_secondly_429s() {
 
 #[tokio::test]
 async fn an_exhausted_daily_budget_is_answered_locally_with_hubspots_429() {
-    let sim = simulator("daily_limit = 1000").await;
-    let gateway = gateway(&sim, |c| {
+    // HubSpot would allow 1000 a day; this gateway is told 10.
+    let (sim, gateway) = world("daily_limit = 1000", |c| {
         c.budgets.daily_limit = 10;
     })
     .await;
@@ -279,15 +268,14 @@ async fn an_exhausted_daily_budget_is_answered_locally_with_hubspots_429() {
 
 #[tokio::test]
 async fn deadlines_and_a_full_queue_are_refused_at_once() {
-    let sim = simulator("burst_limit = 2\nburst_window_ms = 1000\ndaily_limit = 0").await;
-    let gateway = Arc::new(
-        gateway(&sim, |c| {
-            c.budgets.burst_limit = 2;
-            c.budgets.burst_window_ms = 1000;
+    let (sim, gateway) = world(
+        "burst_limit = 2\nburst_window_ms = 1000\ndaily_limit = 0",
+        |c| {
             c.queue.max_depth_per_owner = 2;
-        })
-        .await,
-    );
+        },
+    )
+    .await;
+    let gateway = Arc::new(gateway);
     for _ in 0..2 {
         assert_eq!(
             call(&gateway, "GET", "/crm/v3/objects/contacts", APP1_P10, &[])
@@ -331,7 +319,10 @@ async fn deadlines_and_a_full_queue_are_refused_at_once() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both queued well before the window frees, about a second after the first calls.
+    gateway
+        .wait_for_queue_depth(2.0, Duration::from_millis(500))
+        .await;
     let (status, headers, body) =
         call(&gateway, "GET", "/crm/v3/objects/contacts", APP1_P10, &[]).await;
     let error = assert_hubspot_error(status, &headers, &body, StatusCode::SERVICE_UNAVAILABLE);
@@ -372,12 +363,12 @@ async fn deadlines_and_a_full_queue_are_refused_at_once() {
 
 #[tokio::test]
 async fn a_caller_that_disconnects_leaves_the_queue_and_spends_nothing() {
-    let sim = simulator("burst_limit = 1\nburst_window_ms = 1000\ndaily_limit = 0").await;
-    let gateway = gateway(&sim, |c| {
-        c.budgets.burst_limit = 1;
-        c.budgets.burst_window_ms = 1000;
-        c.queue.max_depth_per_owner = 1;
-    })
+    let (sim, gateway) = world(
+        "burst_limit = 1\nburst_window_ms = 1000\ndaily_limit = 0",
+        |c| {
+            c.queue.max_depth_per_owner = 1;
+        },
+    )
     .await;
     assert_eq!(
         call(&gateway, "GET", "/crm/v3/objects/contacts", APP1_P10, &[])
@@ -388,15 +379,24 @@ async fn a_caller_that_disconnects_leaves_the_queue_and_spends_nothing() {
     let request = format!(
         "GET /crm/v3/objects/contacts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {APP1_P10}\r\n\r\n"
     );
-    // Waits in the queue for about a second, then hangs up after 200 ms.
-    let gone = raw(
-        gateway.proxy,
-        request.as_bytes(),
-        Duration::from_millis(200),
-    )
-    .await;
-    assert_eq!(gone, "", "nothing was answered yet");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Would wait in the queue for about a second; hangs up once queued.
+    let mut leaving = TcpStream::connect(gateway.proxy).await.unwrap();
+    leaving.write_all(request.as_bytes()).await.unwrap();
+    gateway
+        .wait_for_queue_depth(1.0, Duration::from_millis(500))
+        .await;
+    let mut answer = [0u8; 1024];
+    let answered = match leaving.try_read(&mut answer) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => panic!("the queued connection failed: {e}"),
+    };
+    assert_eq!(answered, 0, "nothing was answered yet");
+    drop(leaving);
+    // Its place is freed while it would still be waiting, not when its slot comes.
+    gateway
+        .wait_for_queue_depth(0.0, Duration::from_millis(500))
+        .await;
     // With a queue of one, this would be refused if the caller who left still held its place.
     let (status, headers, _) =
         call(&gateway, "GET", "/crm/v3/objects/contacts", APP1_P10, &[]).await;
@@ -411,11 +411,10 @@ async fn a_caller_that_disconnects_leaves_the_queue_and_spends_nothing() {
 
 #[tokio::test]
 async fn exempt_calls_skip_the_burst_window() {
-    let sim = simulator("burst_limit = 1\nburst_window_ms = 5000\ndaily_limit = 0").await;
-    let gateway = gateway(&sim, |c| {
-        c.budgets.burst_limit = 1;
-        c.budgets.burst_window_ms = 5000;
-    })
+    let (_sim, gateway) = world(
+        "burst_limit = 1\nburst_window_ms = 5000\ndaily_limit = 0",
+        |_| {},
+    )
     .await;
     assert_eq!(
         call(&gateway, "GET", "/crm/v3/objects/contacts", APP1_P10, &[])
@@ -457,8 +456,8 @@ async fn hubgate_headers_do_not_reach_hubspot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_first_calls_with_a_new_token_cause_one_introspection() {
     let _turn = heavy_turn().await;
-    let sim = simulator("daily_limit = 0").await;
-    let gateway = Arc::new(gateway(&sim, |_| {}).await);
+    let (sim, gateway) = world("daily_limit = 0", |_| {}).await;
+    let gateway = Arc::new(gateway);
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let gateway = gateway.clone();
@@ -482,8 +481,7 @@ async fn a_hundred_concurrent_first_calls_with_a_new_token_cause_one_introspecti
 
 #[tokio::test]
 async fn an_invalid_token_gets_hubspots_own_401() {
-    let sim = simulator("daily_limit = 0").await;
-    let gateway = gateway(&sim, |_| {}).await;
+    let (_sim, gateway) = world("daily_limit = 0", |_| {}).await;
     let (status, headers, body) = call(
         &gateway,
         "GET",
