@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Uri};
 use hubgate::config::UpstreamTarget;
@@ -17,14 +17,12 @@ use hubgate_sim::{Faults, SimConfig, Simulator};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::support::{jump_clock, simulator, wait_until, ClosedPort};
 
 const PAT: &str = "pat-na1-sim-1";
 const OAUTH: &str = "oauth-sim-1";
-
-async fn sim(config: SimConfig) -> Simulator {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 fn sim_config(generate_tokens: u32) -> SimConfig {
     SimConfig {
@@ -82,7 +80,7 @@ fn lookups(metrics: &Metrics, result: &str) -> u64 {
 
 #[tokio::test]
 async fn private_app_and_oauth_tokens_resolve_to_their_app_and_portal() {
-    let sim = sim(sim_config(2)).await;
+    let sim = simulator(sim_config(2)).await;
     let (r, metrics) = resolver(&sim, &IdentityConfig::default());
 
     assert_eq!(r.resolve(&bearer(PAT)).await, app(2001, 1001));
@@ -103,7 +101,7 @@ async fn private_app_and_oauth_tokens_resolve_to_their_app_and_portal() {
 
 #[tokio::test]
 async fn static_credentials_win_without_introspection() {
-    let sim = sim(sim_config(1)).await;
+    let sim = simulator(sim_config(1)).await;
     let by_hash = "pat-na1-known-by-hash";
     let credentials = [
         // Overrides what the simulator would say about this token.
@@ -174,7 +172,7 @@ async fn concurrent_first_calls_share_one_introspection() {
         },
         ..sim_config(1)
     };
-    let sim = sim(config).await;
+    let sim = simulator(config).await;
     let (r, metrics) = resolver(&sim, &IdentityConfig::default());
     let barrier = Arc::new(tokio::sync::Barrier::new(100));
     let mut tasks = Vec::new();
@@ -203,7 +201,7 @@ async fn concurrent_first_calls_share_one_introspection() {
 
 #[tokio::test]
 async fn unknown_tokens_are_invalid_and_that_is_remembered_briefly() {
-    let sim = sim(sim_config(1)).await;
+    let sim = simulator(sim_config(1)).await;
     let config = IdentityConfig {
         negative_ttl_ms: 400,
         ..IdentityConfig::default()
@@ -216,7 +214,8 @@ async fn unknown_tokens_are_invalid_and_that_is_remembered_briefly() {
     assert_eq!(introspections(&sim), 2);
     assert_eq!(lookups(&metrics, "invalid"), 4);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the 400 ms the verdict is kept, on the resolver's clock.
+    jump_clock(Duration::from_millis(500)).await;
     assert_eq!(
         r.resolve(&bearer("pat-na1-nobody")).await,
         Resolution::Invalid
@@ -233,7 +232,7 @@ async fn failing_introspection_keys_by_credential_hash_and_retries_later() {
         },
         ..sim_config(1)
     };
-    let sim = sim(config).await;
+    let sim = simulator(config).await;
     let identity = IdentityConfig {
         unreachable_ttl_ms: 400,
         ..IdentityConfig::default()
@@ -249,22 +248,15 @@ async fn failing_introspection_keys_by_credential_hash_and_retries_later() {
 
     // After the TTL HubSpot is asked again, and once it answers the owner is known.
     sim.set_faults(Faults::default());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    jump_clock(Duration::from_millis(500)).await;
     assert_eq!(r.resolve(&bearer(PAT)).await, app(2001, 1001));
     assert_eq!(introspections(&sim), 2);
 }
 
 #[tokio::test]
 async fn nothing_listening_is_unreachable() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let (r, metrics) = resolver_for(
-        &format!("http://127.0.0.1:{port}"),
-        &IdentityConfig::default(),
-        &[],
-    );
+    let closed = ClosedPort::new();
+    let (r, metrics) = resolver_for(&closed.url(), &IdentityConfig::default(), &[]);
     assert_eq!(
         r.resolve(&bearer(OAUTH)).await,
         Resolution::Owner(Owner::Unidentified {
@@ -283,7 +275,7 @@ async fn slow_introspection_times_out_as_unreachable() {
         },
         ..sim_config(1)
     };
-    let sim = sim(config).await;
+    let sim = simulator(config).await;
     let identity = IdentityConfig {
         introspection_timeout_ms: 200,
         ..IdentityConfig::default()
@@ -305,19 +297,20 @@ async fn oauth_tokens_are_introspected_again_once_expired() {
         access_token_expires_in: 1,
         ..sim_config(1)
     };
-    let sim = sim(config).await;
+    let sim = simulator(config).await;
     let (r, _) = resolver(&sim, &IdentityConfig::default());
     assert_eq!(r.resolve(&bearer(OAUTH)).await, app(3001, 1001));
     assert_eq!(r.resolve(&bearer(OAUTH)).await, app(3001, 1001));
     assert_eq!(introspections(&sim), 1);
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Past the token's `expires_in` of 1 s.
+    jump_clock(Duration::from_millis(1_200)).await;
     assert_eq!(r.resolve(&bearer(OAUTH)).await, app(3001, 1001));
     assert_eq!(introspections(&sim), 2);
 }
 
 #[tokio::test]
 async fn private_app_tokens_are_rechecked_after_their_ttl() {
-    let sim = sim(sim_config(1)).await;
+    let sim = simulator(sim_config(1)).await;
     let identity = IdentityConfig {
         private_app_ttl_ms: 300,
         ..IdentityConfig::default()
@@ -326,14 +319,14 @@ async fn private_app_tokens_are_rechecked_after_their_ttl() {
     assert_eq!(r.resolve(&bearer(PAT)).await, app(2001, 1001));
     assert_eq!(r.resolve(&bearer(PAT)).await, app(2001, 1001));
     assert_eq!(introspections(&sim), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    jump_clock(Duration::from_millis(400)).await;
     assert_eq!(r.resolve(&bearer(PAT)).await, app(2001, 1001));
     assert_eq!(introspections(&sim), 2);
 }
 
 #[tokio::test]
 async fn the_cache_stays_within_max_entries() {
-    let sim = sim(sim_config(30)).await;
+    let sim = simulator(sim_config(30)).await;
     let identity = IdentityConfig {
         max_entries: 10,
         introspection_per_second: 10_000,
@@ -360,7 +353,7 @@ async fn the_cache_stays_within_max_entries() {
 
 #[tokio::test]
 async fn introspection_is_paced() {
-    let sim = sim(sim_config(10)).await;
+    let sim = simulator(sim_config(10)).await;
     let identity = IdentityConfig {
         introspection_per_second: 5,
         ..IdentityConfig::default()
@@ -385,7 +378,7 @@ async fn introspection_is_paced() {
 
 #[tokio::test]
 async fn hapikeys_and_anonymous_calls_need_no_lookup() {
-    let sim = sim(sim_config(1)).await;
+    let sim = simulator(sim_config(1)).await;
     let (r, metrics) = resolver(&sim, &IdentityConfig::default());
     assert_eq!(
         r.resolve(&Credential::HapiKey("my-key".into())).await,
@@ -548,13 +541,19 @@ async fn a_lookup_abandoned_by_its_caller_is_taken_over() {
         },
         ..sim_config(1)
     };
-    let sim = sim(config).await;
+    let sim = simulator(config).await;
     let (r, _) = resolver(&sim, &IdentityConfig::default());
     let first = {
         let r = r.clone();
         tokio::spawn(async move { r.resolve(&bearer(PAT)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Aborted while its lookup is at HubSpot (which takes 300 ms to answer).
+    wait_until(
+        "the lookup reaches HubSpot",
+        Duration::from_secs(5),
+        || async { introspections(&sim) == 1 },
+    )
+    .await;
     first.abort();
     let _ = first.await;
     // The slot left pending must not hang or poison later callers.
