@@ -8,7 +8,7 @@
 //! answer otherwise. Those tests assert the status, the close, and that hubgate never
 //! counted a call.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::echo;
 use crate::support::*;
@@ -17,6 +17,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -118,7 +119,7 @@ async fn conflicting_content_lengths_get_400_and_equal_ones_pass() {
 #[tokio::test]
 async fn headers_beyond_what_hubgate_buffers_get_431_and_the_connection_closes() {
     let upstream = echo::start().await;
-    // hubgate answers 4-8 KiB itself with JSON (tests/bounds.rs); beyond its 16 KiB
+    // hubgate answers 4-8 KiB itself with JSON (the bounds module); beyond its 16 KiB
     // buffer hyper stops reading.
     let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         c.server.max_header_bytes = 4096
@@ -149,6 +150,8 @@ async fn slowloris_headers_are_cut_off_while_other_callers_are_served() {
             if slow.write_all(&[*byte]).await.is_err() {
                 break;
             }
+            // The slow caller under test: a byte every 50 ms, each well inside any idle
+            // timeout, the whole never finishing.
             tokio::time::sleep(Duration::from_millis(50)).await;
             if started.elapsed() > Duration::from_secs(10) {
                 break;
@@ -164,6 +167,7 @@ async fn slowloris_headers_are_cut_off_while_other_callers_are_served() {
     let others = async {
         for _ in 0..5 {
             still_serves(&gateway).await;
+            // Spread over the trickle, so other callers are served while it goes on.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };

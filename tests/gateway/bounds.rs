@@ -1,7 +1,7 @@
 //! hubgate's own answers: oversized input, slow callers, unreachable or slow upstreams.
 //! Each is a clear HubSpot-shaped error and the gateway keeps serving afterwards.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::echo;
 use crate::support::*;
@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn declared_oversized_body_gets_413_before_any_upload() {
@@ -117,11 +118,8 @@ async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
 
 #[tokio::test]
 async fn unreachable_upstream_gets_502() {
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
-    let gateway = Gateway::start(&format!("http://{closed_port}"), |_| {}).await;
+    let closed = ClosedPort::new();
+    let gateway = Gateway::start(&closed.url(), |_| {}).await;
     let (status, headers, body) = get(&gateway.url("/crm/v3/objects/contacts")).await;
     let error = assert_hubspot_error(status, &headers, &body, StatusCode::BAD_GATEWAY);
     assert!(
@@ -144,6 +142,7 @@ async fn unreachable_upstream_gets_502() {
 #[tokio::test]
 async fn slow_upstream_gets_504() {
     let upstream = upstream(|_| async {
+        // The slow upstream under test: far past the 200 ms response timeout.
         tokio::time::sleep(Duration::from_secs(3)).await;
         Response::new(Full::new(Bytes::from_static(b"late")))
     })

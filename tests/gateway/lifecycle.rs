@@ -1,38 +1,62 @@
 //! Graceful shutdown and the admin endpoints, in process.
 
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use tokio::time::Instant;
+
+/// An upstream that answers `body` after `delay` (the slow call the shutdown waits for),
+/// counting the calls that reached it.
+async fn slow_upstream(delay: Duration, body: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let count = arrived.clone();
+    let addr = upstream(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            // The slow call under test.
+            tokio::time::sleep(delay).await;
+            Response::new(Full::new(Bytes::from_static(body)))
+        }
+    })
+    .await;
+    (addr, arrived)
+}
+
+async fn readyz(gateway: &Gateway) -> StatusCode {
+    get(&gateway.admin_url("/readyz")).await.0
+}
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_calls_then_stops() {
-    let upstream = upstream(|_| async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        Response::new(Full::new(Bytes::from_static(b"finished")))
-    })
-    .await;
+    let (upstream, arrived) = slow_upstream(Duration::from_millis(800), b"finished").await;
     let mut gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         c.server.shutdown_grace_ms = 5000
     })
     .await;
-    let (status, _, _) = get(&format!("http://{}/readyz", gateway.admin)).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(readyz(&gateway).await, StatusCode::OK);
 
     let url = gateway.url("/crm/v3/objects/contacts");
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the call is at the upstream",
+        Duration::from_secs(5),
+        || async { arrived.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
     gateway.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let (status, _, _) = get(&format!("http://{}/readyz", gateway.admin)).await;
-    assert_eq!(
-        status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not ready while draining"
-    );
+    // The gateway stops being ready when it stops accepting, in one step.
+    wait_until("/readyz answers 503", Duration::from_secs(5), || async {
+        readyz(&gateway).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(!in_flight.is_finished(), "not ready while draining");
     assert!(
         tokio::net::TcpStream::connect(gateway.proxy).await.is_err(),
         "no new connections once shutdown began"
@@ -49,18 +73,20 @@ async fn shutdown_finishes_in_flight_calls_then_stops() {
 
 #[tokio::test]
 async fn shutdown_gives_up_after_the_grace_period() {
-    let upstream = upstream(|_| async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Response::new(Full::new(Bytes::new()))
-    })
-    .await;
+    // A call that outlasts any grace period.
+    let (upstream, arrived) = slow_upstream(Duration::from_secs(30), b"").await;
     let mut gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         c.server.shutdown_grace_ms = 300
     })
     .await;
     let url = gateway.url("/crm/v3/objects/contacts");
     let _stuck = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the call is at the upstream",
+        Duration::from_secs(5),
+        || async { arrived.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
     let started = Instant::now();
     gateway.begin_shutdown();
     tokio::time::timeout(Duration::from_secs(5), gateway.task)

@@ -35,23 +35,6 @@ async fn call(gateway: &Gateway, token: &str) -> StatusCode {
     send(request).await.0
 }
 
-/// The value of the sample of `name` whose labels include every pair of `labels`
-/// (label order in the exposition is the encoder's business, not the test's).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.starts_with(name) && matches!(line.as_bytes().get(name.len()), Some(b'{' | b' '))
-        })
-        .find(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 async fn admin_json(gateway: &Gateway, path: &str) -> (StatusCode, serde_json::Value, String) {
     let (status, headers, body) = get(&format!("http://{}{path}", gateway.admin)).await;
     assert_eq!(
@@ -89,7 +72,9 @@ async fn gauges_and_admin_api_follow_a_queued_burst() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway
+        .wait_for_queue_depth(2.0, Duration::from_secs(1))
+        .await;
 
     let text = gateway.metrics().await;
     let owner = [("app_id", "7"), ("portal_id", "70")];

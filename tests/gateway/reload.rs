@@ -4,40 +4,17 @@
 //! bad file changes nothing.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use tokio::time::Instant;
 
 const TOKEN: &str = "pat-na1-reload-test";
-
-/// A config file in a directory of its own, rewritten between reloads.
-struct ConfigFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hubgate.toml");
-        std::fs::write(&path, text).unwrap();
-        ConfigFile { _dir: dir, path }
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.path, text).unwrap();
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// A file for `upstream` with `TOKEN` owned by app 1 in portal 10, plus `rest`.
 fn config_text(upstream: SocketAddr, rest: &str) -> String {
@@ -57,6 +34,7 @@ async fn counting_upstream(slow: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
         let slow_path = request.uri().path().starts_with("/slow");
         async move {
             if slow_path {
+                // The slow calls under test, still in flight while the reload happens.
                 tokio::time::sleep(slow).await;
             }
             Response::new(Full::new(Bytes::from_static(b"{}")))
@@ -110,21 +88,6 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn queued_calls_all_complete_when_a_reload_raises_the_limit() {
     let (upstream, hits) = counting_upstream(Duration::ZERO).await;
@@ -150,10 +113,13 @@ async fn queued_calls_all_complete_when_a_reload_raises_the_limit() {
             })
         })
         .collect();
-    wait_until("two sent and ten queued", || async {
-        hits.load(Ordering::SeqCst) == 2 && owner(&gateway).await["queue_depth"] == 10
-    })
+    wait_until(
+        "two sent and ten queued",
+        Duration::from_secs(20),
+        || async { hits.load(Ordering::SeqCst) == 2 && owner(&gateway).await["queue_depth"] == 10 },
+    )
     .await;
+    // A while for nothing to happen: no call may leave while the 30 s window is full.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         hits.load(Ordering::SeqCst),
@@ -229,9 +195,11 @@ async fn a_lowered_limit_holds_for_new_sends_while_calls_in_flight_finish() {
             })
         })
         .collect();
-    wait_until("three slow calls at the upstream", || async {
-        hits.load(Ordering::SeqCst) == 3
-    })
+    wait_until(
+        "three slow calls at the upstream",
+        Duration::from_secs(20),
+        || async { hits.load(Ordering::SeqCst) == 3 },
+    )
     .await;
 
     file.write(&config_text(

@@ -3,14 +3,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hubgate_sim::{SimConfig, Simulator};
-use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// An upstream that answers call `n` (0-based) with `script(n, path)` and records when
 /// each call arrived.
@@ -324,12 +323,9 @@ async fn the_retry_budget_caps_a_429_storm() {
 
 #[tokio::test]
 async fn a_connection_refused_is_retried_for_any_method() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gateway = Gateway::start(&format!("http://127.0.0.1:{port}"), |c| {
+    // Refuses connections until it listens, and no one else can take the port meanwhile.
+    let port = ClosedPort::new();
+    let gateway = Gateway::start(&port.url(), |c| {
         c.retry.base_delay_ms = 200;
         c.retry.max_delay_ms = 400;
         c.retry.max_retries = 10;
@@ -344,9 +340,14 @@ async fn a_connection_refused_is_retried_for_any_method() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        "a refused attempt is retried",
+        Duration::from_secs(5),
+        || async { metric_sum(&gateway.metrics().await, "hubgate_retries_total{") >= 1.0 },
+    )
+    .await;
     // The upstream comes up while the POST is being retried: nothing was sent before.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = port.listen();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let service =
@@ -372,19 +373,20 @@ async fn another_client_stealing_budget_costs_callers_nothing() {
     const LIMIT: u64 = 20;
     const WINDOW_MS: u64 = 250;
     let _turn = heavy_turn().await;
-    let sim_config = SimConfig::from_toml_str(&format!(
+    let sim = Hubspot::start(sim_config(&format!(
         "burst_limit = {LIMIT}\nburst_window_ms = {WINDOW_MS}\ndaily_limit = 0\n[[tokens]]\ntoken = \"pat-na1-steal\"\napp_id = 7\nportal_id = 70\n"
-    ))
-    .unwrap();
-    let sim = Simulator::start(sim_config, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap();
+    )))
+    .await;
     sim.set_outside_consumer(7, 70, 6);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The other client is spending already: a window's worth of its calls arrived.
+    wait_until(
+        "the other client's calls",
+        Duration::from_secs(5),
+        || async { sim.stats().owner(7, 70).is_some_and(|o| o.outside >= 6) },
+    )
+    .await;
     let gateway = Arc::new(
-        Gateway::start(&sim.base_url(), |c| {
-            c.budgets.burst_limit = LIMIT as u32;
-            c.budgets.burst_window_ms = WINDOW_MS;
+        sim.gateway(|c| {
             c.budgets.burst_margin_ms = 20;
             // One slot of slack: the other client's calls arrive on a busy machine's timers,
             // so one window now and then holds one more of them than the last.

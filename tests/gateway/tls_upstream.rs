@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::pki::{make_pki, TestPki};
 use crate::support::*;
@@ -12,6 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// A TLS acceptor with the test's server certificate, offering `alpn`.
 fn acceptor(pki: &TestPki, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
@@ -109,6 +110,7 @@ async fn slow_handshake_upstream(
             };
             let (acceptor, seen) = (acceptor.clone(), seen.clone());
             tokio::spawn(async move {
+                // The far HubSpot under test: every new connection's handshake takes `delay`.
                 tokio::time::sleep(delay).await;
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
