@@ -48,14 +48,21 @@ impl ClosedPort {
 /// be taken by something else: the caller starts its process on it and, if that process
 /// says the port is in use, asks for another.
 pub(crate) fn candidate_port() -> u16 {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let low = if ephemeral_low > 12_000 {
-        10_000
-    } else {
-        1_024
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_default();
+    let mut bounds = range.split_whitespace().map(|n| n.parse::<u16>().ok());
+    let (low, high) = match (bounds.next().flatten(), bounds.next().flatten()) {
+        (Some(low), Some(high)) => (low, high),
+        _ => (32_768, 60_999),
     };
-    rand::random_range(low..ephemeral_low.max(low + 1))
+    // Thousands of ports below the range, or else above it; if the kernel hands out nearly
+    // every port, any port (the retry on "in use" still holds; only a restart on the same
+    // port could then lose a race).
+    if low >= 2_024 {
+        rand::random_range(low.saturating_sub(20_000).max(1_024)..low)
+    } else if high <= 64_535 {
+        rand::random_range(high + 1..=u16::MAX)
+    } else {
+        rand::random_range(1_024..=u16::MAX)
+    }
 }
