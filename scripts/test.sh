@@ -14,7 +14,7 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_apt+=(prometheus)
-# tests/redis_store.rs starts its own redis-server instances on loopback ports.
+# tests/gateway/redis/ starts its own redis-server instances on loopback ports.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"

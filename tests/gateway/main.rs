@@ -1,0 +1,21 @@
+//! Integration tests of gateways running in this process: each test starts its own on
+//! 127.0.0.1:0 (with upstreams, a simulator or Redis as it needs) and talks to it over real
+//! sockets. One binary for all of them: each test binary links the whole crate.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod bounds;
+mod fairness;
+mod faults;
+mod identity;
+mod inbound_auth;
+mod lifecycle;
+mod observability;
+mod pacing;
+mod proxy_fidelity;
+mod redis;
+mod reload;
+mod retries;
+mod tls_upstream;
