@@ -142,6 +142,13 @@ pub struct BudgetView {
 }
 
 impl BudgetView {
+    /// Every budget of `book` as it stands at `now` / `unix_ms`.
+    pub fn all(book: &BudgetBook, now: Tick, unix_ms: i64) -> Vec<BudgetView> {
+        book.iter()
+            .map(|(key, budget)| BudgetView::of(*key, budget, now, unix_ms))
+            .collect()
+    }
+
     /// The view of `budget` named `key`.
     pub fn of(key: BudgetKey, budget: &Budget, now: Tick, unix_ms: i64) -> BudgetView {
         match budget {

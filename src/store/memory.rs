@@ -80,9 +80,6 @@ impl BudgetStore for MemoryStore {
     }
 
     fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView> {
-        self.book()
-            .iter()
-            .map(|(key, budget)| BudgetView::of(*key, budget, now, unix_ms))
-            .collect()
+        BudgetView::all(&self.book(), now, unix_ms)
     }
 }

@@ -312,12 +312,7 @@ impl BudgetStore for RedisStore {
         // This replica's view: its own grants and what Redis refused it. The shared truth
         // is in Redis; reading every key there at each scrape would cost a round trip per
         // budget, so the admin API and metrics show the local mirror.
-        let local = self.inner.failover.local();
-        local
-            .mirror
-            .iter()
-            .map(|(key, budget)| BudgetView::of(*key, budget, now, unix_ms))
-            .collect()
+        BudgetView::all(&self.inner.failover.local().mirror, now, unix_ms)
     }
 
     fn len(&self) -> usize {
