@@ -102,7 +102,7 @@ mod tests {
             assert!(parse_addr(addr).unwrap().ip().is_loopback(), "{addr}");
         }
         assert!(
-            !super::super::InboundConfig::default().require_caller_key,
+            !crate::config::InboundConfig::default().require_caller_key,
             "inbound auth is opt-in"
         );
     }

@@ -43,7 +43,7 @@ pub fn credential_of(headers: &HeaderMap, uri: &Uri) -> Credential {
 
 /// Decodes `application/x-www-form-urlencoded` text; malformed escapes stay as they are,
 /// because a query is the caller's and must never make resolution fail.
-pub(crate) fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -241,11 +241,6 @@ impl Metrics {
         }
     }
 
-    /// `[metrics] max_owner_series`.
-    pub fn max_owner_series(&self) -> usize {
-        self.inner.max_owner_series
-    }
-
     /// Adds a collector computed at scrape time (the budget and queue gauges).
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
         self.inner

@@ -30,11 +30,6 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Reads the book under the lock (admin views, metrics).
-    pub fn with_book<R>(&self, read: impl FnOnce(&BudgetBook) -> R) -> R {
-        read(&self.book())
-    }
 }
 
 impl BudgetStore for MemoryStore {

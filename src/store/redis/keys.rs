@@ -5,7 +5,7 @@
 use hubgate_engine::{BudgetKey, DailySpec, Limits, WindowSpec};
 
 /// The Redis key of a budget (window logs get `:blk` appended for their block).
-pub fn key_name(prefix: &str, key: &BudgetKey) -> String {
+pub(super) fn key_name(prefix: &str, key: &BudgetKey) -> String {
     match *key {
         BudgetKey::Burst { app_id, portal_id } => {
             format!("{prefix}:{{p{portal_id}}}:burst:{app_id}")
@@ -32,7 +32,7 @@ pub(super) fn dedup(keys: &[BudgetKey]) -> Vec<BudgetKey> {
 
 /// Each budget's share for one of `replicas`: `limit / replicas`, at least 1 (a limit of
 /// 0 stays 0), slot margins divided alike.
-pub fn share_limits(limits: &Limits, replicas: u32) -> Limits {
+pub(super) fn share_limits(limits: &Limits, replicas: u32) -> Limits {
     let n = replicas.max(1);
     let window = |spec: WindowSpec| {
         if spec.limit == 0 {

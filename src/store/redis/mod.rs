@@ -62,7 +62,6 @@ use prometheus::IntGauge;
 use tokio::time::Instant;
 
 pub use failover::StoreHealth;
-pub use keys::{key_name, share_limits};
 pub use settings::{OnFailure, RedisSettings};
 
 use crate::store::budget_store::{BudgetStore, BudgetView, Lesson, StoreFuture};
