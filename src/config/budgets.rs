@@ -49,10 +49,10 @@ impl Default for BudgetsConfig {
         BudgetsConfig {
             burst_limit: 110,
             burst_window_ms: 10_000,
-            burst_margin_ms: 100,
+            burst_margin_ms: 0,
             search_limit: 5,
             search_window_ms: 1_000,
-            search_margin_ms: 50,
+            search_margin_ms: 0,
             margin_slots: 0,
             daily_limit: 0,
             time_zone: "UTC".into(),

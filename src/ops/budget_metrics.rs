@@ -89,6 +89,9 @@ pub(crate) struct BudgetCollector {
     budget_used: GaugeVec,
     queue_depth: GaugeVec,
     forecast: GaugeVec,
+    outside_slots: GaugeVec,
+    hubspot_used: GaugeVec,
+    answer_delay: GaugeVec,
     owners_active: IntGauge,
     max_wait: Gauge,
 }
@@ -114,6 +117,36 @@ fn budget_used_vec() -> GaugeVec {
         &["app_id", "portal_id", "budget"],
     )
     .expect("static metric definition")
+}
+
+/// A per-window-budget gauge, labelled like `hubgate_budget_used`.
+fn window_vec(name: &str, help: &str) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), &["app_id", "portal_id", "budget"])
+        .expect("static metric definition")
+}
+
+fn outside_slots_vec() -> GaugeVec {
+    window_vec(
+        "hubgate_budget_outside_slots",
+        "Slots of a rolling window kept free for clients hubgate cannot see (their use as \
+         learned from HubSpot's count, plus headroom) and for a lower tier than configured.",
+    )
+}
+
+fn hubspot_used_vec() -> GaugeVec {
+    window_vec(
+        "hubgate_budget_hubspot_used",
+        "HubSpot's own count of a rolling window (X-HubSpot-RateLimit-Max minus -Remaining) \
+         at the latest answer, while recent: every client's calls, not only hubgate's.",
+    )
+}
+
+fn answer_delay_vec() -> GaugeVec {
+    window_vec(
+        "hubgate_budget_answer_delay_seconds",
+        "The largest delay between a send and its answer lately: how much longer than the \
+         window each slot is held, since HubSpot counted the call before its answer came.",
+    )
 }
 
 fn queue_depth_vec() -> GaugeVec {
@@ -147,6 +180,9 @@ impl BudgetCollector {
             budget_used: budget_used_vec(),
             queue_depth: queue_depth_vec(),
             forecast: forecast_vec(),
+            outside_slots: outside_slots_vec(),
+            hubspot_used: hubspot_used_vec(),
+            answer_delay: answer_delay_vec(),
             owners_active: IntGauge::new(
                 "hubgate_owners_active",
                 "Quota owners with a live queue (busy, or used within budgets.idle_ttl_ms).",
@@ -168,6 +204,9 @@ impl Collector for BudgetCollector {
         descs.extend(self.budget_used.desc());
         descs.extend(self.queue_depth.desc());
         descs.extend(self.forecast.desc());
+        descs.extend(self.outside_slots.desc());
+        descs.extend(self.hubspot_used.desc());
+        descs.extend(self.answer_delay.desc());
         descs.extend(self.owners_active.desc());
         descs.extend(self.max_wait.desc());
         descs
@@ -180,6 +219,9 @@ impl Collector for BudgetCollector {
 
         let budget_limit = budget_limit_vec();
         let budget_used = budget_used_vec();
+        let outside_slots = outside_slots_vec();
+        let hubspot_used = hubspot_used_vec();
+        let answer_delay = answer_delay_vec();
         let labelled: Vec<(OwnerPair, &'static str, &BudgetView)> = views
             .iter()
             .map(|v| {
@@ -192,6 +234,17 @@ impl Collector for BudgetCollector {
             let pair = if own.contains(pair) { pair } else { &other() };
             let labels = [pair.app_id.as_str(), pair.portal_id.as_str(), budget];
             budget_used.with_label_values(&labels).add(view.used as f64);
+            if view.resets_at_unix_ms.is_none() {
+                outside_slots
+                    .with_label_values(&labels)
+                    .add(view.outside_slots as f64);
+                if let Some(count) = view.hubspot_used {
+                    hubspot_used.with_label_values(&labels).add(count as f64);
+                }
+                // A delay cannot be summed: "other" shows the largest among them.
+                let delay = answer_delay.with_label_values(&labels);
+                delay.set(delay.get().max(view.answer_delay.as_secs_f64()));
+            }
             let unlimited = view.resets_at_unix_ms.is_some() && view.limit == 0;
             if !unlimited {
                 budget_limit
@@ -249,6 +302,9 @@ impl Collector for BudgetCollector {
         families.extend(budget_used.collect());
         families.extend(queue_depth.collect());
         families.extend(forecast.collect());
+        families.extend(outside_slots.collect());
+        families.extend(hubspot_used.collect());
+        families.extend(answer_delay.collect());
         families.extend(self.owners_active.collect());
         families.extend(self.max_wait.collect());
         // An empty vector still yields a family with no samples; leave it out so the

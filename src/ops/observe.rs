@@ -220,6 +220,10 @@ fn budget_json(view: &BudgetView, unix_ms: i64) -> Value {
     if let Some(reset) = view.resets_at_unix_ms {
         out["resets_at_unix_ms"] = json!(reset);
         out["exhaustion_forecast_seconds"] = json!(daily_forecast_seconds(view, unix_ms));
+    } else {
+        out["outside_slots"] = json!(view.outside_slots);
+        out["hubspot_used"] = json!(view.hubspot_used);
+        out["answer_delay_ms"] = json!(view.answer_delay.as_secs_f64() * 1_000.0);
     }
     out
 }
@@ -236,6 +240,9 @@ mod tests {
             remaining: limit.saturating_sub(used),
             next_free_in: Some(Duration::ZERO),
             resets_at_unix_ms: Some(reset),
+            outside_slots: 0,
+            hubspot_used: None,
+            answer_delay: Duration::ZERO,
         }
     }
 

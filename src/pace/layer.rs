@@ -26,7 +26,6 @@ use crate::ops::metrics::Metrics;
 use crate::proxy::body::{self, Body, BoxError, CallerBodyError};
 use crate::proxy::callers::Callers;
 use crate::proxy::forward::UpstreamError;
-use crate::proxy::upstream::OpenedAt;
 
 /// A caller's own, shorter deadline for this call, in milliseconds.
 const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-hubgate-deadline-ms");
@@ -273,13 +272,10 @@ impl PaceShared {
             let attempt = sending.await;
             let (failure, answer) = match attempt {
                 Ok(response) => {
-                    let opened = response
-                        .extensions()
-                        .get::<OpenedAt>()
-                        .map(|OpenedAt(at)| self.clock.tick_of(*at));
+                    let answered = self.clock.now();
                     self.learn(learn::from_answer(
                         response.headers(),
-                        opened,
+                        answered,
                         &keys,
                         admitted,
                     ))
@@ -309,7 +305,12 @@ impl PaceShared {
                 }
                 Err(error) => match error.downcast_ref::<UpstreamError>() {
                     Some(upstream) if upstream.nothing_sent() => (Failure::Connect, Err(error)),
-                    Some(_) => (Failure::AfterSend, Err(error)),
+                    Some(_) => {
+                        let failed = self.clock.now();
+                        self.learn(learn::from_failure(&keys, admitted, failed))
+                            .await;
+                        (Failure::AfterSend, Err(error))
+                    }
                     None => return Err(error),
                 },
             };

@@ -1,6 +1,6 @@
 //! What HubSpot's answers teach about the budgets a call spent: its `X-HubSpot-RateLimit-*`
-//! headers (HubSpot's own count), a 429's policy (which budget it found spent), and a
-//! connection that opened after the call was admitted (its send left later).
+//! headers (HubSpot's own count), a 429's policy (which budget it found spent), and the
+//! moment it came back, which bounds when HubSpot counted the call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,29 +14,25 @@ use crate::store::{BudgetStore, Lesson};
 /// The lessons of one answer; a call spends at most three budgets, so they live inline.
 pub(crate) type Lessons = SmallVec<[Lesson; 4]>;
 
-/// What a successful (or any non-429) answer teaches. `-Max`/`-Remaining` and the daily
-/// pair correct the local view of the budgets the call spent; absent headers change
-/// nothing, and nothing here raises a limit. An answer over a connection that was ready
-/// only at `opened`, after the call was `admitted`, moves its send there: a cold pool's
-/// burst leaves later than its stamps, by a TCP and TLS handshake, which can be more than
-/// the window's margin.
+/// Whether `key` is a rolling window, whose slots are timed (a daily budget only counts).
+fn is_window(key: BudgetKey) -> bool {
+    !matches!(key, BudgetKey::Daily { .. })
+}
+
+/// What any answer teaches, 429s included. It came back at `answered`, so HubSpot counted
+/// the call admitted at `admitted` no later than that: each window's send moves there, and
+/// the slot stays held until HubSpot has surely let it go, whatever the delay was (a cold
+/// connection's handshakes, the network, HubSpot's own queue). `-Max`/`-Remaining` and the
+/// daily pair correct the local view of the budgets the call spent; absent headers change
+/// nothing, and nothing here raises a limit.
 pub(crate) fn from_answer(
     headers: &http::HeaderMap,
-    opened: Option<Tick>,
+    answered: Tick,
     keys: &Keys,
     admitted: Tick,
 ) -> Lessons {
     let reported = RateLimitHeaders::parse(headers);
-    let mut lessons = Lessons::new();
-    if let Some(sent) = opened {
-        if sent > admitted {
-            lessons.extend(keys.iter().map(|&key| Lesson::SentLate {
-                key,
-                admitted,
-                sent,
-            }));
-        }
-    }
+    let mut lessons = from_failure(keys, admitted, answered);
     for key in keys.iter().copied() {
         match key {
             BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } => {
@@ -45,6 +41,7 @@ pub(crate) fn from_answer(
                         key,
                         hub_used: max.saturating_sub(remaining),
                         max,
+                        admitted,
                     });
                 }
             }
@@ -55,6 +52,25 @@ pub(crate) fn from_answer(
             }
             BudgetKey::Search { .. } | BudgetKey::Global => {}
         }
+    }
+    lessons
+}
+
+/// What a call that failed after it may have been sent teaches (a reset, a timeout): if
+/// HubSpot counted it, it did so before `failed`, so its slots are held from then.
+pub(crate) fn from_failure(keys: &Keys, admitted: Tick, failed: Tick) -> Lessons {
+    let mut lessons = Lessons::new();
+    if failed > admitted {
+        lessons.extend(
+            keys.iter()
+                .copied()
+                .filter(|&key| is_window(key))
+                .map(|key| Lesson::ArrivedBy {
+                    key,
+                    admitted,
+                    by: failed,
+                }),
+        );
     }
     lessons
 }
@@ -112,30 +128,26 @@ mod tests {
     }
 
     #[test]
-    fn headers_teach_hubspots_count_and_a_late_connection_moves_the_send() {
+    fn an_answer_bounds_the_arrival_and_its_headers_teach_hubspots_count() {
         let mut headers = http::HeaderMap::new();
         headers.insert("x-hubspot-ratelimit-max", "110".parse().unwrap());
         headers.insert("x-hubspot-ratelimit-remaining", "100".parse().unwrap());
         headers.insert("x-hubspot-ratelimit-daily-remaining", "5".parse().unwrap());
         let spent = keys(&[BURST, DAILY]);
-        let lessons = from_answer(&headers, Some(Tick(50)), &spent, Tick(10));
+        let lessons = from_answer(&headers, Tick(50), &spent, Tick(10));
         assert_eq!(
             lessons.as_slice(),
             [
-                Lesson::SentLate {
+                Lesson::ArrivedBy {
                     key: BURST,
                     admitted: Tick(10),
-                    sent: Tick(50)
-                },
-                Lesson::SentLate {
-                    key: DAILY,
-                    admitted: Tick(10),
-                    sent: Tick(50)
+                    by: Tick(50)
                 },
                 Lesson::Usage {
                     key: BURST,
                     hub_used: 10,
-                    max: 110
+                    max: 110,
+                    admitted: Tick(10)
                 },
                 Lesson::Remaining {
                     key: DAILY,
@@ -143,8 +155,17 @@ mod tests {
                 },
             ]
         );
-        let on_time = from_answer(&http::HeaderMap::new(), Some(Tick(5)), &spent, Tick(10));
-        assert!(on_time.is_empty(), "{on_time:?}");
+        let same_tick = from_answer(&http::HeaderMap::new(), Tick(10), &spent, Tick(10));
+        assert!(same_tick.is_empty(), "{same_tick:?}");
+        let failed = from_failure(&keys(&[SEARCH, DAILY]), Tick(10), Tick(70));
+        assert_eq!(
+            failed.as_slice(),
+            [Lesson::ArrivedBy {
+                key: SEARCH,
+                admitted: Tick(10),
+                by: Tick(70)
+            }]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The one pooled HTTP client that talks to HubSpot: rustls with webpki roots plus an
 //! optional CA bundle, HTTP/1.1 and h2 by ALPN, plain http:// for tests and the simulator.
 //! Opening a connection (TCP, then TLS) is bounded as a whole, and its failures say which
-//! step failed; every answer carries the instant its connection was ready ([`OpenedAt`]).
+//! step failed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use http::Uri;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -21,69 +21,6 @@ use super::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
 
 pub type UpstreamClient = Client<UpstreamConnector, Body>;
-
-/// When the connection an answer came over was ready to send (TCP and TLS done), in every
-/// upstream response's extensions. A call admitted before that instant was sent no
-/// earlier than it: the pacer moves its send there (see `pace`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenedAt(pub tokio::time::Instant);
-
-/// An upstream connection that remembers when it was opened.
-#[derive(Debug)]
-pub struct Opened {
-    io: MaybeHttpsStream<TokioIo<TcpStream>>,
-    at: tokio::time::Instant,
-}
-
-impl Connection for Opened {
-    fn connected(&self) -> Connected {
-        // hyper-util copies a connection's extras into each response it carries.
-        self.io.connected().extra(OpenedAt(self.at))
-    }
-}
-
-impl hyper::rt::Read for Opened {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for Opened {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-}
 
 type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
@@ -158,7 +95,7 @@ pub struct UpstreamConnector {
 }
 
 impl tower::Service<Uri> for UpstreamConnector {
-    type Response = Opened;
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
     type Error = BoxError;
     type Future = Connecting<Self::Response>;
 
@@ -170,13 +107,9 @@ impl tower::Service<Uri> for UpstreamConnector {
         let connecting = self.https.call(uri);
         let timeout = self.timeout;
         Box::pin(async move {
-            let io = tokio::time::timeout(timeout, connecting)
+            tokio::time::timeout(timeout, connecting)
                 .await
-                .unwrap_or_else(|_| Err(Box::new(ConnectFailure::TimedOut(timeout))))?;
-            Ok(Opened {
-                io,
-                at: tokio::time::Instant::now(),
-            })
+                .unwrap_or_else(|_| Err(Box::new(ConnectFailure::TimedOut(timeout))))
         })
     }
 }

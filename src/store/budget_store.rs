@@ -28,15 +28,19 @@ pub enum Lesson {
         hub_used: u64,
         /// `-Max`: HubSpot's limit for this window (a lower tier than configured is believed).
         max: u64,
+        /// When the call this count came with was admitted: sends of ours admitted later
+        /// are not counted as ones HubSpot had seen.
+        admitted: Tick,
     },
     /// HubSpot answered 429 for one of our sends on this window budget.
     Rejected { key: BudgetKey },
-    /// A send admitted by `admitted` went out only at `sent`, when the connection that
-    /// carried it was opened: the window counts it from then on.
-    SentLate {
+    /// A send admitted by `admitted` reached HubSpot no later than `by`, the moment its
+    /// answer (or its failure) came back: the window holds its slot until `by` plus the
+    /// window, which is when HubSpot has surely let it go.
+    ArrivedBy {
         key: BudgetKey,
         admitted: Tick,
-        sent: Tick,
+        by: Tick,
     },
 }
 
@@ -107,18 +111,20 @@ pub fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i
             book.observe_remaining(&key, now, u32::try_from(remaining).unwrap_or(u32::MAX))
         }
         Lesson::DailyExhausted { portal_id } => book.mark_daily_exhausted(portal_id, now, unix_ms),
-        Lesson::Usage { key, hub_used, max } => book.observe_usage(
+        Lesson::Usage {
+            key,
+            hub_used,
+            max,
+            admitted,
+        } => book.observe_usage(
             &key,
             now,
             u32::try_from(hub_used).unwrap_or(u32::MAX),
             u32::try_from(max).unwrap_or(u32::MAX),
+            admitted,
         ),
         Lesson::Rejected { key } => book.observe_rejection(&key, now),
-        Lesson::SentLate {
-            key,
-            admitted,
-            sent,
-        } => book.observe_late_send(&key, admitted, sent),
+        Lesson::ArrivedBy { key, admitted, by } => book.observe_arrival_bound(&key, admitted, by),
     }
 }
 
@@ -139,6 +145,14 @@ pub struct BudgetView {
     pub next_free_in: Option<Duration>,
     /// Daily budgets: unix ms of the next reset (local midnight).
     pub resets_at_unix_ms: Option<i64>,
+    /// Window budgets: slots kept free for clients hubgate cannot see (and a lower tier
+    /// than configured), as learned from HubSpot's count; 0 for daily budgets.
+    pub outside_slots: u64,
+    /// Window budgets: HubSpot's own count at the latest answer, if recent.
+    pub hubspot_used: Option<u64>,
+    /// Window budgets: the largest delay between a send and its answer lately, which is
+    /// how much longer than the window each slot is being held.
+    pub answer_delay: Duration,
 }
 
 impl BudgetView {
@@ -161,6 +175,9 @@ impl BudgetView {
                     remaining: u64::from(log.remaining(now)),
                     next_free_in: (next != Tick::MAX).then(|| next.saturating_duration_since(now)),
                     resets_at_unix_ms: None,
+                    outside_slots: u64::from(log.held_for_outside(now)),
+                    hubspot_used: log.hubspot_count(now).map(u64::from),
+                    answer_delay: log.answer_delay(now),
                 }
             }
             Budget::Daily(day) => {
@@ -177,6 +194,9 @@ impl BudgetView {
                         Duration::from_millis(u64::try_from(reset - unix_ms).unwrap_or(0))
                     }),
                     resets_at_unix_ms: Some(reset),
+                    outside_slots: 0,
+                    hubspot_used: None,
+                    answer_delay: Duration::ZERO,
                 }
             }
         }

@@ -302,20 +302,28 @@ impl BudgetBook {
         }
     }
 
-    /// HubSpot counted `hub_used` calls in window budget `key`, in an answer received at
-    /// `now`; what our log does not explain is left to the other client. Ignored for daily
-    /// keys.
-    pub fn observe_usage(&mut self, key: &BudgetKey, now: Tick, hub_used: u32, reported_max: u32) {
+    /// HubSpot counted `hub_used` calls in window budget `key` when the call admitted at
+    /// `admitted` arrived, in an answer received at `now`; what our log does not explain is
+    /// left to the other client (see `SlidingLog::observe_usage`). Ignored for daily keys.
+    pub fn observe_usage(
+        &mut self,
+        key: &BudgetKey,
+        now: Tick,
+        hub_used: u32,
+        reported_max: u32,
+        admitted: Tick,
+    ) {
         if let Budget::Window(log) = self.entry(key, now) {
-            log.observe_usage(now, hub_used, reported_max);
+            log.observe_usage(now, hub_used, reported_max, admitted);
         }
     }
 
-    /// A send on window budget `key` admitted by `admitted` left only at `sent` (see
-    /// `SlidingLog::observe_late_send`). Ignored for daily keys, which count, not time.
-    pub fn observe_late_send(&mut self, key: &BudgetKey, admitted: Tick, sent: Tick) {
-        if let Budget::Window(log) = self.entry(key, sent) {
-            log.observe_late_send(admitted, sent);
+    /// A send on window budget `key` admitted by `admitted` reached HubSpot no later than
+    /// `by` (see `SlidingLog::observe_arrival_bound`). Ignored for daily keys, which count,
+    /// not time.
+    pub fn observe_arrival_bound(&mut self, key: &BudgetKey, admitted: Tick, by: Tick) {
+        if let Budget::Window(log) = self.entry(key, by) {
+            log.observe_arrival_bound(admitted, by);
         }
     }
 

@@ -7,12 +7,12 @@
 //! `NotBefore` and `next_deadline`, and turns `Reservation`/`Rejected` into responses.
 //!
 //! # Cost (64-bit)
-//! A live window budget is one map slot (`BudgetKey` 24 B + entry 88 B, about 130 B with
-//! the hash table's spare room) plus its log, allocated on first send with exactly
-//! `capacity` ticks of 8 B: 110 × 8 = 880 B for HubSpot's default burst. A daily budget
-//! is the map slot alone. One active (app, portal) owner with burst + daily is therefore
-//! about 1.1 KB, 10,000 of them about 11 MB; a waiting call adds its item plus ~45 B in
-//! the queue. Idle budgets cost nothing once `evict_idle` has dropped them.
+//! A live window budget is one map slot (`BudgetKey` 24 B + entry up to 120 B, about
+//! 170 B with the hash table's spare room) plus its log, allocated on first send with
+//! exactly `capacity` ticks of 8 B: 110 × 8 = 880 B for HubSpot's default burst. A daily
+//! budget is the map slot alone. One active (app, portal) owner with burst + daily is
+//! therefore about 1.2 KB, 10,000 of them about 12 MB; a waiting call adds its item plus
+//! ~45 B in the queue. Idle budgets cost nothing once `evict_idle` has dropped them.
 
 pub mod book;
 pub mod daily;

@@ -93,36 +93,37 @@ pub struct SlidingLog {
     sends: VecDeque<Tick>,
     /// Slots another client of the same budget (Zapier, a second region) spends, as
     /// learned from HubSpot's `-Remaining`; they are kept free for it.
-    foreign: ForeignUse,
+    outside: Outside,
+    /// How long after their admission our answers came back, largest per epoch: the time
+    /// margin the log is really holding sends for, beyond `span`.
+    answer_delay: EpochMax,
 }
 
-/// The largest recent estimate of someone else's use of the window, kept per span-long
-/// epoch so it follows the other client down as well as up: it is forgotten two spans
-/// after it was last seen.
-///
-/// Two signals feed it. Headers: HubSpot's count (`-Max` minus `-Remaining`) beyond our
-/// own sends in the window. But that count stops at the limit, so when we overshoot it
-/// says nothing; then each 429 on this window stands for one call more than fitted, and
-/// the 429s of an epoch are counted too.
+/// The largest value seen of a quantity that drifts (another client's use, the gap to a
+/// lower tier, the delay of answers), kept per span-long epoch so it follows the quantity
+/// down as well as up: a value is forgotten two spans after it was last seen.
 #[derive(Debug, Clone, Copy)]
-struct ForeignUse {
+struct EpochMax {
     /// Start of the current epoch; `Tick::MAX` before the first observation.
     epoch_start: Tick,
-    /// Largest estimate seen in the current epoch (headers or 429s).
+    /// Largest value seen in the current epoch.
     current: u32,
-    /// 429s received on this window in the current epoch.
-    rejected: u32,
-    /// Largest estimate seen in the epoch before.
+    /// Largest value seen in the epoch before.
     previous: u32,
 }
 
-impl ForeignUse {
-    /// Moves the epoch forward to cover `at`, and reports whether `at` is within two
-    /// spans of the last observation (otherwise everything was forgotten).
-    fn roll(&mut self, at: Tick, span: u64) {
+impl EpochMax {
+    const EMPTY: EpochMax = EpochMax {
+        epoch_start: Tick::MAX,
+        current: 0,
+        previous: 0,
+    };
+
+    /// Moves the epoch forward to cover `at`; true when a new epoch began.
+    fn roll(&mut self, at: Tick, span: u64) -> bool {
         let epoch = self.epoch_start.0;
         if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span) {
-            return;
+            return false;
         }
         if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span.saturating_mul(2)) {
             self.epoch_start = Tick(epoch.saturating_add(span));
@@ -132,7 +133,77 @@ impl ForeignUse {
             self.previous = 0;
         }
         self.current = 0;
-        self.rejected = 0;
+        true
+    }
+
+    fn record(&mut self, at: Tick, span: u64, value: u32) {
+        self.roll(at, span);
+        self.current = self.current.max(value);
+    }
+
+    /// The largest value still remembered at `now`.
+    fn value_at(&self, now: Tick, span: u64) -> u32 {
+        if self.epoch_start == Tick::MAX {
+            return 0;
+        }
+        let age = now.0.saturating_sub(self.epoch_start.0);
+        if age < span {
+            self.current.max(self.previous)
+        } else if age < span.saturating_mul(2) {
+            self.current
+        } else {
+            0
+        }
+    }
+
+    fn clamp(&mut self, max: u32) {
+        self.current = self.current.min(max);
+        self.previous = self.previous.min(max);
+    }
+}
+
+/// What HubSpot's own count says about the window beyond hubgate's sends.
+///
+/// Two signals feed it. Headers: HubSpot's count (`-Max` minus `-Remaining`) at the call's
+/// arrival, beyond the sends of ours it can have counted then. But that count stops at the
+/// limit, so when we overshoot it says nothing; then each 429 on this window stands for one
+/// call more than fitted, and the 429s of an epoch are counted too. A `-Max` below the
+/// configured limit (a lower tier) is kept apart: it is a constant gap, not a stream, and
+/// gets no headroom.
+#[derive(Debug, Clone, Copy)]
+struct Outside {
+    /// Another client's calls in one window, as estimated from answers.
+    calls: EpochMax,
+    /// 429s received on this window in the current epoch of `calls`.
+    rejected: u32,
+    /// Configured limit minus HubSpot's `-Max`, when that is lower.
+    tier_gap: EpochMax,
+    /// HubSpot's count at the latest answer (recorded with `tier_gap`, whose epoch dates
+    /// it): what the dashboard shows beside hubgate's own count.
+    hub_used: u32,
+}
+
+impl Outside {
+    const NONE: Outside = Outside {
+        calls: EpochMax::EMPTY,
+        rejected: 0,
+        tier_gap: EpochMax::EMPTY,
+        hub_used: 0,
+    };
+
+    /// Slots left free at `now` for what is not ours: the other client's largest recent
+    /// use plus headroom for its next calls, and the tier gap.
+    ///
+    /// The headroom is there because the estimate is a sample: HubSpot's count is read only
+    /// when one of our answers comes back, so the other client's peaks between answers (one
+    /// call more for an evenly spaced stream, more for a ragged one) are unseen. One slot plus
+    /// an eighth of its use covers both at the cost of a few percent of what it leaves us.
+    fn held(&self, now: Tick, span: u64) -> u32 {
+        let calls = self.calls.value_at(now, span);
+        let headroom = if calls == 0 { 0 } else { 1 + calls / 8 };
+        calls
+            .saturating_add(headroom)
+            .saturating_add(self.tier_gap.value_at(now, span))
     }
 }
 
@@ -149,59 +220,86 @@ impl SlidingLog {
             span: spec.span_micros(),
             blocked_until: Tick::ZERO,
             sends: VecDeque::new(),
-            foreign: ForeignUse {
-                epoch_start: Tick::MAX,
-                current: 0,
-                rejected: 0,
-                previous: 0,
-            },
+            outside: Outside::NONE,
+            answer_delay: EpochMax::EMPTY,
         }
     }
 
-    /// Slots left to hubgate at `now`: the capacity minus what another client is seen to
-    /// spend, never below one so that hubgate keeps learning from HubSpot's answers.
+    /// Slots left to hubgate at `now`: the capacity minus what is held for another client
+    /// and a lower tier, never below one so that hubgate keeps learning from HubSpot's
+    /// answers.
     fn capacity_at(&self, now: Tick) -> u32 {
         if self.capacity == 0 {
             return 0;
         }
-        let age = now.0.saturating_sub(self.foreign.epoch_start.0);
-        let foreign = if self.foreign.epoch_start == Tick::MAX {
-            0
-        } else if age < self.span {
-            self.foreign.current.max(self.foreign.previous)
-        } else if age < self.span.saturating_mul(2) {
-            self.foreign.current
-        } else {
-            0
-        };
-        self.capacity.saturating_sub(foreign).max(1)
+        self.capacity
+            .saturating_sub(self.outside.held(now, self.span))
+            .max(1)
     }
 
-    /// HubSpot counted `hub_used` calls in its window (`-Max` minus `-Remaining`) in an
-    /// answer received at `now`, out of `reported_max`. What our own sends in the window do not explain is
-    /// another client's use, and that many slots are left to it from now on.
+    /// Slots kept free at `now` for another client and a lower tier than configured.
+    pub fn held_for_outside(&self, now: Tick) -> u32 {
+        self.capacity.saturating_sub(self.capacity_at(now))
+    }
+
+    /// HubSpot's count (`-Max` minus `-Remaining`) from the latest answer, if it came within
+    /// the last span.
+    pub fn hubspot_count(&self, now: Tick) -> Option<u32> {
+        let seen = self.outside.tier_gap.epoch_start;
+        (seen != Tick::MAX && now.0 < seen.0.saturating_add(self.span.saturating_mul(2)))
+            .then_some(self.outside.hub_used)
+    }
+
+    /// The largest delay, within the last two spans, between a send's admission and its
+    /// answer: how much longer than `span` the log holds sends, as measured.
+    pub fn answer_delay(&self, now: Tick) -> Duration {
+        Duration::from_micros(u64::from(self.answer_delay.value_at(now, self.span)))
+    }
+
+    /// HubSpot counted `hub_used` calls in its window (`-Max` minus `-Remaining`) when the
+    /// call admitted at `admitted` arrived; its answer came at `now`, out of `reported_max`.
+    /// What our own sends can not explain is another client's use, and that many slots
+    /// (plus headroom) are left to it from now on.
+    ///
+    /// Ours are counted as every send whose hold had not ended when this call was admitted:
+    /// HubSpot counted the call later still, so it had dropped no more of them. Sends
+    /// admitted after this one are counted too, though some arrived after it: leaving them
+    /// out would take every send that overtook this one on another connection for someone
+    /// else's, and a burst's answers would invent another client. So the estimate errs low
+    /// by what was admitted while this call was on its way; the largest estimate of an
+    /// epoch is what counts, and the answers of calls that had the window to themselves
+    /// read it exactly.
     ///
     /// A `reported_max` below the configured limit (a lower tier than configured) counts as
-    /// that many more slots that are not ours; a higher one changes nothing.
-    pub fn observe_usage(&mut self, now: Tick, hub_used: u32, reported_max: u32) {
+    /// that many more slots that are not ours; a higher one changes nothing. The gap is
+    /// taken out of HubSpot's count before the rest is judged, so it is not counted twice.
+    pub fn observe_usage(&mut self, now: Tick, hub_used: u32, reported_max: u32, admitted: Tick) {
         let now = self.effective(now);
-        let ours = self.in_window(now);
-        let below_tier = self.limit.saturating_sub(reported_max);
-        let seen = hub_used
-            .saturating_sub(ours)
-            .saturating_add(below_tier)
-            .min(self.capacity);
-        self.foreign.roll(now, self.span);
-        self.foreign.current = self.foreign.current.max(seen);
+        let admitted = admitted.min(now);
+        let gone = self.sends.partition_point(|&t| self.leaves(t) <= admitted);
+        let ours = u32::try_from(self.sends.len() - gone).unwrap_or(u32::MAX);
+        let tier_gap = self.limit.saturating_sub(reported_max).min(self.capacity);
+        let calls = hub_used.saturating_sub(ours).min(self.capacity);
+        let span = self.span;
+        if self.outside.calls.roll(now, span) {
+            self.outside.rejected = 0;
+        }
+        self.outside.calls.record(now, span, calls);
+        self.outside.tier_gap.record(now, span, tier_gap);
+        self.outside.hub_used = hub_used.min(reported_max);
     }
 
     /// HubSpot answered 429 for one of our sends on this window, at `now`: one more call
     /// than fitted, so one more slot belongs to someone else.
     pub fn observe_rejection(&mut self, now: Tick) {
         let now = self.effective(now);
-        self.foreign.roll(now, self.span);
-        self.foreign.rejected = self.foreign.rejected.saturating_add(1).min(self.capacity);
-        self.foreign.current = self.foreign.current.max(self.foreign.rejected);
+        let span = self.span;
+        if self.outside.calls.roll(now, span) {
+            self.outside.rejected = 0;
+        }
+        self.outside.rejected = self.outside.rejected.saturating_add(1).min(self.capacity);
+        let rejected = self.outside.rejected;
+        self.outside.calls.record(now, span, rejected);
     }
 
     /// Sends admitted per window (limit minus slot margin).
@@ -289,21 +387,26 @@ impl SlidingLog {
         }
     }
 
-    /// One of our sends, admitted at or before `admitted`, left only at `sent` (its
-    /// connection was still opening): the newest send at or before `admitted` moves to
-    /// `sent`, so the log holds it as long as HubSpot's window does. Moving a send later
-    /// only ever keeps its slot longer; any send of the log stands for any other.
-    pub fn observe_late_send(&mut self, admitted: Tick, sent: Tick) {
+    /// One of our sends, admitted at or before `admitted`, reached HubSpot no later than
+    /// `by`: its answer (or failure) came then, or its connection opened only then. The
+    /// newest send at or before `admitted` moves to `by`, so the log holds the slot until
+    /// HubSpot has surely let it go (`by + span`), however long the network or HubSpot's
+    /// own queue delayed the call. Moving a send later only ever keeps its slot longer; any
+    /// send of the log stands for any other.
+    pub fn observe_arrival_bound(&mut self, admitted: Tick, by: Tick) {
+        let span = self.span;
+        let delay = u32::try_from(by.0.saturating_sub(admitted.0)).unwrap_or(u32::MAX);
+        self.answer_delay.record(by, span, delay);
         let at = self.sends.partition_point(|&t| t <= admitted);
         let Some(newest) = at.checked_sub(1) else {
             return;
         };
-        if sent <= self.sends[newest] {
+        if by <= self.sends[newest] {
             return;
         }
         self.sends.remove(newest);
-        let to = self.sends.partition_point(|&t| t <= sent);
-        self.sends.insert(to, sent);
+        let to = self.sends.partition_point(|&t| t <= by);
+        self.sends.insert(to, by);
     }
 
     /// Admits and records one send at `now`, or says when to try again.
@@ -395,10 +498,10 @@ impl SlidingLog {
             self.sends.drain(..self.sends.len() - keep);
             self.sends.shrink_to(keep);
         }
-        let foreign = &mut self.foreign;
-        foreign.current = foreign.current.min(self.capacity);
-        foreign.previous = foreign.previous.min(self.capacity);
-        foreign.rejected = foreign.rejected.min(self.capacity);
+        let capacity = self.capacity;
+        self.outside.calls.clamp(capacity);
+        self.outside.tier_gap.clamp(capacity);
+        self.outside.rejected = self.outside.rejected.min(capacity);
     }
 
     /// Whether forgetting this budget would change no answer from `now` on.

@@ -256,7 +256,7 @@ proptest! {
         window in prop_oneof![Just(0u64), Just(u64::MAX), 0u64..100],
         margin_slots in prop_oneof![Just(u32::MAX), 0u32..3],
         ops in prop::collection::vec(
-            (prop_oneof![Just(u64::MAX), Just(0u64), 0u64..1_000, any::<u64>()], 0u8..5, any::<u32>()),
+            (prop_oneof![Just(u64::MAX), Just(0u64), 0u64..1_000, any::<u64>()], 0u8..8, any::<u32>()),
             1..60,
         ),
     ) {
@@ -270,13 +270,104 @@ proptest! {
                 1 => log.block_until(Tick(u64::from(arg))),
                 2 => log.observe_remaining(now, arg % 8),
                 3 => { let _ = log.estimate_wait(now, arg as usize); }
+                4 => log.observe_arrival_bound(now, Tick(t.saturating_add(u64::from(arg)))),
+                5 => log.observe_usage(now, arg, arg % 7, Tick(t / 2)),
+                6 => log.observe_rejection(now),
                 _ => { let _ = log.is_idle(now); }
             }
             prop_assert!(log.used(now) <= log.capacity());
-            prop_assert_eq!(log.used(now) + log.remaining(now), log.capacity());
+            prop_assert!(log.used(now) + log.remaining(now) <= log.capacity());
+            prop_assert!(
+                log.remaining(now) + log.held_for_outside(now) >= log.capacity() - log.used(now)
+            );
             prop_assert!(log.next_free(now) >= now);
             prop_assert!(log.sends().len() <= log.capacity() as usize);
         }
+    }
+}
+
+/// One send in `arrival_lag_run`: its admission, the delay until HubSpot counted it, and
+/// the delay until its answer came back (never shorter than the first).
+#[derive(Debug, Clone, Copy)]
+struct LaggedSend {
+    admitted: u64,
+    answered: u64,
+    arrived: u64,
+}
+
+/// Calls wanting to go at `wants` (µs, sorted) through one log with no time margin, each
+/// counted by HubSpot `lag_pct` of the way to its answer, which takes `answer_us`; every
+/// answer is applied as `observe_arrival_bound` at its own instant, in time order, before
+/// any later admission.
+fn arrival_lag_run(
+    spec: WindowSpec,
+    wants: &[u64],
+    answer_us: &[u64],
+    lag_pct: &[u8],
+) -> Vec<LaggedSend> {
+    let mut log = SlidingLog::new(spec);
+    let mut pending: std::collections::BTreeMap<(u64, usize), u64> = Default::default();
+    let mut done = Vec::new();
+    let mut now = 0u64;
+    for (i, &want) in wants.iter().enumerate() {
+        now = now.max(want);
+        loop {
+            while let Some((&(at, id), &admitted)) = pending.iter().next() {
+                if at > now {
+                    break;
+                }
+                pending.remove(&(at, id));
+                log.observe_arrival_bound(Tick(admitted), Tick(at));
+            }
+            match log.try_reserve(Tick(now)) {
+                Ok(()) => break,
+                // An answer due before the slot frees may move it later: apply it first.
+                Err(t) => match pending.keys().next() {
+                    Some(&(at, _)) if at < t.as_micros() => now = now.max(at),
+                    _ => now = t.as_micros(),
+                },
+            }
+        }
+        let answer = answer_us[i % answer_us.len()];
+        let lag = answer * u64::from(lag_pct[i % lag_pct.len()]) / 100;
+        pending.insert((now + answer, i), now);
+        done.push(LaggedSend {
+            admitted: now,
+            answered: now + answer,
+            arrived: now + lag,
+        });
+    }
+    done
+}
+
+proptest! {
+    /// HubSpot counts a call when it arrives, anywhere between its send and its answer:
+    /// however those lags vary from call to call (a latency that jumps up or falls back),
+    /// no window of HubSpot's arrivals holds more than the limit, with no time margin at all,
+    /// as long as every answer comes back within the window.
+    #[test]
+    fn given_arrival_lags_up_to_the_answer_no_window_is_over_the_limit(
+        limit in 1u32..=12,
+        window_us in 1_000u64..=50_000,
+        gaps in prop::collection::vec(prop_oneof![Just(0u64), 0u64..3_000], 1..150),
+        answer_pct in prop::collection::vec(0u64..100, 1..20),
+        lag_pct in prop::collection::vec(0u8..=100, 1..20),
+    ) {
+        let spec = WindowSpec::new(limit, Duration::from_micros(window_us));
+        let mut wants = Vec::with_capacity(gaps.len());
+        let mut at = 0;
+        for gap in &gaps {
+            at += gap;
+            wants.push(at);
+        }
+        // Answers within the window: up to 99 % of it.
+        let answer_us: Vec<u64> = answer_pct.iter().map(|p| window_us * p / 100).collect();
+        let sends = arrival_lag_run(spec, &wants, &answer_us, &lag_pct);
+        let mut arrivals: Vec<Tick> = sends.iter().map(|s| Tick(s.arrived)).collect();
+        arrivals.sort();
+        let most = max_in_any_window(&arrivals, window_us);
+        prop_assert!(most <= limit as usize, "{} arrivals in one window of {} µs, limit {}", most, window_us, limit);
+        prop_assert!(sends.iter().all(|s| s.admitted <= s.arrived && s.arrived <= s.answered));
     }
 }
 

@@ -213,7 +213,7 @@ pub(super) fn apply_local_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tic
     match lesson {
         // Not in the local books: to one replica, the other replicas' sends look like
         // another client's, and its local share already leaves room for them. Redis, which
-        // holds every replica's sends, gets HubSpot's count instead (see `protocol`).
+        // holds every replica's sends, judges HubSpot's count instead (see `protocol`).
         Lesson::Usage { .. } | Lesson::Rejected { .. } => {}
         lesson => crate::store::budget_store::apply_lesson(book, lesson, now, unix_ms),
     }

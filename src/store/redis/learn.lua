@@ -1,6 +1,8 @@
 -- One lesson on Redis's clock. KEYS[1]: the block key (`block`), the log (`remaining`,
--- `late`) or the daily hash. ARGV: op, then `delay_us` | `limit, capacity, span_us,
--- reported` | `admitted_ago_us, sent_ago_us, span_us` | `limit, offset_ms, reported` |
+-- `late`, `usage`, `rejected`) or the daily hash; KEYS[2]: the log's outside-use hash
+-- (`usage`, `rejected`). ARGV: op, then `delay_us` | `limit, capacity, span_us, reported`
+-- | `admitted_ago_us, by_ago_us, span_us` | `limit, capacity, span_us, hub_used,
+-- reported_max, admitted_ago_us` | `capacity, span_us` | `limit, offset_ms, reported` |
 -- `0, offset_ms`.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -35,6 +37,64 @@ if op == 'remaining' then
   end
   return 1
 end
+-- The outside-use hash holds two of the engine's EpochMax: another client's calls
+-- (`e`, `c`, `p`, and `r` the epoch's 429s) and the gap to a lower tier (`ge`, `gc`, `gp`).
+local function roll(h, e, c, p, span)
+  local start = tonumber(h[e])
+  if start ~= nil and now < start + span then return false end
+  if start ~= nil and now < start + 2 * span then
+    h[e], h[p] = start + span, tonumber(h[c]) or 0
+  else
+    h[e], h[p] = now, 0
+  end
+  h[c] = 0
+  return true
+end
+local function read_hash(key)
+  local raw = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = tonumber(raw[i + 1]) end
+  return h
+end
+local function write_hash(key, h, span)
+  local flat = {}
+  for f, v in pairs(h) do
+    flat[#flat + 1] = f
+    flat[#flat + 1] = fmt(v)
+  end
+  redis.call('HSET', key, unpack(flat))
+  redis.call('PEXPIRE', key, math.floor(2 * span / 1000) + 1000)
+end
+if op == 'usage' then
+  local limit, cap, span = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local hub_used, reported_max = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local admitted = now - tonumber(ARGV[7])
+  -- Ours as HubSpot can have counted them (see `SlidingLog::observe_usage`): every send
+  -- whose hold had not ended when the call was admitted.
+  local log = redis.call('LRANGE', KEYS[1], 0, -1)
+  local ours = 0
+  for i = 1, #log do
+    if tonumber(log[i]) + span > admitted then ours = ours + 1 end
+  end
+  local calls = math.min(math.max(hub_used - ours, 0), cap)
+  local gap = math.min(math.max(limit - reported_max, 0), cap)
+  local h = read_hash(KEYS[2])
+  if roll(h, 'e', 'c', 'p', span) then h.r = 0 end
+  h.c = math.max(h.c, calls)
+  roll(h, 'ge', 'gc', 'gp', span)
+  h.gc = math.max(h.gc, gap)
+  write_hash(KEYS[2], h, span)
+  return 1
+end
+if op == 'rejected' then
+  local cap, span = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local h = read_hash(KEYS[2])
+  if roll(h, 'e', 'c', 'p', span) then h.r = 0 end
+  h.r = math.min((h.r or 0) + 1, cap)
+  h.c = math.max(h.c, h.r)
+  write_hash(KEYS[2], h, span)
+  return 1
+end
 if op == 'late' then
   local admitted, sent, span = now - tonumber(ARGV[2]), now - tonumber(ARGV[3]), tonumber(ARGV[4])
   local log = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -43,16 +103,14 @@ if op == 'late' then
     if tonumber(log[i]) <= admitted then at = i break end
   end
   if at == nil or tonumber(log[at]) >= sent then return 0 end
-  table.remove(log, at)
-  local to = #log + 1
-  for i = 1, #log do
-    if tonumber(log[i]) > sent then to = i break end
+  -- Shift the sends between the old place and the new one down by one, in place: an
+  -- answer's send moves only past the few sent while it was on its way.
+  local j = at
+  while j < #log and tonumber(log[j + 1]) <= sent do
+    redis.call('LSET', KEYS[1], j - 1, log[j + 1])
+    j = j + 1
   end
-  table.insert(log, to, fmt(sent))
-  redis.call('DEL', KEYS[1])
-  for i = 1, #log, 1000 do
-    redis.call('RPUSH', KEYS[1], unpack(log, i, math.min(i + 999, #log)))
-  end
+  redis.call('LSET', KEYS[1], j - 1, fmt(sent))
   redis.call('PEXPIRE', KEYS[1], math.floor(span / 1000) + 1000)
   return 1
 end

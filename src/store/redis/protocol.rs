@@ -98,6 +98,7 @@ impl Redis {
                     invocation
                         .key(name.clone())
                         .key(format!("{name}:blk"))
+                        .key(format!("{name}:out"))
                         .arg("w")
                         .arg(spec.capacity())
                         .arg(spec.span_micros());
@@ -164,39 +165,52 @@ impl Redis {
                         .arg(remaining);
                 }
             },
-            // Redis keeps no estimate of another client's use: HubSpot's count becomes
-            // placeholder sends there (what "remaining" does), which every replica sees;
-            // the finer per-epoch estimate lives in each replica's mirror.
-            Lesson::Usage { key, hub_used, max } => match limits.spec_for(&key) {
+            // Another client's use is estimated on Redis, against the log every replica
+            // writes, and kept in the log's `:out` hash that each reservation reads: what
+            // one replica learns, all of them use.
+            Lesson::Usage {
+                key,
+                hub_used,
+                max,
+                admitted,
+            } => match limits.spec_for(&key) {
                 BudgetSpec::Window(spec) => {
-                    // What HubSpot says is left, against the configured limit: a lower
-                    // `-Max` than configured leaves fewer slots, a higher one changes nothing.
+                    let name = key_name(&self.prefix, &key);
                     invocation
-                        .key(key_name(&self.prefix, &key))
-                        .arg("remaining")
+                        .key(name.clone())
+                        .key(format!("{name}:out"))
+                        .arg("usage")
                         .arg(spec.limit.min(WindowSpec::MAX_LIMIT))
                         .arg(spec.capacity())
                         .arg(spec.span_micros())
-                        .arg(max.saturating_sub(hub_used));
+                        .arg(hub_used)
+                        .arg(max)
+                        .arg(now.as_micros().saturating_sub(admitted.as_micros()));
                 }
                 BudgetSpec::Daily(_) => return Ok(()),
             },
-            // The 429 also arrives as "remaining 0" (see `pace`), which Redis applies.
-            Lesson::Rejected { .. } => return Ok(()),
+            Lesson::Rejected { key } => match limits.spec_for(&key) {
+                BudgetSpec::Window(spec) => {
+                    let name = key_name(&self.prefix, &key);
+                    invocation
+                        .key(name.clone())
+                        .key(format!("{name}:out"))
+                        .arg("rejected")
+                        .arg(spec.capacity())
+                        .arg(spec.span_micros());
+                }
+                BudgetSpec::Daily(_) => return Ok(()),
+            },
             // Redis's log is on Redis's clock: the two instants go as "this long ago", and
             // the script moves the newest send at or before the admission, as the engine
             // does.
-            Lesson::SentLate {
-                key,
-                admitted,
-                sent,
-            } => match limits.spec_for(&key) {
+            Lesson::ArrivedBy { key, admitted, by } => match limits.spec_for(&key) {
                 BudgetSpec::Window(spec) => {
                     invocation
                         .key(key_name(&self.prefix, &key))
                         .arg("late")
                         .arg(now.as_micros().saturating_sub(admitted.as_micros()))
-                        .arg(now.as_micros().saturating_sub(sent.as_micros()))
+                        .arg(now.as_micros().saturating_sub(by.as_micros()))
                         .arg(spec.span_micros());
                 }
                 BudgetSpec::Daily(_) => return Ok(()),

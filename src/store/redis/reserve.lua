@@ -1,6 +1,7 @@
 -- One reservation, "check all, then commit all" (see `book` in the hubgate-engine crate), on Redis's clock.
 --
--- KEYS: per window budget its log and its block key; per daily budget its hash.
+-- KEYS: per window budget its log, its block key and its outside-use hash (see learn.lua);
+-- per daily budget its hash.
 -- ARGV[1]: number of budgets; then per window `w, capacity, span_us`, per daily
 -- `d, limit, offset_ms`. Returns `{1}` granted, `{2, delay_us | -1, index}` not before,
 -- `{3, reset_unix_ms}` daily budget spent. Timestamps are written with `%d`: Lua's
@@ -10,13 +11,33 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
 local DAY = 86400000
 local function fmt(x) return string.format('%d', x) end
+-- A value kept per span-long epoch (`SlidingLog`'s EpochMax): current and previous epoch.
+local function remembered(h, e, c, p, span)
+  local start = tonumber(h[e])
+  if start == nil then return 0 end
+  local age = now - start
+  local cur, prev = tonumber(h[c]) or 0, tonumber(h[p]) or 0
+  if age < span then return math.max(cur, prev) end
+  if age < 2 * span then return cur end
+  return 0
+end
+-- Slots held for another client and a lower tier, as the engine's `Outside::held`.
+local function held(key, span)
+  local h = redis.call('HGETALL', key)
+  local f = {}
+  for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+  local calls = remembered(f, 'e', 'c', 'p', span)
+  local headroom = 0
+  if calls > 0 then headroom = 1 + math.floor(calls / 8) end
+  return calls + headroom + remembered(f, 'ge', 'gc', 'gp', span)
+end
 local n = tonumber(ARGV[1])
 local b = {}
 local k, a = 1, 2
 for i = 1, n do
   if ARGV[a] == 'w' then
-    b[i] = {w = true, log = KEYS[k], blk = KEYS[k + 1], cap = tonumber(ARGV[a + 1]), span = tonumber(ARGV[a + 2])}
-    k = k + 2
+    b[i] = {w = true, log = KEYS[k], blk = KEYS[k + 1], out = KEYS[k + 2], cap = tonumber(ARGV[a + 1]), span = tonumber(ARGV[a + 2])}
+    k = k + 3
   else
     b[i] = {w = false, key = KEYS[k], limit = tonumber(ARGV[a + 1]), offset = tonumber(ARGV[a + 2])}
     k = k + 1
@@ -45,8 +66,9 @@ for i = 1, n do
         if blk > free then free = blk end
       end
       local len = redis.call('LLEN', x.log)
-      if len >= x.cap then
-        local oldest = tonumber(redis.call('LINDEX', x.log, len - x.cap))
+      local cap = math.max(x.cap - held(x.out, x.span), 1)
+      if len >= cap then
+        local oldest = tonumber(redis.call('LINDEX', x.log, len - cap))
         if oldest + x.span > free then free = oldest + x.span end
       end
       if free > eff and not never and free > worst then

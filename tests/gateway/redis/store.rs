@@ -103,16 +103,16 @@ async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
         );
     }
     let admitted = clock.now();
-    // Two of A's sends waited 300 ms for their connections: the lateness under test, on
-    // Redis's wall clock.
+    // Two of A's sends were answered 300 ms later: the lateness under test, on Redis's
+    // wall clock.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = clock.now();
     for _ in 0..2 {
         a.learn(
-            Lesson::SentLate {
+            Lesson::ArrivedBy {
                 key: APP,
                 admitted,
-                sent,
+                by: sent,
             },
             clock.now(),
             clock.unix_ms(),

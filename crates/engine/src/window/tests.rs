@@ -31,16 +31,16 @@ fn burst_of_limit_from_idle_leaves_at_once_then_waits_for_the_oldest() {
 }
 
 #[test]
-fn a_send_that_left_late_holds_its_slot_from_when_it_left() {
+fn a_send_holds_its_slot_from_the_latest_moment_it_can_have_arrived() {
     let mut log = SlidingLog::new(spec(3, 1_000));
     let t0 = Tick::from_millis(1_000);
     for _ in 0..3 {
         assert_eq!(log.try_reserve(t0), Ok(()));
     }
-    // Two of the burst waited 300 ms for their connections.
+    // Two of the burst were answered only 300 ms later: HubSpot may have counted them then.
     let opened = Tick::from_millis(1_300);
-    log.observe_late_send(t0, opened);
-    log.observe_late_send(t0, opened);
+    log.observe_arrival_bound(t0, opened);
+    log.observe_arrival_bound(t0, opened);
     assert_eq!(
         log.sends().collect::<Vec<_>>(),
         vec![t0, opened, opened],
@@ -53,8 +53,8 @@ fn a_send_that_left_late_holds_its_slot_from_when_it_left() {
         Err(Tick::from_millis(2_300))
     );
     // Nothing moves earlier, and nothing admitted after `admitted` moves.
-    log.observe_late_send(Tick::from_millis(2_000), Tick::from_millis(1_500));
-    log.observe_late_send(Tick::from_millis(999), Tick::from_millis(5_000));
+    log.observe_arrival_bound(Tick::from_millis(2_000), Tick::from_millis(1_500));
+    log.observe_arrival_bound(Tick::from_millis(999), Tick::from_millis(5_000));
     assert_eq!(
         log.sends().collect::<Vec<_>>(),
         vec![opened, opened, Tick::from_millis(2_000)]
@@ -186,29 +186,51 @@ fn another_clients_use_seen_in_headers_is_left_to_it_then_forgotten() {
     for _ in 0..5 {
         log.try_reserve(t0).unwrap();
     }
-    // HubSpot counted 11 when our fifth call arrived: 6 are someone else's.
-    log.observe_usage(t0, 11, 20);
-    assert_eq!(log.remaining(t0), 20 - 6 - 5);
-    for _ in 0..9 {
-        log.try_reserve(t0).unwrap();
+    // HubSpot counted 11 when our fifth call arrived: 6 are someone else's, and one slot
+    // more is headroom for its next call.
+    let answered = Tick::from_millis(10_001);
+    log.observe_arrival_bound(t0, answered);
+    log.observe_usage(answered, 11, 20, t0);
+    assert_eq!(log.held_for_outside(answered), 7);
+    assert_eq!(log.remaining(answered), 20 - 7 - 5);
+    for _ in 0..8 {
+        log.try_reserve(answered).unwrap();
     }
-    assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(11_000)));
-    // Seen again a window later, it still holds; unseen for two spans, it is forgotten.
-    let t1 = Tick::from_millis(11_000);
-    assert_eq!(log.remaining(t1), 14);
+    assert_eq!(log.try_reserve(answered), Err(Tick::from_millis(11_000)));
+    // Within two spans of being seen it still holds; unseen for two spans, it is forgotten.
+    assert_eq!(log.remaining(Tick::from_millis(11_500)), 13);
     let t3 = Tick::from_millis(12_500);
     assert_eq!(log.remaining(t3), 20);
     // A smaller estimate replaces a larger one once a whole epoch has passed.
-    log.observe_usage(t3, 2 + log.used(t3), 20);
-    assert_eq!(log.remaining(t3), 18);
-    log.observe_usage(Tick::from_millis(13_600), 0, 20);
+    log.observe_usage(t3, 2, 20, t3);
+    assert_eq!(log.remaining(t3), 17);
+    log.observe_usage(Tick::from_millis(13_600), 0, 20, Tick::from_millis(13_600));
     assert_eq!(
         log.remaining(Tick::from_millis(13_600)),
-        18,
+        17,
         "the previous epoch still counts"
     );
-    log.observe_usage(Tick::from_millis(14_600), 0, 20);
+    log.observe_usage(Tick::from_millis(14_600), 0, 20, Tick::from_millis(14_600));
     assert_eq!(log.remaining(Tick::from_millis(14_600)), 20);
+}
+
+#[test]
+fn a_burst_whose_calls_overtake_each_other_invents_no_other_client() {
+    let mut log = SlidingLog::new(spec(20, 1_000));
+    let t0 = Tick::from_millis(1_000);
+    for i in 0..20 {
+        log.try_reserve(Tick(t0.as_micros() + i)).unwrap();
+    }
+    // The fifth admitted arrived twelfth: seven sends admitted after it overtook it on
+    // other connections. They are ours too, not someone else's.
+    let answered = Tick::from_millis(1_020);
+    log.observe_arrival_bound(Tick(t0.as_micros() + 4), answered);
+    log.observe_usage(answered, 12, 20, Tick(t0.as_micros() + 4));
+    assert_eq!(log.held_for_outside(answered), 0);
+    // Beside a stream of 8 calls, a call that had the window to itself reads it exactly:
+    // 8 slots and 1 + 8/8 of headroom.
+    log.observe_usage(answered, 28, 40, Tick(t0.as_micros() + 19));
+    assert_eq!(log.held_for_outside(answered), 10);
 }
 
 #[test]
@@ -221,13 +243,13 @@ fn each_429_in_an_epoch_leaves_one_more_slot_to_someone_else() {
     // The window was already partly spent elsewhere: 6 of our 20 were refused, and the
     // headers (capped at the limit) could not tell.
     for _ in 0..20 {
-        log.observe_usage(t0, 20, 20);
+        log.observe_usage(t0, 20, 20, t0);
     }
     for _ in 0..6 {
         log.observe_rejection(t0);
     }
     let next = Tick::from_millis(2_000);
-    assert_eq!(log.remaining(next), 14);
+    assert_eq!(log.remaining(next), 20 - 6 - 1);
 }
 
 #[test]
@@ -235,10 +257,10 @@ fn a_lower_max_than_configured_is_believed_a_higher_one_is_not() {
     let mut log = SlidingLog::new(spec(110, 10_000));
     let t0 = Tick::from_millis(1_000);
     log.try_reserve(t0).unwrap();
-    log.observe_usage(t0, 1, 100);
+    log.observe_usage(t0, 1, 100, t0);
     assert_eq!(log.remaining(t0), 100 - 1, "HubSpot's tier is 100, not 110");
     let mut higher = SlidingLog::new(spec(110, 10_000));
-    higher.observe_usage(t0, 0, 190);
+    higher.observe_usage(t0, 0, 190, t0);
     assert_eq!(higher.remaining(t0), 110, "a higher -Max is not learned");
 }
 
@@ -246,9 +268,9 @@ fn a_lower_max_than_configured_is_believed_a_higher_one_is_not() {
 fn observed_use_never_takes_the_last_slot_or_raises_the_limit() {
     let mut log = SlidingLog::new(spec(10, 1_000));
     let t0 = Tick::from_millis(1_000);
-    log.observe_usage(t0, 500, 10);
+    log.observe_usage(t0, 500, 10, t0);
     assert_eq!(log.remaining(t0), 1, "one slot stays, to keep learning");
     let mut fresh = SlidingLog::new(spec(10, 1_000));
-    fresh.observe_usage(t0, 0, 10);
+    fresh.observe_usage(t0, 0, 10, t0);
     assert_eq!(fresh.remaining(t0), 10);
 }
