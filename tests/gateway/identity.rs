@@ -539,9 +539,10 @@ async fn unusable_answers_are_unreachable_and_rate_limits_are_not_invalid() {
 
 #[tokio::test]
 async fn a_lookup_abandoned_by_its_caller_is_taken_over() {
+    // Answer latency, not transit: the lookup must be counted at once and then stay out.
     let config = SimConfig {
         faults: Faults {
-            latency_ms: 300,
+            answer_latency_ms: 300,
             ..Faults::default()
         },
         ..sim_config(1)

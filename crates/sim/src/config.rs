@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::faults::Faults;
+use super::outside::OutsideConfig;
 
 /// Everything the simulator can be told at start-up. Every limit is data, never a constant,
 /// because HubSpot's own numbers vary per tier and change over time.
@@ -80,6 +81,9 @@ impl SimConfig {
         anyhow::ensure!(self.burst_window_ms > 0, "burst_window_ms must be > 0");
         anyhow::ensure!(self.search_window_ms > 0, "search_window_ms must be > 0");
         self.faults.validate()?;
+        for o in &self.outside {
+            o.validate()?;
+        }
         anyhow::ensure!(
             self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
             "tls_cert_file and tls_key_file must be given together"
@@ -229,14 +233,6 @@ pub fn default_exempt() -> Vec<ExemptRule> {
         rule(None, "/marketing/v4/email/single-send", true),
         rule(None, "/webhooks-journal/**", true),
     ]
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutsideConfig {
-    pub app_id: u64,
-    pub portal_id: u64,
-    pub per_window: u32,
 }
 
 /// For i in 1..=n: `pat-na1-sim-<i>` is private app 2000+i and `oauth-sim-<i>` is OAuth app

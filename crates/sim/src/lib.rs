@@ -25,8 +25,8 @@
 //!
 //! # Where things are
 //! - `simulator`: the [`Simulator`] handle; `cli`: `hubgate sim` ([`SimArgs`]).
-//! - `config`, `faults`, `stats`: the public data types (config file, injected faults,
-//!   `/__sim/stats`).
+//! - `config`, `faults`, `outside`, `stats`: the public data types (config file, injected
+//!   faults, outside consumers, `/__sim/stats`).
 //! - `limits`: HubSpot's windows and counters; `clock`: the one wall-clock read.
 //! - `server`: accept loop and TLS, with one module per kind of answer (`routes`, `auth`,
 //!   `rate_limit_answers`, `introspection`, `control`, `echo`, `outside`).
@@ -40,6 +40,7 @@ mod crm;
 mod faults;
 mod http_util;
 mod limits;
+mod outside;
 mod server;
 mod simulator;
 mod stats;
@@ -47,10 +48,10 @@ mod tls;
 
 pub use cli::{run_from_args, SimArgs};
 pub use config::{
-    default_exempt, generated_tokens, ExemptRule, HapiKeyConfig, OutsideConfig, SimConfig,
-    TokenConfig, TokenKind,
+    default_exempt, generated_tokens, ExemptRule, HapiKeyConfig, SimConfig, TokenConfig, TokenKind,
 };
 pub use faults::Faults;
+pub use outside::{OutsideConfig, OutsidePattern};
 pub use simulator::Simulator;
 pub use stats::{
     DailyStats, IntrospectionStats, OwnerStats, RateLimitedCounts, SearchStats, SimLimits,

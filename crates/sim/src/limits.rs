@@ -361,27 +361,31 @@ impl Limiter {
         }
     }
 
-    /// One arrival from traffic that bypasses the gateway (see `Simulator::set_outside_consumer`).
-    pub(crate) fn outside_arrival(
+    /// `count` arrivals at one instant from traffic that bypasses the gateway (see
+    /// `Simulator::set_outside`); one lock for all, so a bursty block lands whole.
+    pub(crate) fn outside_arrivals(
         &self,
         app_id: u64,
         portal_id: u64,
         burst_limit: u32,
+        count: u32,
         now: Instant,
     ) {
         let width = self.burst_window;
         let mut inner = self.lock();
         let o = inner.owner(app_id, portal_id, burst_limit, width);
-        let n = o.window.arrive(now);
-        o.stats.arrivals += 1;
-        o.stats.outside += 1;
-        o.stats.max_arrivals_in_window = o.stats.max_arrivals_in_window.max(n);
-        if n > u64::from(burst_limit) {
-            o.stats.outside_rate_limited += 1;
-        } else {
-            let a = o.window.accept(now);
-            o.stats.accepted += 1;
-            o.stats.max_accepted_in_window = o.stats.max_accepted_in_window.max(a);
+        for _ in 0..count {
+            let n = o.window.arrive(now);
+            o.stats.arrivals += 1;
+            o.stats.outside += 1;
+            o.stats.max_arrivals_in_window = o.stats.max_arrivals_in_window.max(n);
+            if n > u64::from(burst_limit) {
+                o.stats.outside_rate_limited += 1;
+            } else {
+                let a = o.window.accept(now);
+                o.stats.accepted += 1;
+                o.stats.max_accepted_in_window = o.stats.max_accepted_in_window.max(a);
+            }
         }
     }
 

@@ -8,8 +8,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::unix_ms;
-use crate::config::{OutsideConfig, SimConfig};
+use crate::config::SimConfig;
 use crate::faults::Faults;
+use crate::outside::OutsideConfig;
 use crate::server::{self, Shared};
 use crate::stats::SimStats;
 use crate::tls;
@@ -85,16 +86,24 @@ impl Simulator {
     }
 
     /// Spends `per_window` arrivals of the owner's burst window, evenly spread, as traffic that
-    /// never passes through the gateway would. 0 stops it.
+    /// never passes through the gateway would. 0 stops it. Shorthand for [`Self::set_outside`]
+    /// with the steady pattern.
     pub fn set_outside_consumer(&self, app_id: u64, portal_id: u64, per_window: u32) {
-        server::set_outside(
-            &self.shared,
-            OutsideConfig {
-                app_id,
-                portal_id,
-                per_window,
-            },
-        );
+        self.set_outside(OutsideConfig::steady(app_id, portal_id, per_window));
+    }
+
+    /// Same as `POST /__sim/outside`: starts, replaces or (`per_window == 0`) stops the outside
+    /// consumer of (`app_id`, `portal_id`), following its pattern.
+    ///
+    /// # Panics
+    /// If `config` is invalid (see [`OutsideConfig::validate`]): a bursty consumer with
+    /// `every_ms == 0` or a ramp with `ramp_ms == 0` is a mistake in the calling test, and
+    /// quietly doing something else would hide it.
+    pub fn set_outside(&self, config: OutsideConfig) {
+        if let Err(e) = config.validate() {
+            panic!("invalid outside consumer {config:?}: {e}");
+        }
+        server::set_outside(&self.shared, config);
     }
 
     /// Stops accepting, gives open connections a moment to finish, then ends them.

@@ -13,9 +13,9 @@ use super::echo::{echo, pattern_response};
 use super::outside::set_outside;
 use super::state::Shared;
 use crate::clock::unix_ms;
-use crate::config::OutsideConfig;
 use crate::faults::Faults;
 use crate::http_util::{empty_response, json_response, segments, Body};
+use crate::outside::OutsideConfig;
 
 /// Control bodies are tiny; the cap only guards against a runaway client.
 const MAX_CONTROL_BODY: usize = 1024 * 1024;
@@ -52,6 +52,7 @@ pub(super) async fn sim_route(shared: &Arc<Shared>, req: Request<Incoming>) -> R
             },
             Err(resp) => resp,
         },
+        // Deserializing validates the pattern, so a bad one answers 400 from `sim_json`.
         (&Method::POST, ["outside"]) => match sim_json::<OutsideConfig>(req).await {
             Ok(o) => {
                 set_outside(shared, o);

@@ -1,6 +1,7 @@
 //! Request dispatch: `/__sim/*` to the control routes, everything else through the API
-//! pipeline (account at arrival, then apply faults, then answer: introspection, 401, 429 or
-//! the CRM).
+//! pipeline: transit latency, the arrival queue, accounting at arrival (introspection,
+//! credentials, the rate-limit decision), answer latency, the drop/5xx roll, then the answer
+//! (introspection, 401, 429 or the CRM).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::rate_limit_answers::{set_rate_headers, too_many_requests};
 use super::state::Shared;
 use crate::clock::unix_ms;
 use crate::crm::{self, Reply};
-use crate::faults::FaultOutcome;
+use crate::faults::{FaultOutcome, Faults};
 use crate::http_util::{
     correlation_id, empty_response, hs_error, json_response, read_body, segments, set_header, Body,
 };
@@ -54,34 +55,46 @@ async fn api_route(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Dropped> {
-    let arrived = Instant::now();
-    let unix_ms = unix_ms();
     let corr = correlation_id();
     shared.limiter.count(Counter::Request);
     let path = req.uri().path().to_string();
     let raw_segments = segments(&path);
     let method = req.method().as_str().to_string();
+    // One snapshot, so a change of faults mid-request cannot give it half of each.
+    let faults = shared.faults();
 
-    // Accounting happens at arrival, before any injected latency, so faulted requests count too.
-    let plan = if raw_segments.first() == Some(&"oauth") {
-        count_introspection(shared, &req, &raw_segments);
-        Plan::Introspection
-    } else {
-        match authenticate(shared, &req) {
-            None => {
-                shared.limiter.count(Counter::Unauthorized);
-                Plan::Unauthorized
+    // Still on its way to HubSpot: nothing has seen this request yet.
+    if let Some(d) = faults.delay() {
+        tokio::time::sleep(d).await;
+    }
+    let (plan, unix_ms) = {
+        let _turn = shared.arrival_turn(faults.arrival_service()).await;
+        // Arrival: accounted before the fault roll, so faulted requests count too.
+        let arrived = Instant::now();
+        let unix_ms = unix_ms();
+        let plan = if raw_segments.first() == Some(&"oauth") {
+            count_introspection(shared, &req, &raw_segments);
+            Plan::Introspection
+        } else {
+            match authenticate(shared, &req) {
+                None => {
+                    shared.limiter.count(Counter::Unauthorized);
+                    Plan::Unauthorized
+                }
+                Some(caller) => {
+                    let norm = crm::normalize(&raw_segments);
+                    let class = classify(shared, &method, &raw_segments, &norm);
+                    let decision = shared.limiter.check(&caller, class, arrived, unix_ms);
+                    Plan::Api { caller, decision }
+                }
             }
-            Some(caller) => {
-                let norm = crm::normalize(&raw_segments);
-                let class = classify(shared, &method, &raw_segments, &norm);
-                let decision = shared.limiter.check(&caller, class, arrived, unix_ms);
-                Plan::Api { caller, decision }
-            }
-        }
+        };
+        (plan, unix_ms)
     };
-
-    if let Some(resp) = apply_faults(shared, &corr).await? {
+    if let Some(d) = faults.answer_delay() {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(resp) = roll_faults(shared, &faults, &corr)? {
         return Ok(resp);
     }
 
@@ -113,13 +126,13 @@ async fn api_route(
     Ok(resp)
 }
 
-/// Sleeps the injected latency, then rolls for a drop (`Err`) or a HubSpot-shaped 5xx
-/// (`Ok(Some)`); `Ok(None)` lets the real answer through.
-async fn apply_faults(shared: &Shared, corr: &str) -> Result<Option<Response<Body>>, Dropped> {
-    let faults = shared.faults();
-    if let Some(d) = faults.delay() {
-        tokio::time::sleep(d).await;
-    }
+/// Rolls for a drop (`Err`) or a HubSpot-shaped 5xx (`Ok(Some)`); `Ok(None)` lets the real
+/// answer through.
+fn roll_faults(
+    shared: &Shared,
+    faults: &Faults,
+    corr: &str,
+) -> Result<Option<Response<Body>>, Dropped> {
     match faults.roll() {
         FaultOutcome::Pass => Ok(None),
         FaultOutcome::Drop => {

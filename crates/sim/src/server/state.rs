@@ -1,8 +1,11 @@
 //! The state every connection shares: configuration, the credential registry, the limiter,
-//! the CRM store, the current faults and the running outside consumers.
+//! the CRM store, the current faults, the arrival queue and the running outside consumers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{ExemptRule, HapiKeyConfig, SimConfig, TokenConfig};
 use crate::crm::Crm;
@@ -19,6 +22,9 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     /// Outside consumers by (app, portal); see `outside::set_outside`.
     pub(super) outside: Mutex<HashMap<(u64, u64), tokio::task::JoinHandle<()>>>,
+    /// The arrival queue (`Faults::arrival_service_us`): when the last request served left
+    /// its head. tokio's mutex hands out turns first come first served, which is the queue.
+    arrival_queue: tokio::sync::Mutex<Option<Instant>>,
     /// The runtime the simulator was started on, so consumers started later from any thread
     /// run there and stop with it.
     pub(super) runtime: tokio::runtime::Handle,
@@ -44,6 +50,7 @@ impl Shared {
             limiter,
             crm: Crm::new(),
             outside: Mutex::new(HashMap::new()),
+            arrival_queue: tokio::sync::Mutex::new(None),
             runtime,
             config,
         }
@@ -58,6 +65,28 @@ impl Shared {
 
     pub(crate) fn set_faults(&self, f: Faults) {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Waits for this request's turn through the arrival queue and its `service` time at the
+    /// head. The caller counts the request while holding the returned guard, so requests are
+    /// counted in queue order; `None` (no queue) when `service` is zero.
+    pub(crate) async fn arrival_turn(
+        &self,
+        service: Duration,
+    ) -> Option<tokio::sync::MutexGuard<'_, Option<Instant>>> {
+        if service.is_zero() {
+            return None;
+        }
+        let queued = Instant::now();
+        let mut last_end = self.arrival_queue.lock().await;
+        // Service starts when this request queued or when the one ahead left, whichever is
+        // later; not at this wake-up, so timer granularity and late wake-ups do not slow
+        // the queue below one request per `service`.
+        let start = last_end.map_or(queued, |end| end.max(queued));
+        let end = start + service;
+        tokio::time::sleep_until(end).await;
+        *last_end = Some(end);
+        Some(last_end)
     }
 
     /// Clears counters, windows and the CRM store; faults and outside consumers stay.

@@ -1,4 +1,4 @@
-//! Fault injection and the outside consumer.
+//! Fault injection: transit and answer latency, the arrival queue, 5xx answers and drops.
 
 use std::time::Duration;
 
@@ -116,87 +116,97 @@ async fn latency_is_added() {
     sim.shutdown().await;
 }
 
-/// Real time, unlike the tests around it: on paused time every idle moment of the HTTP
-/// exchanges below would jump the clock to a consumer's next tick, sliding the window by an
-/// amount that depends on scheduling.
+fn arrivals(sim: &hubgate_sim::Simulator) -> u64 {
+    sim.stats().owner(PAT_APP, PORTAL).map_or(0, |o| o.arrivals)
+}
+
+/// Real time, like the HTTP tests below: the request is in flight while the test watches.
+/// Nothing can count it before its 600 ms of transit are over, however slow the machine.
 #[tokio::test]
-async fn outside_consumer_spends_the_owner_budget() {
+async fn transit_latency_delays_the_arrival() {
     let (sim, c) = start(SimConfig {
-        burst_limit: 30,
-        burst_window_ms: 500,
+        faults: Faults {
+            latency_ms: 600,
+            ..Faults::default()
+        },
         ..config()
     })
     .await;
-    sim.set_outside_consumer(PAT_APP, PORTAL, 20);
-    let r = c
-        .call(
-            "POST",
-            "/__sim/outside",
-            None,
-            Some(json!({ "app_id": OAUTH_APP, "portal_id": PORTAL, "per_window": 10 })),
-        )
-        .await;
-    assert_eq!(r.status, 204);
-    // One arrival more than a window holds: the oldest has left, so the window is full.
-    wait_until(Duration::from_secs(10), || {
-        let s = sim.stats();
-        let outside = |app| s.owner(app, PORTAL).map_or(0, |o| o.outside);
-        outside(PAT_APP) > 20 && outside(OAUTH_APP) > 10
-    })
-    .await;
-
-    // About 20 outside arrivals sit in the window, so only about 10 of ours fit.
-    let mut ok = 0;
-    for _ in 0..30 {
-        if c.get(LIST, PAT).await.status == 200 {
-            ok += 1;
-        }
-    }
-    assert!((5..=15).contains(&ok), "{ok} calls passed");
-
-    let s = c.stats().await;
-    let o = s.owner(PAT_APP, PORTAL).expect("owner");
-    assert!(o.outside >= 18, "{o:?}");
-    assert!(o.arrivals >= o.outside + 30);
-    assert!(o.rate_limited.ten_secondly_rolling >= 15);
-    let other = s.owner(OAUTH_APP, PORTAL).expect("outside-only owner");
-    assert!(other.outside >= 8, "{other:?}");
-    assert_eq!(s.totals.outside, o.outside + other.outside);
+    let t = Instant::now();
+    let call = tokio::spawn(async move { c.get(LIST, PAT).await.status });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(arrivals(&sim), 0, "still on its way");
+    assert_eq!(call.await.expect("call"), 200);
+    assert!(t.elapsed() >= Duration::from_millis(600));
+    assert_eq!(arrivals(&sim), 1);
     sim.shutdown().await;
 }
 
-/// Paused time and no HTTP, so the consumers' schedule is exact: the first tick is at once,
-/// then one every window/per_window (25 ms for 20 per window, 50 ms for 10).
-#[tokio::test(start_paused = true)]
-async fn outside_consumer_spreads_its_arrivals_and_stops_at_zero() {
-    let (sim, _c) = start(SimConfig {
-        burst_limit: 30,
-        burst_window_ms: 500,
+#[tokio::test]
+async fn answer_latency_comes_after_the_arrival_is_counted() {
+    let (sim, c) = start(config()).await;
+    let r = c
+        .call(
+            "POST",
+            "/__sim/faults",
+            None,
+            Some(json!({ "answer_latency_ms": 800 })),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["answer_latency_ms"], 800);
+    assert_eq!(r.json()["arrival_service_us"], 0, "defaults when left out");
+
+    let t = Instant::now();
+    let call = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get(LIST, PAT).await.status })
+    };
+    wait_until(Duration::from_secs(5), || arrivals(&sim) == 1).await;
+    let counted = t.elapsed();
+    assert!(
+        !call.is_finished(),
+        "counted at {counted:?}, answer still out"
+    );
+    assert_eq!(call.await.expect("call"), 200);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    assert!(counted < took, "{counted:?} vs {took:?}");
+    sim.shutdown().await;
+}
+
+/// Real time: 20 calls sent at once leave a 20 ms-per-call queue one by one, so the last is
+/// counted (and answered) at least 19 × 20 ms after the first, and a 100 ms window never
+/// holds them all.
+#[tokio::test]
+async fn arrival_queue_spreads_a_burst_over_time() {
+    let (sim, c) = start(SimConfig {
+        burst_limit: 100,
+        burst_window_ms: 100,
+        faults: Faults {
+            arrival_service_us: 20_000,
+            ..Faults::default()
+        },
         ..config()
     })
     .await;
-    let t0 = Instant::now();
-    sim.set_outside_consumer(PAT_APP, PORTAL, 20);
-    sim.set_outside_consumer(OAUTH_APP, PORTAL, 10);
-    // A sleep, not `advance`: on paused time it lets each tick fire in turn, where one big
-    // jump would fire a single (late) tick.
-    tokio::time::sleep_until(t0 + Duration::from_millis(610)).await;
-
+    let t = Instant::now();
+    let calls = (0..20).map(|_| {
+        let c = c.clone();
+        async move { c.get(LIST, PAT).await.status }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    let took = t.elapsed();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(took >= Duration::from_millis(380), "{took:?}");
     let s = sim.stats();
     let o = s.owner(PAT_APP, PORTAL).expect("owner");
-    assert_eq!((o.outside, o.arrivals, o.accepted), (25, 25, 25), "{o:?}");
-    assert_eq!(o.outside_rate_limited, 0);
-    assert_eq!(o.max_arrivals_in_window, 20, "evenly spread: 20 per window");
-    let other = s.owner(OAUTH_APP, PORTAL).expect("outside-only owner");
-    assert_eq!(other.outside, 13, "{other:?}");
-    assert_eq!(other.max_arrivals_in_window, 10);
-    assert_eq!(s.totals.outside, 38);
-
-    sim.set_outside_consumer(PAT_APP, PORTAL, 0);
-    sim.set_outside_consumer(OAUTH_APP, PORTAL, 0);
-    let before = sim.stats().totals.outside;
-    // Paused too: ten windows pass at no cost, and any consumer still running would tick.
-    tokio::time::sleep(Duration::from_millis(5_000)).await;
-    assert_eq!(sim.stats().totals.outside, before);
+    assert_eq!(o.arrivals, 20);
+    // About 5 per 100 ms; a stalled runtime may bunch a few, never all 20.
+    assert!(o.max_arrivals_in_window <= 12, "{o:?}");
+    // Control routes skip the queue.
+    let t = Instant::now();
+    c.call("GET", "/__sim/health", None, None).await;
+    assert!(t.elapsed() < Duration::from_millis(380));
     sim.shutdown().await;
 }

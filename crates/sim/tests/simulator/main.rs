@@ -5,5 +5,6 @@ mod api;
 mod echo;
 mod faults;
 mod limits;
+mod outside;
 mod support;
 mod tls;
