@@ -124,7 +124,10 @@ impl BudgetsConfig {
             WindowSpec::new(limit, Duration::from_millis(window_ms))
                 .with_margins(Duration::from_millis(margin_ms), margin_slots)
         };
-        let burst = window(self.burst_limit, self.burst_window_ms, self.burst_margin_ms);
+        // Burst answers carry HubSpot's count, so a burst after a quiet spell can be judged
+        // on a fresh one (see `SlidingLog::probe_out_until`); search answers carry none.
+        let burst =
+            window(self.burst_limit, self.burst_window_ms, self.burst_margin_ms).learning_first();
         let default_offset = parse_utc_offset(&self.time_zone).unwrap_or(0);
         let mut limits = Limits {
             burst,
@@ -153,7 +156,8 @@ impl BudgetsConfig {
                         app_id,
                         portal_id: owner.portal_id,
                     },
-                    window(burst_limit, self.burst_window_ms, self.burst_margin_ms),
+                    window(burst_limit, self.burst_window_ms, self.burst_margin_ms)
+                        .learning_first(),
                 );
             }
             if owner.daily_limit.is_some() || owner.time_zone.is_some() {

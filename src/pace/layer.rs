@@ -273,22 +273,19 @@ impl PaceShared {
             let (failure, answer) = match attempt {
                 Ok(response) => {
                     let answered = self.clock.now();
-                    self.learn(learn::from_answer(
-                        response.headers(),
-                        answered,
-                        &keys,
-                        admitted,
-                    ))
-                    .await;
+                    let lessons = learn::from_answer(response.headers(), answered, &keys, admitted);
+                    self.learn(lessons, owner, &keys).await;
                     let status = response.status();
                     if !matches!(status.as_u16(), 423 | 429 | 502..=504) {
                         return Ok(finish(response, owner, queued, retries, None));
                     }
                     let (response, policy) = if status == StatusCode::TOO_MANY_REQUESTS {
+                        let counted = learn::carries_count(response.headers());
                         let (response, policy) = read_429(response).await;
                         self.metrics.count_upstream_rate_limited(&owner, policy);
                         let now = self.clock.now();
-                        let lessons = learn::from_429(policy, &keys, now, pacing.search_pause);
+                        let lessons =
+                            learn::from_429(policy, &keys, now, pacing.search_pause, counted);
                         // Awaited even on Redis: the retry that follows must be judged with it.
                         learn::apply(
                             self.pacer.store().clone(),
@@ -307,7 +304,7 @@ impl PaceShared {
                     Some(upstream) if upstream.nothing_sent() => (Failure::Connect, Err(error)),
                     Some(_) => {
                         let failed = self.clock.now();
-                        self.learn(learn::from_failure(&keys, admitted, failed))
+                        self.learn(learn::from_failure(&keys, admitted, failed), owner, &keys)
                             .await;
                         (Failure::AfterSend, Err(error))
                     }
@@ -357,7 +354,7 @@ impl PaceShared {
     /// Applies what an answer taught. A Redis round trip per answer would otherwise sit
     /// between HubSpot's answer and the caller, so a store that needs one learns on a task
     /// of its own.
-    async fn learn(&self, lessons: learn::Lessons) {
+    async fn learn(&self, lessons: learn::Lessons, owner: Owner, keys: &Keys) {
         if lessons.is_empty() {
             return;
         }
@@ -369,8 +366,13 @@ impl PaceShared {
         );
         if self.pacer.store().learns_locally() {
             learning.await;
+            self.pacer.wake(owner, keys);
         } else {
-            tokio::spawn(learning);
+            let (pacer, keys) = (self.pacer.clone(), keys.clone());
+            tokio::spawn(async move {
+                learning.await;
+                pacer.wake(owner, &keys);
+            });
         }
     }
 

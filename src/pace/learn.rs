@@ -75,19 +75,39 @@ pub(crate) fn from_failure(keys: &Keys, admitted: Tick, failed: Tick) -> Lessons
     lessons
 }
 
-/// What a 429 naming `policy` teaches: the budget HubSpot thinks is spent is full until its
-/// window slides (a burst-like window) or for `search_pause` (search), or spent for the day.
-pub(crate) fn from_429(policy: Policy, keys: &Keys, now: Tick, search_pause: Duration) -> Lessons {
+/// Whether an answer's headers carry HubSpot's count of the burst window (`-Max` and
+/// `-Remaining`), which `from_answer` learns from.
+pub(crate) fn carries_count(headers: &http::HeaderMap) -> bool {
+    let reported = RateLimitHeaders::parse(headers);
+    reported.max.is_some() && reported.remaining.is_some()
+}
+
+/// What a 429 naming `policy` teaches: a burst-like window holds someone else's calls, and
+/// when the 429 carried no count (`counted` false) it is full until it slides; search is
+/// full for `search_pause`; a daily budget is spent for the day.
+///
+/// A 429 that carried HubSpot's count needs no more than the rejection: the count already
+/// puts everything in the window that is not hubgate's down to the other client, and each
+/// of hubgate's own sends frees its slot as it leaves, so the window is not held full for a
+/// whole window on top.
+pub(crate) fn from_429(
+    policy: Policy,
+    keys: &Keys,
+    now: Tick,
+    search_pause: Duration,
+    counted: bool,
+) -> Lessons {
     let mut lessons = Lessons::new();
     for key in keys.iter().copied() {
         match (policy, key) {
-            // The window is full until it slides, and it holds someone else's calls.
             (
                 Policy::TenSecondly | Policy::Unknown,
                 BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } | BudgetKey::Global,
             ) => {
                 lessons.push(Lesson::Rejected { key });
-                lessons.push(Lesson::Remaining { key, remaining: 0 });
+                if !counted || matches!(key, BudgetKey::Global) {
+                    lessons.push(Lesson::Remaining { key, remaining: 0 });
+                }
             }
             (Policy::Secondly, BudgetKey::Search { .. }) => {
                 lessons.push(Lesson::Rejected { key });
@@ -171,7 +191,13 @@ mod tests {
     #[test]
     fn a_429_blocks_only_the_budget_its_policy_names() {
         let pause = Duration::from_secs(1);
-        let search = from_429(Policy::Secondly, &keys(&[SEARCH, DAILY]), Tick(0), pause);
+        let search = from_429(
+            Policy::Secondly,
+            &keys(&[SEARCH, DAILY]),
+            Tick(0),
+            pause,
+            false,
+        );
         assert_eq!(
             search.as_slice(),
             [
@@ -182,9 +208,23 @@ mod tests {
                 }
             ]
         );
-        let daily = from_429(Policy::Daily, &keys(&[BURST, DAILY]), Tick(0), pause);
+        let daily = from_429(Policy::Daily, &keys(&[BURST, DAILY]), Tick(0), pause, true);
         assert_eq!(daily.as_slice(), [Lesson::DailyExhausted { portal_id: 2 }]);
-        let burst = from_429(Policy::Unknown, &keys(&[BURST, DAILY]), Tick(0), pause);
+        let counted = from_429(
+            Policy::Unknown,
+            &keys(&[BURST, DAILY]),
+            Tick(0),
+            pause,
+            true,
+        );
+        assert_eq!(counted.as_slice(), [Lesson::Rejected { key: BURST }]);
+        let burst = from_429(
+            Policy::Unknown,
+            &keys(&[BURST, DAILY]),
+            Tick(0),
+            pause,
+            false,
+        );
         assert_eq!(
             burst.as_slice(),
             [

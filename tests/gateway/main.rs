@@ -13,6 +13,7 @@ mod identity;
 mod inbound_auth;
 mod lifecycle;
 mod observability;
+mod outside_use;
 mod pacing;
 mod proxy_fidelity;
 mod redis;

@@ -164,10 +164,12 @@ async fn gauges_and_admin_api_follow_a_queued_burst() {
         waited > 2.0,
         "two calls waited over a second each: {waited}"
     );
+    // A new owner's first call goes alone and the next two on its answer, a loopback
+    // round trip later (see docs/pacing.md, the probe after a quiet spell).
     let fast = sample(
         &text,
         "hubgate_queue_wait_seconds_bucket",
-        &[("lane", "normal"), ("le", "0.001")],
+        &[("lane", "normal"), ("le", "0.05")],
     );
     assert_eq!(fast, Some(3.0), "the first three went at once");
 }

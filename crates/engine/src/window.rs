@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::time::{micros_ceil, Tick};
+use outside::{EpochMax, Outside};
 
 /// Configuration of one rolling-window budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +28,9 @@ pub struct WindowSpec {
     pub margin_time: Duration,
     /// Slots per window left unused, for other clients of the same budget and jitter.
     pub margin_slots: u32,
+    /// Whether a send after a quiet spell waits for a first answer (see
+    /// `SlidingLog::probe_out_until`): for windows whose answers carry HubSpot's count.
+    pub learn_first: bool,
 }
 
 impl WindowSpec {
@@ -44,6 +48,15 @@ impl WindowSpec {
             window,
             margin_time: Duration::ZERO,
             margin_slots: 0,
+            learn_first: false,
+        }
+    }
+
+    /// The same spec, learning HubSpot's count before spending after a quiet spell.
+    pub const fn learning_first(self) -> WindowSpec {
+        WindowSpec {
+            learn_first: true,
+            ..self
         }
     }
 
@@ -97,115 +110,21 @@ pub struct SlidingLog {
     /// How long after their admission our answers came back, largest per epoch: the time
     /// margin the log is really holding sends for, beyond `span`.
     answer_delay: EpochMax,
+    /// Whether quiet spells end with a probe (`WindowSpec::learn_first`).
+    learn_first: bool,
+    /// When HubSpot's count was last read from an answer; `Tick::MAX` never.
+    last_counted: Tick,
+    /// When another client's use was last seen above zero; `Tick::MAX` never.
+    outside_seen: Tick,
+    /// The admission of the send that ends the current quiet spell; `Tick::MAX` none.
+    probe: Tick,
+    /// The latest admission (sends move later as answers come; this does not).
+    last_admitted: Tick,
 }
 
-/// The largest value seen of a quantity that drifts (another client's use, the gap to a
-/// lower tier, the delay of answers), kept per span-long epoch so it follows the quantity
-/// down as well as up: a value is forgotten two spans after it was last seen.
-#[derive(Debug, Clone, Copy)]
-struct EpochMax {
-    /// Start of the current epoch; `Tick::MAX` before the first observation.
-    epoch_start: Tick,
-    /// Largest value seen in the current epoch.
-    current: u32,
-    /// Largest value seen in the epoch before.
-    previous: u32,
-}
-
-impl EpochMax {
-    const EMPTY: EpochMax = EpochMax {
-        epoch_start: Tick::MAX,
-        current: 0,
-        previous: 0,
-    };
-
-    /// Moves the epoch forward to cover `at`; true when a new epoch began.
-    fn roll(&mut self, at: Tick, span: u64) -> bool {
-        let epoch = self.epoch_start.0;
-        if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span) {
-            return false;
-        }
-        if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span.saturating_mul(2)) {
-            self.epoch_start = Tick(epoch.saturating_add(span));
-            self.previous = self.current;
-        } else {
-            self.epoch_start = at;
-            self.previous = 0;
-        }
-        self.current = 0;
-        true
-    }
-
-    fn record(&mut self, at: Tick, span: u64, value: u32) {
-        self.roll(at, span);
-        self.current = self.current.max(value);
-    }
-
-    /// The largest value still remembered at `now`.
-    fn value_at(&self, now: Tick, span: u64) -> u32 {
-        if self.epoch_start == Tick::MAX {
-            return 0;
-        }
-        let age = now.0.saturating_sub(self.epoch_start.0);
-        if age < span {
-            self.current.max(self.previous)
-        } else if age < span.saturating_mul(2) {
-            self.current
-        } else {
-            0
-        }
-    }
-
-    fn clamp(&mut self, max: u32) {
-        self.current = self.current.min(max);
-        self.previous = self.previous.min(max);
-    }
-}
-
-/// What HubSpot's own count says about the window beyond hubgate's sends.
-///
-/// Two signals feed it. Headers: HubSpot's count (`-Max` minus `-Remaining`) at the call's
-/// arrival, beyond the sends of ours it can have counted then. But that count stops at the
-/// limit, so when we overshoot it says nothing; then each 429 on this window stands for one
-/// call more than fitted, and the 429s of an epoch are counted too. A `-Max` below the
-/// configured limit (a lower tier) is kept apart: it is a constant gap, not a stream, and
-/// gets no headroom.
-#[derive(Debug, Clone, Copy)]
-struct Outside {
-    /// Another client's calls in one window, as estimated from answers.
-    calls: EpochMax,
-    /// 429s received on this window in the current epoch of `calls`.
-    rejected: u32,
-    /// Configured limit minus HubSpot's `-Max`, when that is lower.
-    tier_gap: EpochMax,
-    /// HubSpot's count at the latest answer (recorded with `tier_gap`, whose epoch dates
-    /// it): what the dashboard shows beside hubgate's own count.
-    hub_used: u32,
-}
-
-impl Outside {
-    const NONE: Outside = Outside {
-        calls: EpochMax::EMPTY,
-        rejected: 0,
-        tier_gap: EpochMax::EMPTY,
-        hub_used: 0,
-    };
-
-    /// Slots left free at `now` for what is not ours: the other client's largest recent
-    /// use plus headroom for its next calls, and the tier gap.
-    ///
-    /// The headroom is there because the estimate is a sample: HubSpot's count is read only
-    /// when one of our answers comes back, so the other client's peaks between answers (one
-    /// call more for an evenly spaced stream, more for a ragged one) are unseen. One slot plus
-    /// an eighth of its use covers both at the cost of a few percent of what it leaves us.
-    fn held(&self, now: Tick, span: u64) -> u32 {
-        let calls = self.calls.value_at(now, span);
-        let headroom = if calls == 0 { 0 } else { 1 + calls / 8 };
-        calls
-            .saturating_add(headroom)
-            .saturating_add(self.tier_gap.value_at(now, span))
-    }
-}
+/// The longest a probe holds the rest back: beyond it, an answer that slow says little
+/// about the window now, and the calls waiting would pay more than a stale count costs.
+const PROBE_TIMEOUT_MAX_MICROS: u64 = 250_000;
 
 /// Log entries preallocated on the first send; beyond it the deque grows on demand, so a
 /// huge limit only costs memory when it is really used.
@@ -222,6 +141,11 @@ impl SlidingLog {
             sends: VecDeque::new(),
             outside: Outside::NONE,
             answer_delay: EpochMax::EMPTY,
+            learn_first: spec.learn_first,
+            last_counted: Tick::MAX,
+            outside_seen: Tick::MAX,
+            probe: Tick::MAX,
+            last_admitted: Tick::ZERO,
         }
     }
 
@@ -256,6 +180,77 @@ impl SlidingLog {
         Duration::from_micros(u64::from(self.answer_delay.value_at(now, self.span)))
     }
 
+    /// While another client's use is held for, sends are spaced a span over the slots left
+    /// to hubgate apart: the earliest tick the next may go.
+    ///
+    /// A saturated owner would otherwise send in bursts (each slot is reused a window after
+    /// it was taken), and read HubSpot's count only at those bursts: another client's
+    /// peaks in between (a block of calls landing beside an earlier one) go unseen, so the
+    /// estimate misses them and the next block collides with a full window. Evenly spaced
+    /// sends read the count all the time, let as many calls through per window, and leave
+    /// the other client's calls room wherever in the window they land. Without another
+    /// client, a burst up to the limit still leaves at once.
+    fn spaced_from(&self, now: Tick, capacity: usize) -> Tick {
+        if !self.learn_first || !self.outside.is_present(now, self.span) || capacity == 0 {
+            return Tick::ZERO;
+        }
+        let spacing = self.span / capacity as u64;
+        self.last_admitted.saturating_add_micros(spacing)
+    }
+
+    /// Whether a send at `now` would go after a quiet spell, so it should be sent alone and
+    /// its answer read before any other: nothing was learned in the last four spans, or
+    /// another client was seen within four spans and HubSpot's count is older than a tenth
+    /// of one.
+    ///
+    /// A saturated owner sends in bursts (each slot is reused a window after it was taken),
+    /// and between bursts no answer comes back: another client ramping up or sending a
+    /// block meanwhile is unseen, and a burst judged on the last count would overflow the
+    /// window. One send first, then the rest on its fresh count, costs one answer's delay
+    /// per quiet spell, and only while someone else is spending the budget.
+    fn ends_quiet_spell(&self, now: Tick) -> bool {
+        if !self.learn_first {
+            return false;
+        }
+        let four_spans = self.span.saturating_mul(4);
+        if self.last_counted == Tick::MAX || now.0 >= self.last_counted.0.saturating_add(four_spans)
+        {
+            return true;
+        }
+        let seen_lately = self.outside_seen != Tick::MAX
+            && now.0 < self.outside_seen.0.saturating_add(four_spans);
+        seen_lately && now.0 > self.last_counted.0.saturating_add(self.span / 10)
+    }
+
+    /// While a probe is out and unanswered, the tick until which nothing else is sent: the
+    /// probe's admission plus twice the recent answer delay (a twentieth of a span when no
+    /// delay was measured yet; at most a quarter of a span or 250 ms). An answer that brings
+    /// HubSpot's count ends the wait at once; one that never comes ends it at the timeout.
+    pub fn probe_out_until(&self, now: Tick) -> Option<Tick> {
+        if !self.probe_unanswered() || !self.ends_quiet_spell(now) {
+            return None;
+        }
+        let delay = u64::from(self.answer_delay.value_at(now, self.span));
+        let timeout = if delay == 0 {
+            self.span / 20
+        } else {
+            delay.saturating_mul(2).saturating_add(1_000)
+        };
+        let until = self
+            .probe
+            .saturating_add_micros(timeout.min(self.span / 4).min(PROBE_TIMEOUT_MAX_MICROS));
+        (until > now).then_some(until)
+    }
+
+    /// Whether a probe went out and no count came back since. One whose answer is late or
+    /// never brings a count (a failure) stops holding the rest back at its timeout, and no
+    /// new probe starts until some answer brings a count again: otherwise every send of a
+    /// slow upstream would become a probe of its own.
+    fn probe_unanswered(&self) -> bool {
+        self.probe != Tick::MAX
+            && (self.last_counted == Tick::MAX || self.last_counted < self.probe)
+    }
+
     /// HubSpot counted `hub_used` calls in its window (`-Max` minus `-Remaining`) when the
     /// call admitted at `admitted` arrived; its answer came at `now`, out of `reported_max`.
     /// What our own sends can not explain is another client's use, and that many slots
@@ -266,8 +261,8 @@ impl SlidingLog {
     /// admitted after this one are counted too, though some arrived after it: leaving them
     /// out would take every send that overtook this one on another connection for someone
     /// else's, and a burst's answers would invent another client. So the estimate errs low
-    /// by what was admitted while this call was on its way; the largest estimate of an
-    /// epoch is what counts, and the answers of calls that had the window to themselves
+    /// by what was admitted while this call was on its way; the largest estimate of the
+    /// last window is what counts, and the answers of calls that had the window to themselves
     /// read it exactly.
     ///
     /// A `reported_max` below the configured limit (a lower tier than configured) counts as
@@ -281,12 +276,16 @@ impl SlidingLog {
         let tier_gap = self.limit.saturating_sub(reported_max).min(self.capacity);
         let calls = hub_used.saturating_sub(ours).min(self.capacity);
         let span = self.span;
-        if self.outside.calls.roll(now, span) {
+        if self.outside.calls.advance(now, span) {
             self.outside.rejected = 0;
         }
         self.outside.calls.record(now, span, calls);
         self.outside.tier_gap.record(now, span, tier_gap);
         self.outside.hub_used = hub_used.min(reported_max);
+        self.last_counted = now;
+        if calls > 0 {
+            self.outside_seen = now;
+        }
     }
 
     /// HubSpot answered 429 for one of our sends on this window, at `now`: one more call
@@ -294,12 +293,13 @@ impl SlidingLog {
     pub fn observe_rejection(&mut self, now: Tick) {
         let now = self.effective(now);
         let span = self.span;
-        if self.outside.calls.roll(now, span) {
+        if self.outside.calls.advance(now, span) {
             self.outside.rejected = 0;
         }
         self.outside.rejected = self.outside.rejected.saturating_add(1).min(self.capacity);
         let rejected = self.outside.rejected;
         self.outside.calls.record(now, span, rejected);
+        self.outside_seen = now;
     }
 
     /// Sends admitted per window (limit minus slot margin).
@@ -350,7 +350,11 @@ impl SlidingLog {
             return Tick::MAX;
         }
         let capacity = self.capacity_at(now) as usize;
-        let now = self.effective(now).max(self.blocked_until);
+        let now = self
+            .effective(now)
+            .max(self.blocked_until)
+            .max(self.probe_out_until(now).unwrap_or(Tick::ZERO))
+            .max(self.spaced_from(now, capacity));
         if self.sends.len() >= capacity {
             let oldest = self.sends[self.sends.len() - capacity];
             now.max(self.leaves(oldest))
@@ -375,6 +379,10 @@ impl SlidingLog {
     /// Records one send at `now` without checking; callers check first (see `BudgetBook`).
     pub fn commit(&mut self, now: Tick) {
         let now = self.effective(now);
+        if self.ends_quiet_spell(now) && !self.probe_unanswered() {
+            self.probe = now;
+        }
+        self.last_admitted = self.last_admitted.max(now);
         if self.sends.capacity() == 0 {
             self.sends
                 .reserve_exact((self.capacity as usize).min(PREALLOC_MAX));
@@ -493,6 +501,7 @@ impl SlidingLog {
         self.limit = spec.limit.min(WindowSpec::MAX_LIMIT);
         self.capacity = spec.capacity();
         self.span = spec.span_micros();
+        self.learn_first = spec.learn_first;
         let keep = self.capacity as usize;
         if self.sends.len() > keep {
             self.sends.drain(..self.sends.len() - keep);
@@ -514,5 +523,6 @@ impl SlidingLog {
     }
 }
 
+mod outside;
 #[cfg(test)]
 mod tests;

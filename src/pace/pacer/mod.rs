@@ -125,6 +125,15 @@ impl Pacer {
             .sum()
     }
 
+    /// Wakes the driver of `owner`'s lane for calls spending `keys`, if there is one: a
+    /// lesson can free a slot before the driver's timer (the answer to a probe, see
+    /// `SlidingLog::probe_out_until`).
+    pub fn wake(&self, owner: Owner, keys: &Keys) {
+        if let Some(lane) = self.inner.lanes.get(&(owner, LaneKind::of(keys))) {
+            lane.wake.notify_one();
+        }
+    }
+
     /// Whether `owner` may retry one more call of this kind now (spends from its lane's
     /// retry budget).
     pub fn withdraw_retry(&self, owner: Owner, keys: &Keys) -> bool {

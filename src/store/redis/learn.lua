@@ -37,8 +37,11 @@ if op == 'remaining' then
   end
   return 1
 end
--- The outside-use hash holds two of the engine's EpochMax: another client's calls
--- (`e`, `c`, `p`, and `r` the epoch's 429s) and the gap to a lower tier (`ge`, `gc`, `gp`).
+-- The outside-use hash holds the engine's WindowMax of another client's calls (`bs` the
+-- current bucket's start, `ba` its index, `b0`..`b4` the buckets, `r` the bucket's 429s)
+-- and its EpochMax of the gap to a lower tier (`ge`, `gc`, `gp`);
+-- and for the probe after a quiet spell: `lc` (count last read), `os` (another client last
+-- seen) and `pr` (the probe's admission, written by the reservation script).
 local function roll(h, e, c, p, span)
   local start = tonumber(h[e])
   if start ~= nil and now < start + span then return false end
@@ -48,6 +51,23 @@ local function roll(h, e, c, p, span)
     h[e], h[p] = now, 0
   end
   h[c] = 0
+  return true
+end
+-- Moves the current quarter-window bucket forward to cover now; true when a new one began.
+local function advance(h, span)
+  local q = math.max(math.floor(span / 4), 1)
+  if h.bs == nil then
+    h.bs, h.ba = now, 0
+    for i = 0, 4 do h['b' .. i] = 0 end
+    return true
+  end
+  local behind = math.floor((now - h.bs) / q)
+  if behind <= 0 then return false end
+  for _ = 1, math.min(behind, 5) do
+    h.ba = (h.ba + 1) % 5
+    h['b' .. h.ba] = 0
+  end
+  h.bs = h.bs + behind * q
   return true
 end
 local function read_hash(key)
@@ -63,7 +83,7 @@ local function write_hash(key, h, span)
     flat[#flat + 1] = fmt(v)
   end
   redis.call('HSET', key, unpack(flat))
-  redis.call('PEXPIRE', key, math.floor(2 * span / 1000) + 1000)
+  redis.call('PEXPIRE', key, math.floor(4 * span / 1000) + 1000)
 end
 if op == 'usage' then
   local limit, cap, span = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -79,19 +99,24 @@ if op == 'usage' then
   local calls = math.min(math.max(hub_used - ours, 0), cap)
   local gap = math.min(math.max(limit - reported_max, 0), cap)
   local h = read_hash(KEYS[2])
-  if roll(h, 'e', 'c', 'p', span) then h.r = 0 end
-  h.c = math.max(h.c, calls)
+  if advance(h, span) then h.r = 0 end
+  local bucket = 'b' .. h.ba
+  h[bucket] = math.max(h[bucket] or 0, calls)
   roll(h, 'ge', 'gc', 'gp', span)
   h.gc = math.max(h.gc, gap)
+  h.lc = now
+  if calls > 0 then h.os = now end
   write_hash(KEYS[2], h, span)
   return 1
 end
 if op == 'rejected' then
   local cap, span = tonumber(ARGV[2]), tonumber(ARGV[3])
   local h = read_hash(KEYS[2])
-  if roll(h, 'e', 'c', 'p', span) then h.r = 0 end
+  if advance(h, span) then h.r = 0 end
   h.r = math.min((h.r or 0) + 1, cap)
-  h.c = math.max(h.c, h.r)
+  local bucket = 'b' .. h.ba
+  h[bucket] = math.max(h[bucket] or 0, h.r)
+  h.os = now
   write_hash(KEYS[2], h, span)
   return 1
 end

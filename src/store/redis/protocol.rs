@@ -101,7 +101,8 @@ impl Redis {
                         .key(format!("{name}:out"))
                         .arg("w")
                         .arg(spec.capacity())
-                        .arg(spec.span_micros());
+                        .arg(spec.span_micros())
+                        .arg(u8::from(spec.learn_first));
                 }
                 BudgetSpec::Daily(spec) => {
                     invocation

@@ -2,8 +2,8 @@
 --
 -- KEYS: per window budget its log, its block key and its outside-use hash (see learn.lua);
 -- per daily budget its hash.
--- ARGV[1]: number of budgets; then per window `w, capacity, span_us`, per daily
--- `d, limit, offset_ms`. Returns `{1}` granted, `{2, delay_us | -1, index}` not before,
+-- ARGV[1]: number of budgets; then per window `w, capacity, span_us, learn_first`, per
+-- daily `d, limit, offset_ms`. Returns `{1}` granted, `{2, delay_us | -1, index}` not before,
 -- `{3, reset_unix_ms}` daily budget spent. Timestamps are written with `%d`: Lua's
 -- default number formatting would round 16-digit microseconds.
 local t = redis.call('TIME')
@@ -13,36 +13,59 @@ local DAY = 86400000
 local function fmt(x) return string.format('%d', x) end
 -- A value kept per span-long epoch (`SlidingLog`'s EpochMax): current and previous epoch.
 local function remembered(h, e, c, p, span)
-  local start = tonumber(h[e])
+  local start = h[e]
   if start == nil then return 0 end
   local age = now - start
-  local cur, prev = tonumber(h[c]) or 0, tonumber(h[p]) or 0
+  local cur, prev = h[c] or 0, h[p] or 0
   if age < span then return math.max(cur, prev) end
   if age < 2 * span then return cur end
   return 0
 end
--- Slots held for another client and a lower tier, as the engine's `Outside::held`.
-local function held(key, span)
+-- The largest of the quarter-window buckets still within reach (the engine's WindowMax).
+local function window_max(f, span)
+  if f.bs == nil then return 0 end
+  local behind = math.floor((now - f.bs) / math.max(math.floor(span / 4), 1))
+  local best = 0
+  for back = 0, 4 do
+    if back + behind < 5 then
+      best = math.max(best, f['b' .. ((f.ba - back) % 5)] or 0)
+    end
+  end
+  return best
+end
+local function fields(key)
   local h = redis.call('HGETALL', key)
   local f = {}
-  for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
-  local calls = remembered(f, 'e', 'c', 'p', span)
+  for i = 1, #h, 2 do f[h[i]] = tonumber(h[i + 1]) end
+  return f
+end
+-- Slots held for another client (its use and headroom) and a lower tier, as the engine's
+-- `Outside::held`.
+local function held(f, span)
+  local calls = window_max(f, span)
   local headroom = 0
-  if calls > 0 then headroom = 1 + math.floor(calls / 8) end
+  if calls > 0 then headroom = 1 + math.floor(calls / 16) end
   return calls + headroom + remembered(f, 'ge', 'gc', 'gp', span)
+end
+-- Whether a send now ends a quiet spell (`SlidingLog::ends_quiet_spell`): `lc` is when
+-- HubSpot's count was last read, `os` when another client was last seen.
+local function quiet(f, span)
+  if f.lc == nil or now >= f.lc + 4 * span then return true end
+  return f.os ~= nil and now < f.os + 4 * span and now > f.lc + math.floor(span / 10)
 end
 local n = tonumber(ARGV[1])
 local b = {}
 local k, a = 1, 2
 for i = 1, n do
   if ARGV[a] == 'w' then
-    b[i] = {w = true, log = KEYS[k], blk = KEYS[k + 1], out = KEYS[k + 2], cap = tonumber(ARGV[a + 1]), span = tonumber(ARGV[a + 2])}
+    b[i] = {w = true, log = KEYS[k], blk = KEYS[k + 1], out = KEYS[k + 2], cap = tonumber(ARGV[a + 1]), span = tonumber(ARGV[a + 2]), lf = ARGV[a + 3] == '1'}
     k = k + 3
+    a = a + 4
   else
     b[i] = {w = false, key = KEYS[k], limit = tonumber(ARGV[a + 1]), offset = tonumber(ARGV[a + 2])}
     k = k + 1
+    a = a + 3
   end
-  a = a + 3
 end
 local worst, worst_i, never = -1, 0, false
 for i = 1, n do
@@ -65,8 +88,24 @@ for i = 1, n do
         blk = tonumber(blk)
         if blk > free then free = blk end
       end
+      local f = fields(x.out)
+      x.probe = x.lf and quiet(f, x.span)
+      -- A probe out and unanswered holds the rest back (the engine's `probe_out_until`,
+      -- with its timeout for a delay not yet measured: a twentieth of a span, at most
+      -- 250 ms), and no new probe starts while one is unanswered.
+      x.unanswered = f.pr ~= nil and (f.lc == nil or f.lc < f.pr)
+      if x.probe and x.unanswered then
+        local untl = f.pr + math.min(math.floor(x.span / 20), 250000)
+        if untl > free then free = untl end
+      end
       local len = redis.call('LLEN', x.log)
-      local cap = math.max(x.cap - held(x.out, x.span), 1)
+      local cap = math.max(x.cap - held(f, x.span), 1)
+      -- Sends spaced a span over the slots left apart while another client is held for
+      -- (the engine's `spaced_from`); `la` is the latest admission.
+      if x.lf and window_max(f, x.span) > 0 and f.la ~= nil then
+        local spaced = f.la + math.floor(x.span / cap)
+        if spaced > free then free = spaced end
+      end
       if len >= cap then
         local oldest = tonumber(redis.call('LINDEX', x.log, len - cap))
         if oldest + x.span > free then free = oldest + x.span end
@@ -113,6 +152,11 @@ for i = 1, n do
     local len = redis.call('RPUSH', x.log, fmt(x.eff))
     if len > x.cap then redis.call('LTRIM', x.log, len - x.cap, -1) end
     redis.call('PEXPIRE', x.log, math.floor(x.span / 1000) + 1000)
+    if x.lf then
+      if x.probe and not x.unanswered then redis.call('HSET', x.out, 'pr', fmt(x.eff)) end
+      redis.call('HSET', x.out, 'la', fmt(x.eff))
+      redis.call('PEXPIRE', x.out, math.floor(4 * x.span / 1000) + 1000)
+    end
   else
     redis.call('HSET', x.key, 'day', fmt(x.day), 'used', fmt(x.used + 1), 'exhausted', x.exhausted)
     local reset = (x.day + 1) * DAY - x.offset

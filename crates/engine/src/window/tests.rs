@@ -197,21 +197,23 @@ fn another_clients_use_seen_in_headers_is_left_to_it_then_forgotten() {
         log.try_reserve(answered).unwrap();
     }
     assert_eq!(log.try_reserve(answered), Err(Tick::from_millis(11_000)));
-    // Within two spans of being seen it still holds; unseen for two spans, it is forgotten.
-    assert_eq!(log.remaining(Tick::from_millis(11_500)), 13);
+    // A span after it was seen it still holds; unseen for a span and a quarter, it is
+    // forgotten.
+    assert_eq!(log.held_for_outside(Tick::from_millis(11_000)), 7);
+    assert_eq!(log.held_for_outside(Tick::from_millis(11_300)), 0);
     let t3 = Tick::from_millis(12_500);
     assert_eq!(log.remaining(t3), 20);
-    // A smaller estimate replaces a larger one once a whole epoch has passed.
+    // A smaller estimate replaces a larger one once the larger is a window old.
     log.observe_usage(t3, 2, 20, t3);
     assert_eq!(log.remaining(t3), 17);
-    log.observe_usage(Tick::from_millis(13_600), 0, 20, Tick::from_millis(13_600));
+    log.observe_usage(Tick::from_millis(13_400), 0, 20, Tick::from_millis(13_400));
     assert_eq!(
-        log.remaining(Tick::from_millis(13_600)),
+        log.remaining(Tick::from_millis(13_400)),
         17,
-        "the previous epoch still counts"
+        "a window later it still counts"
     );
-    log.observe_usage(Tick::from_millis(14_600), 0, 20, Tick::from_millis(14_600));
-    assert_eq!(log.remaining(Tick::from_millis(14_600)), 20);
+    log.observe_usage(Tick::from_millis(13_600), 0, 20, Tick::from_millis(13_600));
+    assert_eq!(log.remaining(Tick::from_millis(13_600)), 20);
 }
 
 #[test]
@@ -227,10 +229,10 @@ fn a_burst_whose_calls_overtake_each_other_invents_no_other_client() {
     log.observe_arrival_bound(Tick(t0.as_micros() + 4), answered);
     log.observe_usage(answered, 12, 20, Tick(t0.as_micros() + 4));
     assert_eq!(log.held_for_outside(answered), 0);
-    // Beside a stream of 8 calls, a call that had the window to itself reads it exactly:
-    // 8 slots and 1 + 8/8 of headroom.
-    log.observe_usage(answered, 28, 40, Tick(t0.as_micros() + 19));
-    assert_eq!(log.held_for_outside(answered), 10);
+    // Beside a stream of 16 calls, a call that had the window to itself reads it exactly:
+    // 16 slots and 1 + 16/16 of headroom.
+    log.observe_usage(answered, 36, 40, Tick(t0.as_micros() + 19));
+    assert_eq!(log.held_for_outside(answered), 18);
 }
 
 #[test]
@@ -273,4 +275,37 @@ fn observed_use_never_takes_the_last_slot_or_raises_the_limit() {
     let mut fresh = SlidingLog::new(spec(10, 1_000));
     fresh.observe_usage(t0, 0, 10, t0);
     assert_eq!(fresh.remaining(t0), 10);
+}
+
+#[test]
+fn after_a_quiet_spell_one_send_goes_first_and_the_rest_wait_for_its_count() {
+    let mut log = SlidingLog::new(spec(10, 1_000).learning_first());
+    let t0 = Tick::from_millis(1_000);
+    // Nothing learned yet: the first send goes alone, for at most a twentieth of a span.
+    assert_eq!(log.try_reserve(t0), Ok(()));
+    assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(1_050)));
+    // Its answer, 2 ms later, brings HubSpot's count: nobody else is here, so the rest go.
+    let answered = Tick::from_millis(1_002);
+    log.observe_arrival_bound(t0, answered);
+    log.observe_usage(answered, 1, 10, t0);
+    for _ in 0..4 {
+        assert_eq!(log.try_reserve(answered), Ok(()));
+    }
+    // With another client seen (2 calls of its own), a count older than a tenth of a span
+    // is stale: the next send probes again, the rest wait for its answer (twice the delay
+    // measured, plus a millisecond), and go spaced a span over the 7 slots left apart.
+    log.observe_usage(answered, 7, 10, answered);
+    let later = Tick::from_millis(1_200);
+    assert_eq!(log.try_reserve(later), Ok(()));
+    assert_eq!(log.probe_out_until(later), Some(Tick::from_millis(1_205)));
+    assert_eq!(
+        log.try_reserve(later),
+        Err(Tick(later.as_micros() + 1_000_000 / 7))
+    );
+    log.observe_usage(Tick::from_millis(1_203), 8, 10, later);
+    assert_eq!(log.probe_out_until(Tick::from_millis(1_203)), None);
+    // A spec without it never waits.
+    let mut plain = SlidingLog::new(spec(10, 1_000));
+    assert_eq!(plain.try_reserve(t0), Ok(()));
+    assert_eq!(plain.try_reserve(t0), Ok(()));
 }
