@@ -208,8 +208,10 @@ class Load:
 
     def start(self):
         plan = []
-        # The outside consumer spends most of owner 2001:1001's burst window, so HubSpot
-        # 429s some of hubgate's calls for it; four callers per owner make queues.
+        # The outside consumer spends owner 2001:1001's whole burst window in blocks, so
+        # HubSpot 429s hubgate's calls for it however much room hubgate leaves it (a client
+        # that steadily spends part of the window draws none: hubgate learns its use); four
+        # callers per owner make queues.
         for token in ["pat-na1-sim-1", "oauth-sim-1", "pat-na1-sim-2"]:
             plan += [(token, "GET", "/crm/v3/objects/contacts?limit=1", None)] * 4
         plan += [("pat-na1-sim-2", "POST", "/crm/v3/objects/contacts/search", b"{}")] * 3
@@ -240,7 +242,8 @@ def main():
         f.write(
             "burst_limit = 10\nburst_window_ms = 2000\nsearch_limit = 2\nsearch_window_ms = 1000\n"
             "daily_limit = 100000\ngenerate_tokens = 2\n"
-            "[[outside]]\napp_id = 2001\nportal_id = 1001\nper_window = 6\n"
+            "[[outside]]\napp_id = 2001\nportal_id = 1001\nper_window = 10\n"
+            'pattern = "bursty"\nevery_ms = 1500\n'
         )
     with open(os.path.join(work, "hubgate.toml"), "w") as f:
         f.write(
