@@ -7,11 +7,11 @@
 //! `NotBefore` and `next_deadline`, and turns `Reservation`/`Rejected` into responses.
 //!
 //! # Cost (64-bit)
-//! A live window budget is one map slot (`BudgetKey` 24 B + entry up to 176 B, about
-//! 230 B with the hash table's spare room) plus its log, allocated on first send with
+//! A live window budget is one map slot (`BudgetKey` 24 B + entry up to 200 B, about
+//! 260 B with the hash table's spare room) plus its log, allocated on first send with
 //! exactly `capacity` ticks of 8 B: 110 × 8 = 880 B for HubSpot's default burst. A daily
 //! budget is the map slot alone. One active (app, portal) owner with burst + daily is
-//! therefore about 1.3 KB, 10,000 of them about 13 MB; a waiting call adds its item plus
+//! therefore about 1.4 KB, 10,000 of them about 14 MB; a waiting call adds its item plus
 //! ~45 B in the queue. Idle budgets cost nothing once `evict_idle` has dropped them.
 
 pub mod book;

@@ -38,7 +38,8 @@ if op == 'remaining' then
   return 1
 end
 -- The outside-use hash holds the engine's WindowMax of another client's calls (`bs` the
--- current bucket's start, `ba` its index, `b0`..`b4` the buckets, `r` the bucket's 429s)
+-- current bucket's start, `ba` its index, `b0`..`b4` the buckets, `j0`..`j4` their largest
+-- rises, `lv` the latest reading, `r` the bucket's 429s)
 -- and its EpochMax of the gap to a lower tier (`ge`, `gc`, `gp`);
 -- and for the probe after a quiet spell: `lc` (count last read), `os` (another client last
 -- seen) and `pr` (the probe's admission, written by the reservation script).
@@ -53,12 +54,22 @@ local function roll(h, e, c, p, span)
   h[c] = 0
   return true
 end
+-- Records a reading in the current bucket: its value and its rise over the last (`lv`).
+local function record(h, v)
+  local b, j = 'b' .. h.ba, 'j' .. h.ba
+  h[b] = math.max(h[b] or 0, v)
+  h[j] = math.max(h[j] or 0, v - (h.lv or 0))
+  h.lv = v
+end
 -- Moves the current quarter-window bucket forward to cover now; true when a new one began.
 local function advance(h, span)
   local q = math.max(math.floor(span / 4), 1)
   if h.bs == nil then
-    h.bs, h.ba = now, 0
-    for i = 0, 4 do h['b' .. i] = 0 end
+    h.bs, h.ba, h.lv = now, 0, 0
+    for i = 0, 4 do
+      h['b' .. i] = 0
+      h['j' .. i] = 0
+    end
     return true
   end
   local behind = math.floor((now - h.bs) / q)
@@ -66,6 +77,7 @@ local function advance(h, span)
   for _ = 1, math.min(behind, 5) do
     h.ba = (h.ba + 1) % 5
     h['b' .. h.ba] = 0
+    h['j' .. h.ba] = 0
   end
   h.bs = h.bs + behind * q
   return true
@@ -100,8 +112,7 @@ if op == 'usage' then
   local gap = math.min(math.max(limit - reported_max, 0), cap)
   local h = read_hash(KEYS[2])
   if advance(h, span) then h.r = 0 end
-  local bucket = 'b' .. h.ba
-  h[bucket] = math.max(h[bucket] or 0, calls)
+  record(h, calls)
   roll(h, 'ge', 'gc', 'gp', span)
   h.gc = math.max(h.gc, gap)
   h.lc = now
@@ -114,8 +125,7 @@ if op == 'rejected' then
   local h = read_hash(KEYS[2])
   if advance(h, span) then h.r = 0 end
   h.r = math.min((h.r or 0) + 1, cap)
-  local bucket = 'b' .. h.ba
-  h[bucket] = math.max(h[bucket] or 0, h.r)
+  record(h, h.r)
   h.os = now
   write_hash(KEYS[2], h, span)
   return 1

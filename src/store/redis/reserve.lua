@@ -21,17 +21,22 @@ local function remembered(h, e, c, p, span)
   if age < 2 * span then return cur end
   return 0
 end
--- The largest of the quarter-window buckets still within reach (the engine's WindowMax).
+-- The engine's `WindowMax::value_at`: the largest of the quarter-window buckets within
+-- reach, or of the last two when the readings rose smoothly all window and lately.
 local function window_max(f, span)
   if f.bs == nil then return 0 end
   local behind = math.floor((now - f.bs) / math.max(math.floor(span / 4), 1))
-  local best = 0
+  local peak, jump, recent = 0, 0, 0
   for back = 0, 4 do
     if back + behind < 5 then
-      best = math.max(best, f['b' .. ((f.ba - back) % 5)] or 0)
+      local i = (f.ba - back) % 5
+      peak = math.max(peak, f['b' .. i] or 0)
+      jump = math.max(jump, f['j' .. i] or 0)
+      if back + behind < 2 then recent = math.max(recent, f['b' .. i] or 0) end
     end
   end
-  return best
+  if jump <= 1 + math.floor(peak / 16) and behind < 2 then return recent end
+  return peak
 end
 local function fields(key)
   local h = redis.call('HGETALL', key)

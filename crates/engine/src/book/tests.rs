@@ -185,11 +185,11 @@ fn memory_per_budget_is_small_and_stated() {
     use std::mem::size_of;
     // As the crate docs state: a live window budget costs its map slot plus
     // `capacity` ticks of log; keep these from growing unnoticed. The outside-use model,
-    // the measured answer delay, the probe and the spacing take 112 of a log's bytes.
-    assert!(size_of::<SlidingLog>() <= 168);
+    // the measured answer delay, the probe and the spacing take 136 of a log's bytes.
+    assert!(size_of::<SlidingLog>() <= 192);
     assert!(size_of::<DailyBudget>() <= 40);
     assert!(size_of::<BudgetKey>() <= 24);
-    assert!(size_of::<Entry>() <= 176);
+    assert!(size_of::<Entry>() <= 200);
     let mut log = SlidingLog::new(WindowSpec::new(110, Duration::from_secs(10)));
     assert_eq!(log.log_capacity(), 0);
     log.commit(Tick(0));

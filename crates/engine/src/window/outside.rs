@@ -70,12 +70,21 @@ impl EpochMax {
 /// The largest value seen in the last window, kept in quarter-window buckets: it follows
 /// the quantity down within 1 to 1.25 windows of its last peak, which is how long a slot
 /// taken now stays held, and up at once.
+///
+/// A quantity that only ever moved by a step or two between readings (a stream, however
+/// it ramps) is followed down faster, within a quarter to half a window: its count now is
+/// what its next window will look like, while one that jumped (a block of calls at once)
+/// can jump again when its next block lands, so its peak is kept the whole window.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct WindowMax {
     /// Start of the current bucket; `Tick::MAX` before the first observation.
     start: Tick,
     /// The largest value of each bucket, `at` the current one, the others older in turn.
     buckets: [u32; WindowMax::BUCKETS],
+    /// The largest rise between two readings in each bucket.
+    jumps: [u32; WindowMax::BUCKETS],
+    /// The latest reading.
+    last: u32,
     at: u8,
 }
 
@@ -86,6 +95,8 @@ impl WindowMax {
     pub(super) const EMPTY: WindowMax = WindowMax {
         start: Tick::MAX,
         buckets: [0; WindowMax::BUCKETS],
+        jumps: [0; WindowMax::BUCKETS],
+        last: 0,
         at: 0,
     };
 
@@ -112,6 +123,7 @@ impl WindowMax {
         for _ in 0..behind.min(Self::BUCKETS as u64) {
             self.at = (self.at + 1) % Self::BUCKETS as u8;
             self.buckets[usize::from(self.at)] = 0;
+            self.jumps[usize::from(self.at)] = 0;
         }
         self.start = self
             .start
@@ -121,24 +133,39 @@ impl WindowMax {
 
     pub(super) fn record(&mut self, at: Tick, span: u64, value: u32) {
         self.advance(at, span);
-        let bucket = &mut self.buckets[usize::from(self.at)];
-        *bucket = (*bucket).max(value);
+        let i = usize::from(self.at);
+        self.buckets[i] = self.buckets[i].max(value);
+        self.jumps[i] = self.jumps[i].max(value.saturating_sub(self.last));
+        self.last = value;
     }
 
-    /// The largest value of the buckets still within reach at `now`.
+    /// The largest value and the largest rise of the buckets within `reach` quarters at
+    /// `now` (the current one counts as the first).
+    fn within(&self, now: Tick, span: u64, reach: u64) -> (u32, u32) {
+        let behind = self.behind(now, span);
+        (0..Self::BUCKETS as u64)
+            .filter(|&back| back.saturating_add(behind) < reach)
+            .map(|back| {
+                let i = (u64::from(self.at) + Self::BUCKETS as u64 - back) % Self::BUCKETS as u64;
+                (self.buckets[i as usize], self.jumps[i as usize])
+            })
+            .fold((0, 0), |(v, j), (bv, bj)| (v.max(bv), j.max(bj)))
+    }
+
+    /// The value to hold for at `now`: the largest of the last window, or of the last half
+    /// window for a quantity that moved smoothly all window and was read lately.
     pub(super) fn value_at(&self, now: Tick, span: u64) -> u32 {
         if self.start == Tick::MAX {
             return 0;
         }
-        let behind = self.behind(now, span);
-        (0..Self::BUCKETS as u64)
-            .filter(|&back| back.saturating_add(behind) < Self::BUCKETS as u64)
-            .map(|back| {
-                let i = (u64::from(self.at) + Self::BUCKETS as u64 - back) % Self::BUCKETS as u64;
-                self.buckets[i as usize]
-            })
-            .max()
-            .unwrap_or(0)
+        let (peak, jump) = self.within(now, span, Self::BUCKETS as u64);
+        let (recent, _) = self.within(now, span, 2);
+        let smooth = jump <= 1 + peak / 16;
+        if smooth && self.behind(now, span) < 2 {
+            recent
+        } else {
+            peak
+        }
     }
 
     pub(super) fn clamp(&mut self, max: u32) {

@@ -206,14 +206,9 @@ fn another_clients_use_seen_in_headers_is_left_to_it_then_forgotten() {
     // A smaller estimate replaces a larger one once the larger is a window old.
     log.observe_usage(t3, 2, 20, t3);
     assert_eq!(log.remaining(t3), 17);
+    // It only fell since, so it is followed down within half a window.
     log.observe_usage(Tick::from_millis(13_400), 0, 20, Tick::from_millis(13_400));
-    assert_eq!(
-        log.remaining(Tick::from_millis(13_400)),
-        17,
-        "a window later it still counts"
-    );
-    log.observe_usage(Tick::from_millis(13_600), 0, 20, Tick::from_millis(13_600));
-    assert_eq!(log.remaining(Tick::from_millis(13_600)), 20);
+    assert_eq!(log.remaining(Tick::from_millis(13_400)), 20);
 }
 
 #[test]
@@ -308,4 +303,42 @@ fn after_a_quiet_spell_one_send_goes_first_and_the_rest_wait_for_its_count() {
     let mut plain = SlidingLog::new(spec(10, 1_000));
     assert_eq!(plain.try_reserve(t0), Ok(()));
     assert_eq!(plain.try_reserve(t0), Ok(()));
+}
+
+#[test]
+fn a_block_of_calls_is_held_for_a_whole_window_a_smooth_stream_followed_down_in_half() {
+    let at = |ms: u64| Tick::from_millis(ms);
+    let mut stream = SlidingLog::new(spec(40, 1_000));
+    // A stream read every 50 ms at 10 or 11 calls per window, for two windows: the rise
+    // from nothing to 10 is a window behind by then.
+    for i in 0..40 {
+        let t = at(1_000 + 50 * i);
+        stream.observe_usage(t, 10 + (i % 2) as u32, 40, t);
+    }
+    assert_eq!(
+        stream.held_for_outside(at(2_990)),
+        12,
+        "11 and one of headroom"
+    );
+    // It stops: within half a window nothing is held any more.
+    for i in 0..10 {
+        let t = at(3_000 + 50 * i);
+        stream.observe_usage(t, 0, 40, t);
+    }
+    assert_eq!(stream.held_for_outside(at(3_500)), 0);
+
+    // A block of 12 at once, then readings of nothing: it may land again, so it is held
+    // for the whole window.
+    let mut block = SlidingLog::new(spec(40, 1_000));
+    block.observe_usage(at(1_000), 12, 40, at(1_000));
+    for i in 1..18 {
+        let t = at(1_000 + 50 * i);
+        block.observe_usage(t, 0, 40, t);
+    }
+    assert_eq!(block.held_for_outside(at(1_900)), 13);
+    assert_eq!(
+        block.held_for_outside(at(2_300)),
+        0,
+        "gone a window and a quarter on"
+    );
 }
