@@ -96,37 +96,29 @@ pub(crate) struct BudgetCollector {
     max_wait: Gauge,
 }
 
-fn budget_limit_vec() -> GaugeVec {
-    GaugeVec::new(
-        Opts::new(
-            "hubgate_budget_limit",
-            "Sends a budget allows per rolling window (burst, search) or per day (daily; absent \
-             when unlimited). Portal-wide budgets (search, daily) carry no app_id.",
-        ),
-        &["app_id", "portal_id", "budget"],
-    )
-    .expect("static metric definition")
-}
-
-fn budget_used_vec() -> GaugeVec {
-    GaugeVec::new(
-        Opts::new(
-            "hubgate_budget_used",
-            "Sends in a budget's current rolling window (burst, search), or today (daily).",
-        ),
-        &["app_id", "portal_id", "budget"],
-    )
-    .expect("static metric definition")
-}
-
-/// A per-window-budget gauge, labelled like `hubgate_budget_used`.
-fn window_vec(name: &str, help: &str) -> GaugeVec {
+/// A per-budget gauge, labelled by owner and budget (`burst`, `search`, `daily`).
+fn budget_vec(name: &str, help: &str) -> GaugeVec {
     GaugeVec::new(Opts::new(name, help), &["app_id", "portal_id", "budget"])
         .expect("static metric definition")
 }
 
+fn budget_limit_vec() -> GaugeVec {
+    budget_vec(
+        "hubgate_budget_limit",
+        "Sends a budget allows per rolling window (burst, search) or per day (daily; absent \
+         when unlimited). Portal-wide budgets (search, daily) carry no app_id.",
+    )
+}
+
+fn budget_used_vec() -> GaugeVec {
+    budget_vec(
+        "hubgate_budget_used",
+        "Sends in a budget's current rolling window (burst, search), or today (daily).",
+    )
+}
+
 fn outside_slots_vec() -> GaugeVec {
-    window_vec(
+    budget_vec(
         "hubgate_budget_outside_slots",
         "Slots of a rolling window kept free for clients hubgate cannot see (their use as \
          learned from HubSpot's count, plus headroom) and for a lower tier than configured.",
@@ -134,7 +126,7 @@ fn outside_slots_vec() -> GaugeVec {
 }
 
 fn hubspot_used_vec() -> GaugeVec {
-    window_vec(
+    budget_vec(
         "hubgate_budget_hubspot_used",
         "HubSpot's own count of a rolling window (X-HubSpot-RateLimit-Max minus -Remaining) \
          at the latest answer, while recent: every client's calls, not only hubgate's.",
@@ -142,7 +134,7 @@ fn hubspot_used_vec() -> GaugeVec {
 }
 
 fn answer_delay_vec() -> GaugeVec {
-    window_vec(
+    budget_vec(
         "hubgate_budget_answer_delay_seconds",
         "The largest delay between a send and its answer lately: how much longer than the \
          window each slot is held, since HubSpot counted the call before its answer came.",

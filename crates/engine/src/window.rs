@@ -167,10 +167,10 @@ impl SlidingLog {
     }
 
     /// HubSpot's count (`-Max` minus `-Remaining`) from the latest answer, if it came within
-    /// the last span.
+    /// the last two spans.
     pub fn hubspot_count(&self, now: Tick) -> Option<u32> {
-        let seen = self.outside.tier_gap.epoch_start;
-        (seen != Tick::MAX && now.0 < seen.0.saturating_add(self.span.saturating_mul(2)))
+        let read = self.last_counted;
+        (read != Tick::MAX && now.0 < read.0.saturating_add(self.span.saturating_mul(2)))
             .then_some(self.outside.hub_used)
     }
 
@@ -203,11 +203,10 @@ impl SlidingLog {
     /// another client was seen within four spans and HubSpot's count is older than a tenth
     /// of one.
     ///
-    /// A saturated owner sends in bursts (each slot is reused a window after it was taken),
-    /// and between bursts no answer comes back: another client ramping up or sending a
-    /// block meanwhile is unseen, and a burst judged on the last count would overflow the
-    /// window. One send first, then the rest on its fresh count, costs one answer's delay
-    /// per quiet spell, and only while someone else is spending the budget.
+    /// Between a saturated owner's bursts no answer comes back (see `spaced_from`), so a
+    /// burst judged on the last count could overflow the window. One send first, then the
+    /// rest on its fresh count, costs one answer's delay per quiet spell, and only while
+    /// someone else is spending the budget or nothing is known.
     fn ends_quiet_spell(&self, now: Tick) -> bool {
         if !self.learn_first {
             return false;
@@ -275,13 +274,8 @@ impl SlidingLog {
         let ours = u32::try_from(self.sends.len() - gone).unwrap_or(u32::MAX);
         let tier_gap = self.limit.saturating_sub(reported_max).min(self.capacity);
         let calls = hub_used.saturating_sub(ours).min(self.capacity);
-        let span = self.span;
-        if self.outside.calls.advance(now, span) {
-            self.outside.rejected = 0;
-        }
-        self.outside.calls.record(now, span, calls);
-        self.outside.tier_gap.record(now, span, tier_gap);
-        self.outside.hub_used = hub_used.min(reported_max);
+        self.outside
+            .observe_count(now, self.span, calls, tier_gap, hub_used.min(reported_max));
         self.last_counted = now;
         if calls > 0 {
             self.outside_seen = now;
@@ -292,13 +286,8 @@ impl SlidingLog {
     /// than fitted, so one more slot belongs to someone else.
     pub fn observe_rejection(&mut self, now: Tick) {
         let now = self.effective(now);
-        let span = self.span;
-        if self.outside.calls.advance(now, span) {
-            self.outside.rejected = 0;
-        }
-        self.outside.rejected = self.outside.rejected.saturating_add(1).min(self.capacity);
-        let rejected = self.outside.rejected;
-        self.outside.calls.record(now, span, rejected);
+        self.outside
+            .observe_rejection(now, self.span, self.capacity);
         self.outside_seen = now;
     }
 
@@ -507,10 +496,7 @@ impl SlidingLog {
             self.sends.drain(..self.sends.len() - keep);
             self.sends.shrink_to(keep);
         }
-        let capacity = self.capacity;
-        self.outside.calls.clamp(capacity);
-        self.outside.tier_gap.clamp(capacity);
-        self.outside.rejected = self.outside.rejected.min(capacity);
+        self.outside.clamp(self.capacity);
     }
 
     /// Whether forgetting this budget would change no answer from `now` on.

@@ -10,11 +10,11 @@ use crate::time::Tick;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct EpochMax {
     /// Start of the current epoch; `Tick::MAX` before the first observation.
-    pub(super) epoch_start: Tick,
+    epoch_start: Tick,
     /// Largest value seen in the current epoch.
-    pub(super) current: u32,
+    current: u32,
     /// Largest value seen in the epoch before.
-    pub(super) previous: u32,
+    previous: u32,
 }
 
 impl EpochMax {
@@ -25,7 +25,7 @@ impl EpochMax {
     };
 
     /// Moves the epoch forward to cover `at`; true when a new epoch began.
-    pub(super) fn roll(&mut self, at: Tick, span: u64) -> bool {
+    fn roll(&mut self, at: Tick, span: u64) -> bool {
         let epoch = self.epoch_start.0;
         if self.epoch_start != Tick::MAX && at.0 < epoch.saturating_add(span) {
             return false;
@@ -92,7 +92,7 @@ impl WindowMax {
     /// Four quarters of a window plus the current one.
     const BUCKETS: usize = 5;
 
-    pub(super) const EMPTY: WindowMax = WindowMax {
+    const EMPTY: WindowMax = WindowMax {
         start: Tick::MAX,
         buckets: [0; WindowMax::BUCKETS],
         jumps: [0; WindowMax::BUCKETS],
@@ -111,7 +111,7 @@ impl WindowMax {
 
     /// Moves the current bucket forward to cover `at`, clearing those it passes; true when
     /// a new bucket began.
-    pub(super) fn advance(&mut self, at: Tick, span: u64) -> bool {
+    fn advance(&mut self, at: Tick, span: u64) -> bool {
         if self.start == Tick::MAX {
             self.start = at;
             return true;
@@ -131,7 +131,7 @@ impl WindowMax {
         true
     }
 
-    pub(super) fn record(&mut self, at: Tick, span: u64, value: u32) {
+    fn record(&mut self, at: Tick, span: u64, value: u32) {
         self.advance(at, span);
         let i = usize::from(self.at);
         self.buckets[i] = self.buckets[i].max(value);
@@ -154,7 +154,7 @@ impl WindowMax {
 
     /// The value to hold for at `now`: the largest of the last window, or of the last half
     /// window for a quantity that moved smoothly all window and was read lately.
-    pub(super) fn value_at(&self, now: Tick, span: u64) -> u32 {
+    fn value_at(&self, now: Tick, span: u64) -> u32 {
         if self.start == Tick::MAX {
             return 0;
         }
@@ -168,7 +168,7 @@ impl WindowMax {
         }
     }
 
-    pub(super) fn clamp(&mut self, max: u32) {
+    fn clamp(&mut self, max: u32) {
         for bucket in &mut self.buckets {
             *bucket = (*bucket).min(max);
         }
@@ -186,13 +186,12 @@ impl WindowMax {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Outside {
     /// Another client's calls in one window, as estimated from answers.
-    pub(super) calls: WindowMax,
+    calls: WindowMax,
     /// 429s received on this window in the current bucket of `calls`.
-    pub(super) rejected: u32,
+    rejected: u32,
     /// Configured limit minus HubSpot's `-Max`, when that is lower.
-    pub(super) tier_gap: EpochMax,
-    /// HubSpot's count at the latest answer (recorded with `tier_gap`, whose epoch dates
-    /// it): what the dashboard shows beside hubgate's own count.
+    tier_gap: EpochMax,
+    /// HubSpot's count at the latest answer: what the dashboard shows beside hubgate's own.
     pub(super) hub_used: u32,
 }
 
@@ -223,5 +222,42 @@ impl Outside {
     /// Whether another client's use is being held for at `now`.
     pub(super) fn is_present(&self, now: Tick, span: u64) -> bool {
         self.calls.value_at(now, span) > 0
+    }
+
+    /// One answer's reading at `now`: another client's `calls`, the `tier_gap` and
+    /// HubSpot's whole count `hub_used`.
+    pub(super) fn observe_count(
+        &mut self,
+        now: Tick,
+        span: u64,
+        calls: u32,
+        tier_gap: u32,
+        hub_used: u32,
+    ) {
+        self.start_bucket(now, span);
+        self.calls.record(now, span, calls);
+        self.tier_gap.record(now, span, tier_gap);
+        self.hub_used = hub_used;
+    }
+
+    /// A 429 at `now`: the bucket's 429s, at most `capacity`, are calls of someone else's.
+    pub(super) fn observe_rejection(&mut self, now: Tick, span: u64, capacity: u32) {
+        self.start_bucket(now, span);
+        self.rejected = self.rejected.saturating_add(1).min(capacity);
+        self.calls.record(now, span, self.rejected);
+    }
+
+    /// Moves `calls` to the bucket covering `now`; a new bucket counts its own 429s.
+    fn start_bucket(&mut self, now: Tick, span: u64) {
+        if self.calls.advance(now, span) {
+            self.rejected = 0;
+        }
+    }
+
+    /// A new spec's `capacity` bounds every value kept.
+    pub(super) fn clamp(&mut self, capacity: u32) {
+        self.calls.clamp(capacity);
+        self.tier_gap.clamp(capacity);
+        self.rejected = self.rejected.min(capacity);
     }
 }
