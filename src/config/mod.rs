@@ -5,6 +5,7 @@
 //! Each section lives in the file named for it and checks itself; `Config::validate`
 //! runs them all, and `locate` turns a dotted key back into a line of the file.
 
+mod admin;
 mod budgets;
 mod callers;
 mod identity;
@@ -19,6 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use admin::AdminConfig;
 pub use budgets::{
     default_exemptions, parse_utc_offset, BudgetsConfig, ExemptRule, LanesConfig, OwnerBudget,
     QueueConfig,
@@ -37,6 +39,8 @@ pub use upstream::{UpstreamConfig, UpstreamTarget};
 #[serde(default)]
 pub struct Config {
     pub server: ServerConfig,
+    /// Who may change the running gateway through the admin listener.
+    pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
     pub budgets: BudgetsConfig,
     pub queue: QueueConfig,
@@ -138,6 +142,7 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Problems::default();
         self.server.check(&mut problems);
+        self.admin.check(&mut problems);
         self.upstream.check(&mut problems);
         self.budgets.check(&mut problems);
         self.store.check(&mut problems);

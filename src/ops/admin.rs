@@ -5,10 +5,11 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
+use super::admin_auth;
 use super::metrics::Metrics;
-use super::observe::Observer;
+use super::observe::{Cursor, Observer};
 use super::reload::Reloader;
 use crate::hubspot::Owner;
 use crate::proxy::body::{self, Body};
@@ -33,7 +34,7 @@ pub(crate) async fn handle<B>(
     request: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
     if request.uri().path() == "/admin/reload" {
-        return Ok(reload(&state.reloader, request.method()).await);
+        return Ok(reload(&state.reloader, request.method(), request.headers()).await);
     }
     let get = matches!(*request.method(), Method::GET | Method::HEAD);
     let response = match (get, request.uri().path()) {
@@ -56,21 +57,22 @@ pub(crate) async fn handle<B>(
             );
             response
         }
-        (true, "/admin/budgets") => json_value(StatusCode::OK, &state.observer.budgets_json()),
+        (true, "/admin/budgets") => budgets(&state.observer, request.uri().query()),
         (true, path) if path.starts_with("/admin/owners/") => {
             owner(&state.observer, &path["/admin/owners/".len()..])
         }
         _ => json(
             StatusCode::NOT_FOUND,
-            r#"{"status":"error","message":"unknown admin endpoint; use GET /healthz, /readyz, /metrics, /admin/budgets or /admin/owners/{app_id}:{portal_id}, or POST /admin/reload","category":"OBJECT_NOT_FOUND"}"#,
+            r#"{"status":"error","message":"unknown admin endpoint; use GET /healthz, /readyz, /metrics, /admin/budgets?limit=&after= or /admin/owners/{app_id}:{portal_id}, or POST /admin/reload","category":"OBJECT_NOT_FOUND"}"#,
         ),
     };
     Ok(response)
 }
 
 /// `POST /admin/reload`: reads the config file again and applies it (see `reload`); other
-/// methods get 405, since a reload changes state.
-async fn reload(reloader: &Reloader, method: &Method) -> Response<Body> {
+/// methods get 405, since a reload changes state, and callers `admin_auth` refuses get
+/// its answer.
+async fn reload(reloader: &Reloader, method: &Method, headers: &HeaderMap) -> Response<Body> {
     if method != Method::POST {
         let mut response = json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -81,8 +83,80 @@ async fn reload(reloader: &Reloader, method: &Method) -> Response<Body> {
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let token = reloader.admin_token_digest().await;
+    if let Err(refusal) = admin_auth::authorize(headers, token.as_ref()) {
+        let mut response = json(refusal.status(), refusal.body());
+        if let Some(challenge) = refusal.challenge() {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        return response;
+    }
     let (status, body) = reloader.reload().await.to_json();
     json_value(status, &body)
+}
+
+/// Owners and portals per page of `/admin/budgets` unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
+/// The largest `limit` a page of `/admin/budgets` may ask for.
+const MAX_PAGE: usize = 1000;
+
+/// `GET /admin/budgets?limit=…&after=…`: one page, or 400 naming the parameter to fix.
+fn budgets(observer: &Observer, query: Option<&str>) -> Response<Body> {
+    let mut limit = DEFAULT_PAGE;
+    let mut after = None;
+    for (name, value) in query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+    {
+        match name {
+            "limit" => match value.parse::<usize>() {
+                Ok(n @ 1..=MAX_PAGE) => limit = n,
+                _ => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        r#"{"status":"error","message":"limit must be a whole number from 1 to 1000 (owners and portals per page; 100 if left out)","category":"VALIDATION_ERROR"}"#,
+                    )
+                }
+            },
+            "after" if value.is_empty() => after = None,
+            "after" => match percent_decoded(value).as_deref().and_then(Cursor::parse) {
+                Some(cursor) => after = Some(cursor),
+                None => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        r#"{"status":"error","message":"after must be the next_after of the previous page: an owner (app_id:portal_id, anonymous, unidentified:<16 hex digits>) or portal:<portal_id>; leave it out for the first page","category":"VALIDATION_ERROR"}"#,
+                    )
+                }
+            },
+            _ => {}
+        }
+    }
+    json_value(StatusCode::OK, &observer.budgets_page(limit, after))
+}
+
+/// A query value with its `%XX` escapes decoded (a client may send `123%3A456`); `None`
+/// for a broken escape or bytes that are not UTF-8.
+fn percent_decoded(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `/admin/owners/{owner}`: the owner's budgets and queue, 400 for a malformed owner, 404

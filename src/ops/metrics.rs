@@ -208,7 +208,11 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric names");
         }
-        // Known label values start at zero, except status classes, which appear when seen.
+        // Known label values start at zero, so dashboards and alerts read 0, not "no data".
+        // 429s have no known owner yet: each policy starts under the "other" owner pair.
+        for policy in Policy::ALL {
+            upstream_rate_limited_total.with_label_values(&[OTHER, OTHER, policy.as_label()]);
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -220,7 +224,8 @@ impl Metrics {
                 requests_in_flight,
                 upstream_responses_total: FixedLabels::new(STATUS_CLASSES, move |label| {
                     upstream_responses_total.with_label_values(&[label])
-                }),
+                })
+                .at_zero(),
                 upstream_duration_seconds,
                 identity_lookups_total: FixedLabels::new(IDENTITY_RESULTS, move |label| {
                     identity_lookups_total.with_label_values(&[label])

@@ -1,16 +1,17 @@
 //! Owns the read-only views of budget and queue state: what the budget metrics
 //! (`budget_metrics`) export and the JSON of `/admin/budgets` and `/admin/owners/{owner}`.
 //!
-//! Everything here is computed when someone asks (a scrape, an admin call) from
-//! `BudgetStore::snapshot` and `Pacer::queue_depths`, so the request path pays nothing for
-//! it.
+//! Everything here is computed when someone asks (a scrape, an admin call), so the request
+//! path pays nothing for it: the metrics from `BudgetStore::snapshot` and
+//! `Pacer::queue_depths`; a page of `/admin/budgets` from the keys of every budget and the
+//! views of the page's alone; one owner from a few lookups by key.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubgate_engine::BudgetKey;
+use hubgate_engine::{BudgetKey, Tick};
 use serde_json::{json, Value};
 
 use crate::hubspot::Owner;
@@ -93,73 +94,181 @@ impl Observer {
         (self.pacer.store().snapshot(clock.now(), unix_ms), unix_ms)
     }
 
-    /// The JSON of `GET /admin/budgets`: every active owner (a live lane or a live burst
-    /// window) with its budgets and queue, and every portal's portal-wide budgets.
-    pub(crate) fn budgets_json(&self) -> Value {
-        let (views, unix_ms) = self.snapshot();
-        let depths: BTreeMap<String, (Owner, usize)> = self
-            .pacer
-            .queue_depths()
-            .into_iter()
-            .map(|(owner, depth)| (owner.label(), (owner, depth)))
-            .collect();
-        let mut owners: BTreeMap<String, Owner> =
-            depths.iter().map(|(l, (o, _))| (l.clone(), *o)).collect();
-        for view in &views {
-            let owner = match view.key {
-                BudgetKey::Burst { app_id, portal_id } => Owner::App { app_id, portal_id },
-                BudgetKey::Unidentified { credential_hash } => {
-                    Owner::Unidentified { credential_hash }
+    /// One page of `GET /admin/budgets`: the active owners (a live lane or a live burst
+    /// window) with their budgets and queues, then every portal's portal-wide budgets, in
+    /// one order (owners by id, then portals by id), at most `limit` entries after
+    /// `after`. Only the keys of every budget are read; views are built for the page.
+    pub(crate) fn budgets_page(&self, limit: usize, after: Option<Cursor>) -> Value {
+        let clock = self.pacer.clock();
+        let (now, unix_ms) = (clock.now(), clock.unix_ms());
+        let lane_owners = self.pacer.lane_owners();
+        let owners_active = lane_owners.len();
+        let mut owners: HashSet<Owner, foldhash::fast::RandomState> =
+            lane_owners.into_iter().collect();
+        let mut portals: HashSet<u64, foldhash::fast::RandomState> = HashSet::default();
+        for key in self.pacer.store().keys() {
+            match key {
+                BudgetKey::Search { portal_id } | BudgetKey::Daily { portal_id } => {
+                    portals.insert(portal_id);
                 }
-                BudgetKey::Global => Owner::Anonymous,
-                BudgetKey::Search { .. } | BudgetKey::Daily { .. } => continue,
-            };
-            owners.insert(owner.label(), owner);
+                _ => {
+                    owners.insert(owner_of(key));
+                }
+            }
         }
+        let owners: Vec<Owner> = match after {
+            None => owners.into_iter().collect(),
+            Some(Cursor::Owner(after)) => owners
+                .into_iter()
+                .filter(|o| owner_order(o) > owner_order(&after))
+                .collect(),
+            Some(Cursor::Portal(_)) => Vec::new(),
+        };
+        let (owners, more_owners) = first_sorted(owners, limit, owner_order);
+        let portals: Vec<u64> = match after {
+            Some(Cursor::Portal(after)) => portals.into_iter().filter(|p| *p > after).collect(),
+            _ => portals.into_iter().collect(),
+        };
+        let (portals, more_portals) = first_sorted(portals, limit - owners.len(), |p| *p);
+        let next_after =
+            (more_owners || more_portals).then(|| match (portals.last(), owners.last()) {
+                (Some(portal), _) => Cursor::Portal(*portal).label(),
+                (None, Some(owner)) => owner.label(),
+                (None, None) => String::new(),
+            });
         let owners: Vec<Value> = owners
-            .values()
-            .map(|owner| {
-                let depth = depths.get(&owner.label()).map_or(0, |(_, d)| *d);
-                owner_json(owner, depth, &views, unix_ms)
-            })
-            .collect();
-        let portals: BTreeSet<u64> = views
             .iter()
-            .filter_map(|v| match v.key {
-                BudgetKey::Search { portal_id } | BudgetKey::Daily { portal_id } => Some(portal_id),
-                _ => None,
-            })
+            .map(|owner| self.owner_view(owner, self.pacer.queue_depth(owner), now, unix_ms))
             .collect();
         let portals: Vec<Value> = portals
             .into_iter()
             .map(|portal_id| {
                 json!({
                     "portal_id": portal_id,
-                    "search": find(&views, BudgetKey::Search { portal_id }, unix_ms),
-                    "daily": find(&views, BudgetKey::Daily { portal_id }, unix_ms),
+                    "search": self.budget(BudgetKey::Search { portal_id }, now, unix_ms),
+                    "daily": self.budget(BudgetKey::Daily { portal_id }, now, unix_ms),
                 })
             })
             .collect();
         json!({
             "now_unix_ms": unix_ms,
-            "owners_active": self.pacer.active_owners(),
+            "owners_active": owners_active,
             "owners": owners,
             "portals": portals,
+            "next_after": next_after,
         })
     }
 
     /// The JSON of `GET /admin/owners/{owner}`; `None` when the owner has neither a lane
-    /// nor a live budget of its own.
+    /// nor a live budget of its own. A few lookups by key, whatever the number of owners.
     pub(crate) fn owner_json(&self, owner: &Owner) -> Option<Value> {
-        let (views, unix_ms) = self.snapshot();
-        let lane = self
-            .pacer
-            .queue_depths()
-            .into_iter()
-            .find(|(o, _)| o == owner);
-        let own_key = own_key(owner);
-        let known = lane.is_some() || views.iter().any(|v| v.key == own_key);
-        known.then(|| owner_json(owner, lane.map_or(0, |(_, d)| d), &views, unix_ms))
+        let clock = self.pacer.clock();
+        let (now, unix_ms) = (clock.now(), clock.unix_ms());
+        let depth = self.pacer.lane_depth(owner);
+        let known = depth.is_some()
+            || self
+                .pacer
+                .store()
+                .view(&own_key(owner), now, unix_ms)
+                .is_some();
+        known.then(|| self.owner_view(owner, depth.unwrap_or(0), now, unix_ms))
+    }
+
+    fn owner_view(&self, owner: &Owner, depth: usize, now: Tick, unix_ms: i64) -> Value {
+        let (app_id, portal_id) = match *owner {
+            Owner::App { app_id, portal_id } => (Some(app_id), Some(portal_id)),
+            _ => (None, None),
+        };
+        let mut budgets = serde_json::Map::new();
+        budgets.insert("burst".into(), self.budget(own_key(owner), now, unix_ms));
+        if let Some(portal_id) = portal_id {
+            budgets.insert(
+                "search".into(),
+                self.budget(BudgetKey::Search { portal_id }, now, unix_ms),
+            );
+            budgets.insert(
+                "daily".into(),
+                self.budget(BudgetKey::Daily { portal_id }, now, unix_ms),
+            );
+        }
+        json!({
+            "owner": owner.label(),
+            "app_id": app_id,
+            "portal_id": portal_id,
+            "queue_depth": depth,
+            "budgets": budgets,
+        })
+    }
+
+    /// A budget's JSON, or `null` when it is not live (nothing spent recently: all free).
+    fn budget(&self, key: BudgetKey, now: Tick, unix_ms: i64) -> Value {
+        self.pacer
+            .store()
+            .view(&key, now, unix_ms)
+            .map_or(Value::Null, |v| budget_json(&v, unix_ms))
+    }
+}
+
+/// Where a page of `/admin/budgets` starts: after an owner (its label), or after a portal
+/// (`portal:<id>`); every owner comes before every portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cursor {
+    Owner(Owner),
+    Portal(u64),
+}
+
+impl Cursor {
+    /// An owner label or `portal:<id>`, as a page's `next_after` gives it.
+    pub(crate) fn parse(text: &str) -> Option<Cursor> {
+        if let Some(id) = text.strip_prefix("portal:") {
+            let digits = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+            return digits
+                .then(|| id.parse().ok())
+                .flatten()
+                .map(Cursor::Portal);
+        }
+        Owner::parse(text).map(Cursor::Owner)
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Cursor::Owner(owner) => owner.label(),
+            Cursor::Portal(portal_id) => format!("portal:{portal_id}"),
+        }
+    }
+}
+
+/// Owners in page order: apps by (app, portal), then unidentified credentials, then the
+/// anonymous owner.
+fn owner_order(owner: &Owner) -> (u8, u64, u64) {
+    match *owner {
+        Owner::App { app_id, portal_id } => (0, app_id, portal_id),
+        Owner::Unidentified { credential_hash } => (1, credential_hash, 0),
+        Owner::Anonymous => (2, 0, 0),
+    }
+}
+
+/// The `n` first of `items` by `key`, sorted, and whether any were left out: a partial
+/// selection, so a page of a hundred costs linear time in the book, not a full sort.
+fn first_sorted<T, K: Ord>(mut items: Vec<T>, n: usize, key: impl Fn(&T) -> K) -> (Vec<T>, bool) {
+    let more = items.len() > n;
+    if more {
+        if n == 0 {
+            return (Vec::new(), true);
+        }
+        items.select_nth_unstable_by(n - 1, |a, b| key(a).cmp(&key(b)));
+        items.truncate(n);
+    }
+    items.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    (items, more)
+}
+
+/// The owner whose calls spend a burst-like budget.
+fn owner_of(key: BudgetKey) -> Owner {
+    match key {
+        BudgetKey::Burst { app_id, portal_id } => Owner::App { app_id, portal_id },
+        BudgetKey::Unidentified { credential_hash } => Owner::Unidentified { credential_hash },
+        BudgetKey::Global | BudgetKey::Search { .. } | BudgetKey::Daily { .. } => Owner::Anonymous,
     }
 }
 
@@ -170,40 +279,6 @@ fn own_key(owner: &Owner) -> BudgetKey {
         Owner::Unidentified { credential_hash } => BudgetKey::Unidentified { credential_hash },
         Owner::Anonymous => BudgetKey::Global,
     }
-}
-
-fn owner_json(owner: &Owner, depth: usize, views: &[BudgetView], unix_ms: i64) -> Value {
-    let (app_id, portal_id) = match *owner {
-        Owner::App { app_id, portal_id } => (Some(app_id), Some(portal_id)),
-        _ => (None, None),
-    };
-    let mut budgets = serde_json::Map::new();
-    budgets.insert("burst".into(), find(views, own_key(owner), unix_ms));
-    if let Some(portal_id) = portal_id {
-        budgets.insert(
-            "search".into(),
-            find(views, BudgetKey::Search { portal_id }, unix_ms),
-        );
-        budgets.insert(
-            "daily".into(),
-            find(views, BudgetKey::Daily { portal_id }, unix_ms),
-        );
-    }
-    json!({
-        "owner": owner.label(),
-        "app_id": app_id,
-        "portal_id": portal_id,
-        "queue_depth": depth,
-        "budgets": budgets,
-    })
-}
-
-/// A budget's JSON, or `null` when it is not live (nothing spent recently: all free).
-fn find(views: &[BudgetView], key: BudgetKey, unix_ms: i64) -> Value {
-    views
-        .iter()
-        .find(|v| v.key == key)
-        .map_or(Value::Null, |v| budget_json(v, unix_ms))
 }
 
 fn budget_json(view: &BudgetView, unix_ms: i64) -> Value {

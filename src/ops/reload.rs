@@ -100,6 +100,12 @@ impl Reloader {
         self.inner.running.lock().await.clone()
     }
 
+    /// The digest `[admin] token_sha256` names in the config in force, if any: read at
+    /// each mutating admin call, so a reload rotates the token.
+    pub(crate) async fn admin_token_digest(&self) -> Option<[u8; 32]> {
+        self.inner.running.lock().await.admin.token_digest()
+    }
+
     /// Reads the file again and applies it; waits for a reload already running. Logs the
     /// outcome (every problem of an invalid file, every key that needs a restart) and
     /// updates the reload metrics.

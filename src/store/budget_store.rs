@@ -93,6 +93,13 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
     /// and the budget metrics (scrape time, never per call).
     fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView>;
 
+    /// The keys of every live budget, without computing their views: what a page of the
+    /// admin API sorts before it reads the few budgets it shows.
+    fn keys(&self) -> Vec<BudgetKey>;
+
+    /// One live budget's view (`None` if not live), found by its key in O(1).
+    fn view(&self, key: &BudgetKey, now: Tick, unix_ms: i64) -> Option<BudgetView>;
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

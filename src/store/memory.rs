@@ -77,4 +77,14 @@ impl BudgetStore for MemoryStore {
     fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<BudgetView> {
         BudgetView::all(&self.book(), now, unix_ms)
     }
+
+    fn keys(&self) -> Vec<BudgetKey> {
+        self.book().iter().map(|(key, _)| *key).collect()
+    }
+
+    fn view(&self, key: &BudgetKey, now: Tick, unix_ms: i64) -> Option<BudgetView> {
+        let book = self.book();
+        book.get(key)
+            .map(|budget| BudgetView::of(*key, budget, now, unix_ms))
+    }
 }

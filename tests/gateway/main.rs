@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_and_counters;
 mod bad_input;
 mod bounds;
 mod fairness;

@@ -64,6 +64,8 @@ pub(super) enum LaneKind {
 }
 
 impl LaneKind {
+    pub(super) const ALL: [LaneKind; 3] = [LaneKind::Burst, LaneKind::Search, LaneKind::Other];
+
     /// The window this kind's callers split.
     pub(super) fn fair_window(self, windows: &FairWindows) -> (u32, Duration) {
         match self {

@@ -112,17 +112,32 @@ impl Pacer {
 
     /// Owners with a live lane now (busy or recently used).
     pub fn active_owners(&self) -> usize {
-        self.queue_depths().len()
+        self.lane_owners().len()
+    }
+
+    /// Every owner with a live lane, once each, read from the lanes' keys alone (no lane
+    /// is locked): what a page of the admin API sorts.
+    pub fn lane_owners(&self) -> Vec<Owner> {
+        let owners: std::collections::HashSet<Owner, foldhash::fast::RandomState> =
+            self.inner.lanes.iter().map(|lane| lane.key().0).collect();
+        owners.into_iter().collect()
     }
 
     /// Calls waiting for `owner`, over all its lanes.
     pub fn queue_depth(&self, owner: &Owner) -> usize {
-        self.inner
-            .lanes
-            .iter()
-            .filter(|e| e.key().0 == *owner)
-            .map(|e| lock(&e.value().state).queue.len())
-            .sum()
+        self.lane_depth(owner).unwrap_or(0)
+    }
+
+    /// Calls waiting for `owner` over all its lanes, or `None` when it has no live lane:
+    /// one lookup per lane kind, whatever the number of owners.
+    pub fn lane_depth(&self, owner: &Owner) -> Option<usize> {
+        let mut depth = None;
+        for kind in LaneKind::ALL {
+            if let Some(lane) = self.inner.lanes.get(&(*owner, kind)) {
+                *depth.get_or_insert(0) += lock(&lane.value().state).queue.len();
+            }
+        }
+        depth
     }
 
     /// Wakes the driver of `owner`'s lane for calls spending `keys`, if there is one: a

@@ -317,4 +317,17 @@ impl BudgetStore for RedisStore {
     fn len(&self) -> usize {
         self.inner.failover.local().mirror.len()
     }
+
+    fn keys(&self) -> Vec<BudgetKey> {
+        let local = self.inner.failover.local();
+        local.mirror.iter().map(|(key, _)| *key).collect()
+    }
+
+    fn view(&self, key: &BudgetKey, now: Tick, unix_ms: i64) -> Option<BudgetView> {
+        let local = self.inner.failover.local();
+        local
+            .mirror
+            .get(key)
+            .map(|budget| BudgetView::of(*key, budget, now, unix_ms))
+    }
 }
