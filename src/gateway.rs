@@ -138,6 +138,13 @@ async fn serve(
         upstream = %config.upstream.base_url,
         "hubgate listening"
     );
+    if !admin_addr.ip().is_loopback() && config.admin.token_digest().is_none() {
+        tracing::warn!(
+            admin = %admin_addr,
+            "the admin listener is reachable beyond this host and anyone reaching it may \
+             POST /admin/reload: set [admin] token_sha256 (from `hubgate hash-key`)"
+        );
+    }
 
     let graceful = GracefulShutdown::new();
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin_state, builder.clone()));

@@ -106,7 +106,8 @@ pub async fn stats(client: &UpstreamClient, sim: &str) -> anyhow::Result<SimStat
         .with_context(|| format!("{sim}/__sim/stats is not the simulator's stats JSON"))
 }
 
-/// hubgate's burst budgets summed over its active owners, from `GET /admin/budgets`.
+/// hubgate's burst budgets summed over its active owners, from every page of
+/// `GET /admin/budgets`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayLoad {
     pub burst_used: u64,
@@ -115,26 +116,37 @@ pub struct GatewayLoad {
 }
 
 pub async fn gateway_load(client: &UpstreamClient, admin: &str) -> anyhow::Result<GatewayLoad> {
-    let (status, answer) = fetch(client, get(format!("{admin}/admin/budgets"))?).await?;
-    anyhow::ensure!(
-        status == StatusCode::OK,
-        "{admin}/admin/budgets answered {status}"
-    );
-    let v: Value = serde_json::from_slice(&answer)?;
+    /// Pages followed at most: 1000 a page covers any gateway's owners long before, and a
+    /// cursor that never ends must not hang the load test.
+    const MAX_PAGES: usize = 1000;
     let mut load = GatewayLoad::default();
-    for owner in v
-        .get("owners")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        load.queued += owner
-            .get("queue_depth")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if let Some(burst) = owner.pointer("/budgets/burst").filter(|b| !b.is_null()) {
-            load.burst_used += burst.get("used").and_then(Value::as_u64).unwrap_or(0);
-            load.burst_limit += burst.get("limit").and_then(Value::as_u64).unwrap_or(0);
+    let mut after = String::new();
+    for _ in 0..MAX_PAGES {
+        let url = format!("{admin}/admin/budgets?limit=1000&after={after}");
+        let (status, answer) = fetch(client, get(url)?).await?;
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "{admin}/admin/budgets answered {status}"
+        );
+        let v: Value = serde_json::from_slice(&answer)?;
+        for owner in v
+            .get("owners")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            load.queued += owner
+                .get("queue_depth")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if let Some(burst) = owner.pointer("/budgets/burst").filter(|b| !b.is_null()) {
+                load.burst_used += burst.get("used").and_then(Value::as_u64).unwrap_or(0);
+                load.burst_limit += burst.get("limit").and_then(Value::as_u64).unwrap_or(0);
+            }
+        }
+        match v.get("next_after").and_then(Value::as_str) {
+            Some(next) => after = next.to_string(),
+            None => break,
         }
     }
     Ok(load)

@@ -256,10 +256,10 @@ fn first_sorted<T, K: Ord>(mut items: Vec<T>, n: usize, key: impl Fn(&T) -> K) -
         if n == 0 {
             return (Vec::new(), true);
         }
-        items.select_nth_unstable_by(n - 1, |a, b| key(a).cmp(&key(b)));
+        items.select_nth_unstable_by_key(n - 1, &key);
         items.truncate(n);
     }
-    items.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_unstable_by_key(key);
     (items, more)
 }
 
