@@ -331,7 +331,7 @@ impl PaceShared {
                         Some(Skip::BodyNotReplayable)
                     } else if retries >= pacing.retry.max_retries {
                         Some(Skip::MaxRetries)
-                    } else if started.elapsed() + wait >= max_wait {
+                    } else if started.elapsed().saturating_add(wait) >= max_wait {
                         Some(Skip::Deadline)
                     } else if !self.pacer.withdraw_retry(owner, &keys) {
                         Some(Skip::RetryBudget)

@@ -20,3 +20,4 @@ mod redis;
 mod reload;
 mod retries;
 mod tls_upstream;
+mod upstream_and_store_faults;
