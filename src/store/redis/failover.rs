@@ -310,3 +310,93 @@ pub(super) fn apply_local_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tic
         lesson => crate::store::budget_store::apply_lesson(book, lesson, now, unix_ms),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: BudgetKey = BudgetKey::Burst {
+        app_id: 1,
+        portal_id: 10,
+    };
+    const OTHER: BudgetKey = BudgetKey::Burst {
+        app_id: 2,
+        portal_id: 20,
+    };
+
+    fn failover() -> Failover {
+        Failover::new(
+            Limits::default(),
+            1,
+            OnFailure::LocalShare,
+            (Duration::from_secs(1), Duration::from_secs(1)),
+            IntGauge::new("g", "g").unwrap(),
+        )
+    }
+
+    fn failure(trouble: Trouble) -> Failure {
+        Failure {
+            trouble,
+            message: "test".into(),
+        }
+    }
+
+    fn at_ms(ms: u64) -> Tick {
+        Tick::from_millis(ms)
+    }
+
+    #[test]
+    fn a_struggle_degrades_only_once_it_lasts_and_counts_from_its_start() {
+        let store = failover();
+        let slow = failure(Trouble::Struggling);
+        assert_eq!(store.failed(at_ms(0), &[OWN], &slow), Verdict::TryAgain);
+        assert_eq!(store.failed(at_ms(900), &[OWN], &slow), Verdict::TryAgain);
+        // A script that works in between ends the struggle.
+        store.local().script_ran(&[OWN]);
+        assert_eq!(store.failed(at_ms(1_500), &[OWN], &slow), Verdict::TryAgain);
+        assert!(!store.is_degraded());
+        assert_eq!(
+            store.failed(at_ms(2_500), &[OWN], &slow),
+            Verdict::Degraded {
+                failed_at: at_ms(1_500)
+            }
+        );
+        assert!(store.is_degraded());
+    }
+
+    #[test]
+    fn an_unreachable_redis_degrades_at_once() {
+        let store = failover();
+        assert_eq!(
+            store.failed(at_ms(7), &[OWN], &failure(Trouble::Unreachable)),
+            Verdict::Degraded {
+                failed_at: at_ms(7)
+            }
+        );
+        assert_eq!(store.health(), StoreHealth::DegradedLocalShare);
+    }
+
+    #[test]
+    fn an_unusable_key_is_its_budgets_alone_until_a_script_on_it_works() {
+        let store = failover();
+        let bad_key = failure(Trouble::KeyUnusable);
+        assert_eq!(
+            store.failed(at_ms(10), &[OWN], &bad_key),
+            Verdict::KeysUnusable {
+                failed_at: at_ms(10)
+            }
+        );
+        assert_eq!(
+            store.failed(at_ms(50), &[OWN], &bad_key),
+            Verdict::KeysUnusable {
+                failed_at: at_ms(10)
+            },
+            "the quarantine counts from the first failure"
+        );
+        assert!(!store.is_degraded());
+        store.local().script_ran(&[OTHER]);
+        assert_eq!(store.local().unusable.len(), 1);
+        store.local().script_ran(&[OWN]);
+        assert!(store.local().unusable.is_empty());
+    }
+}
