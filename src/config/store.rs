@@ -22,8 +22,12 @@ pub struct StoreConfig {
     pub on_failure: String,
     /// How many hubgate replicas share the budgets; sizes the local share.
     pub replicas: u32,
-    /// Longest one Redis command may take before the store counts Redis as failed.
+    /// Longest one Redis command may take before it counts as failed.
     pub command_timeout_ms: u64,
+    /// How long Redis may keep failing while it is still reached (commands past the
+    /// timeout, OOM, READONLY, BUSY) before the store degrades; until then calls wait and
+    /// try again. 0: the first such failure degrades.
+    pub degrade_after_ms: u64,
     /// Longest one connection attempt to Redis may take.
     pub connect_timeout_ms: u64,
     /// How often a degraded store checks whether Redis is back.
@@ -42,6 +46,7 @@ impl Default for StoreConfig {
             on_failure: "local_share".into(),
             replicas: 1,
             command_timeout_ms: 250,
+            degrade_after_ms: 1_000,
             connect_timeout_ms: 1_000,
             reconnect_interval_ms: 500,
             ca_file: String::new(),
@@ -82,6 +87,15 @@ impl StoreConfig {
             problems.add(
                 "store.redis_url",
                 "is set but store.kind is not \"redis\"; set kind = \"redis\" or remove redis_url",
+            );
+        }
+        if self.degrade_after_ms > 60_000 {
+            problems.add(
+                "store.degrade_after_ms",
+                format!(
+                    "must be between 0 and 60000 milliseconds, not {}",
+                    self.degrade_after_ms
+                ),
             );
         }
         if !self.ca_file.is_empty() {

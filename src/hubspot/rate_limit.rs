@@ -105,18 +105,30 @@ impl RateLimitHeaders {
     }
 }
 
-/// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// The longest `Retry-After` believed: a day, HubSpot's longest limit. Longer values (up
+/// to `u64::MAX` seconds, or a date in year 9999) are read as this, so that no arithmetic
+/// on the wait can overflow; a call told to wait that long is answered at once instead.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date (RFC 9110 §10.2.3),
+/// at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a `u64` is still a number of seconds: a very long one.
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]
@@ -170,5 +182,17 @@ mod tests {
         assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(90)));
         headers.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&headers, now), None);
+        for absurd in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            headers.insert("retry-after", absurd.parse().unwrap());
+            assert_eq!(
+                retry_after(&headers, now),
+                Some(MAX_RETRY_AFTER),
+                "{absurd}"
+            );
+        }
     }
 }

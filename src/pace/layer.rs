@@ -109,7 +109,7 @@ impl std::fmt::Display for PaceError {
                     )
                 }
                 Refusal::StoreUnavailable => f.write_str(
-                    "hubgate cannot reach the shared budget store (Redis) and is configured to refuse calls meanwhile ([store] on_failure = \"fail_closed\"); nothing was sent to HubSpot, retry shortly",
+                    "hubgate cannot use the shared budget store (Redis) for this call's budgets (Redis is unreachable, or fails the budget script on their keys: the log names which) and is configured to refuse calls meanwhile ([store] on_failure = \"fail_closed\"); nothing was sent to HubSpot, retry shortly",
                 ),
             },
         }
@@ -331,7 +331,7 @@ impl PaceShared {
                         Some(Skip::BodyNotReplayable)
                     } else if retries >= pacing.retry.max_retries {
                         Some(Skip::MaxRetries)
-                    } else if started.elapsed() + wait >= max_wait {
+                    } else if started.elapsed().saturating_add(wait) >= max_wait {
                         Some(Skip::Deadline)
                     } else if !self.pacer.withdraw_retry(owner, &keys) {
                         Some(Skip::RetryBudget)

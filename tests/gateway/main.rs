@@ -21,3 +21,4 @@ mod redis;
 mod reload;
 mod retries;
 mod tls_upstream;
+mod upstream_and_store_faults;

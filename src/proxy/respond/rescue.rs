@@ -233,7 +233,10 @@ pub(crate) fn rescue(
     }
     if let Some(hint) = answer.retry {
         let millis = hint.after.as_millis();
-        let seconds = hint.after.as_secs() + u64::from(hint.after.subsec_nanos() > 0);
+        let seconds = hint
+            .after
+            .as_secs()
+            .saturating_add(u64::from(hint.after.subsec_nanos() > 0));
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         headers.insert(
             RETRY_AFTER_MS,

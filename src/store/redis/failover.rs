@@ -1,7 +1,9 @@
 //! What the Redis store does when Redis fails and when it comes back: the mode it is in,
-//! this replica's local books (a mirror for estimates, a share that answers while
-//! degraded), the quarantine after a failure, and readiness.
+//! how long Redis may struggle before that mode changes, the keys Redis cannot use, this
+//! replica's local books (a mirror for estimates, a share that answers while degraded),
+//! the quarantine after a failure, and readiness.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use super::keys::share_limits;
+use super::protocol::{Failure, Trouble};
 use super::settings::OnFailure;
 use crate::store::budget_store::Lesson;
 
@@ -24,6 +27,22 @@ pub(super) enum Mode {
     /// Redis is back; until `until`, a send needs Redis *and* the local share.
     Rejoining { failed_at: Tick, until: Instant },
 }
+
+/// What one failed Redis call means for the call that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The store is degraded since `failed_at`: the local share (or a 503) answers.
+    Degraded { failed_at: Tick },
+    /// Redis is struggling, not yet for `[store] degrade_after_ms`: try again shortly.
+    TryAgain,
+    /// This call's budgets cannot be used in Redis since `failed_at`; their local share
+    /// answers for them while every other budget stays shared.
+    KeysUnusable { failed_at: Tick },
+}
+
+/// Most budgets remembered as unusable in Redis; past it a newly failing key's
+/// quarantine starts at each failure (longer, never shorter).
+const MAX_UNUSABLE: usize = 4_096;
 
 /// Whether the store serves from Redis, for `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +63,12 @@ pub(super) struct Local {
     pub(super) mirror: BudgetBook,
     /// Each budget's share; answers while degraded and co-signs while rejoining.
     pub(super) share: BudgetBook,
+    /// Since when Redis has failed without an answer that worked in between, while not
+    /// degraded: a struggle shorter than `degrade_after` only delays calls.
+    struggling_since: Option<Tick>,
+    /// Budgets whose keys Redis cannot use (the script fails on their values), and since
+    /// when; each is answered by its local share until a script on it works again.
+    unusable: HashMap<BudgetKey, Tick>,
 }
 
 /// The failure state machine of one store.
@@ -58,6 +83,8 @@ pub(super) struct Failover {
     on_failure: OnFailure,
     /// How long rejoining lasts beyond the longest span: two probe periods and a timeout.
     rejoin_margin: Duration,
+    /// How long Redis may struggle before the store degrades.
+    degrade_after: Duration,
 }
 
 impl Failover {
@@ -65,7 +92,7 @@ impl Failover {
         limits: Limits,
         replicas: u32,
         on_failure: OnFailure,
-        rejoin_margin: Duration,
+        (rejoin_margin, degrade_after): (Duration, Duration),
         gauge: IntGauge,
     ) -> Failover {
         gauge.set(0);
@@ -74,11 +101,14 @@ impl Failover {
                 mode: Mode::Shared,
                 share: BudgetBook::new(share_limits(&limits, replicas)),
                 mirror: BudgetBook::new(limits),
+                struggling_since: None,
+                unusable: HashMap::new(),
             }),
             degraded: AtomicBool::new(false),
             gauge,
             on_failure,
             rejoin_margin,
+            degrade_after,
         }
     }
 
@@ -118,10 +148,60 @@ impl Failover {
         local.mode
     }
 
+    /// What a failed call means: Redis away degrades the store at once; Redis struggling
+    /// degrades it once that has lasted `degrade_after` (the quarantine then counts from
+    /// the struggle's start), and until then the call tries again; a key Redis cannot use
+    /// makes only `keys` unusable.
+    pub(super) fn failed(&self, now: Tick, keys: &[BudgetKey], failure: &Failure) -> Verdict {
+        let message = failure.message.as_str();
+        match failure.trouble {
+            Trouble::Unreachable => Verdict::Degraded {
+                failed_at: self.fail(now, message),
+            },
+            Trouble::Struggling => {
+                let since = {
+                    let mut local = self.local();
+                    if let Mode::Degraded { failed_at } = local.mode {
+                        return Verdict::Degraded { failed_at };
+                    }
+                    *local.struggling_since.get_or_insert(now)
+                };
+                if now.saturating_duration_since(since) >= self.degrade_after {
+                    Verdict::Degraded {
+                        failed_at: self.fail(since, message),
+                    }
+                } else {
+                    tracing::debug!(error = message, "Redis budget store slow; trying again");
+                    Verdict::TryAgain
+                }
+            }
+            Trouble::KeyUnusable => {
+                let mut local = self.local();
+                let mut failed_at = now;
+                for key in keys {
+                    if local.unusable.len() >= MAX_UNUSABLE && !local.unusable.contains_key(key) {
+                        continue;
+                    }
+                    let since = *local.unusable.entry(*key).or_insert_with(|| {
+                        tracing::warn!(
+                            error = message,
+                            budget = ?key,
+                            "Redis cannot use this budget's key; its local share answers for it until a script on it works"
+                        );
+                        now
+                    });
+                    failed_at = failed_at.min(since);
+                }
+                Verdict::KeysUnusable { failed_at }
+            }
+        }
+    }
+
     /// Redis failed: go degraded (once per outage) and say so. Returns the tick the
     /// outage began at.
-    pub(super) fn fail(&self, now: Tick, error: &str) -> Tick {
+    fn fail(&self, now: Tick, error: &str) -> Tick {
         let mut local = self.local();
+        local.struggling_since = None;
         let failed_at = match local.mode {
             Mode::Degraded { failed_at } => return failed_at,
             // A failure while rejoining keeps the first failure's quarantine and the share's
@@ -144,7 +224,7 @@ impl Failover {
         failed_at
     }
 
-    /// Redis answered the prober: rejoin, co-signing with the local share for `span` (the
+    /// Redis ran the prober's script: rejoin, co-signing with the local share for `span` (the
     /// longest window) plus the rejoin margin.
     pub(super) fn resume(&self, span: Duration) {
         let mut local = self.local();
@@ -171,6 +251,18 @@ impl Failover {
 }
 
 impl Local {
+    /// Redis ran a script on `keys`: any struggle is over, and these keys are usable.
+    pub(super) fn script_ran(&mut self, keys: &[BudgetKey]) {
+        self.struggling_since = None;
+        if !self.unusable.is_empty() {
+            for key in keys {
+                if self.unusable.remove(key).is_some() {
+                    tracing::info!(budget = ?key, "Redis can use this budget's key again");
+                }
+            }
+        }
+    }
+
     /// The local share's answer (quarantine first), or 503 when failing closed.
     pub(super) fn answer(
         &mut self,
@@ -216,5 +308,95 @@ pub(super) fn apply_local_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tic
         // holds every replica's sends, judges HubSpot's count instead (see `protocol`).
         Lesson::Usage { .. } | Lesson::Rejected { .. } => {}
         lesson => crate::store::budget_store::apply_lesson(book, lesson, now, unix_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: BudgetKey = BudgetKey::Burst {
+        app_id: 1,
+        portal_id: 10,
+    };
+    const OTHER: BudgetKey = BudgetKey::Burst {
+        app_id: 2,
+        portal_id: 20,
+    };
+
+    fn failover() -> Failover {
+        Failover::new(
+            Limits::default(),
+            1,
+            OnFailure::LocalShare,
+            (Duration::from_secs(1), Duration::from_secs(1)),
+            IntGauge::new("g", "g").unwrap(),
+        )
+    }
+
+    fn failure(trouble: Trouble) -> Failure {
+        Failure {
+            trouble,
+            message: "test".into(),
+        }
+    }
+
+    fn at_ms(ms: u64) -> Tick {
+        Tick::from_millis(ms)
+    }
+
+    #[test]
+    fn a_struggle_degrades_only_once_it_lasts_and_counts_from_its_start() {
+        let store = failover();
+        let slow = failure(Trouble::Struggling);
+        assert_eq!(store.failed(at_ms(0), &[OWN], &slow), Verdict::TryAgain);
+        assert_eq!(store.failed(at_ms(900), &[OWN], &slow), Verdict::TryAgain);
+        // A script that works in between ends the struggle.
+        store.local().script_ran(&[OWN]);
+        assert_eq!(store.failed(at_ms(1_500), &[OWN], &slow), Verdict::TryAgain);
+        assert!(!store.is_degraded());
+        assert_eq!(
+            store.failed(at_ms(2_500), &[OWN], &slow),
+            Verdict::Degraded {
+                failed_at: at_ms(1_500)
+            }
+        );
+        assert!(store.is_degraded());
+    }
+
+    #[test]
+    fn an_unreachable_redis_degrades_at_once() {
+        let store = failover();
+        assert_eq!(
+            store.failed(at_ms(7), &[OWN], &failure(Trouble::Unreachable)),
+            Verdict::Degraded {
+                failed_at: at_ms(7)
+            }
+        );
+        assert_eq!(store.health(), StoreHealth::DegradedLocalShare);
+    }
+
+    #[test]
+    fn an_unusable_key_is_its_budgets_alone_until_a_script_on_it_works() {
+        let store = failover();
+        let bad_key = failure(Trouble::KeyUnusable);
+        assert_eq!(
+            store.failed(at_ms(10), &[OWN], &bad_key),
+            Verdict::KeysUnusable {
+                failed_at: at_ms(10)
+            }
+        );
+        assert_eq!(
+            store.failed(at_ms(50), &[OWN], &bad_key),
+            Verdict::KeysUnusable {
+                failed_at: at_ms(10)
+            },
+            "the quarantine counts from the first failure"
+        );
+        assert!(!store.is_degraded());
+        store.local().script_ran(&[OTHER]);
+        assert_eq!(store.local().unusable.len(), 1);
+        store.local().script_ran(&[OWN]);
+        assert!(store.local().unusable.is_empty());
     }
 }

@@ -19,28 +19,40 @@
 //! trimmed to the window's capacity) with `…:blk` beside each (Redis-time µs before which
 //! the window counts as full: a 429's pause); `{prefix}:{p<portal>}:daily` (hash `day`,
 //! `used`, `exhausted`); `{prefix}:{u<hash>}:burst` for unresolved credentials and
-//! `{prefix}:{anon}:global` for anonymous calls. The `{…}` hash tag is the portal, so the
+//! `{prefix}:{anon}:global` for anonymous calls; the prober's own window is
+//! `{prefix}:{probe}:live`. The `{…}` hash tag is the portal, so the
 //! keys of one reservation sit in one Redis Cluster slot. Logs expire one span after their
 //! last send, blocks when they end, daily hashes a minute after their day: idle keys go.
 //! Specs travel in `ARGV` with every call, so replicas must share `[budgets]`; a reload
 //! takes effect with the next call, and the keys' state carries over.
 //!
 //! # When Redis fails
-//! Any error or timeout (`[store] command_timeout_ms`) flips the store to *degraded*. With
-//! `on_failure = "fail_closed"` reservations answer `StoreUnavailable` (503). With
-//! `"local_share"` a local `BudgetBook` whose limits are each budget's share
+//! A connection that fails (refused, dropped) flips the store to *degraded* at once. Redis
+//! that is reached but does not run the script (no answer within `[store]
+//! command_timeout_ms`, OOM, READONLY after a failover, BUSY) is *struggling*: the call
+//! tries again 50 ms later, and only a struggle lasting `degrade_after_ms` with no script
+//! working in between degrades the store (its quarantine counting from the struggle's
+//! start), so a Redis paused for 300 ms costs about 300 ms. A script that fails on what a
+//! key holds (a wrong type planted at a budget's key) makes that call's budgets *unusable*:
+//! they are answered like a degraded store's, after a quarantine from their first failure,
+//! while every other budget stays shared, until a script on them works again.
+//!
+//! Degraded with `on_failure = "fail_closed"`, reservations answer `StoreUnavailable`
+//! (503). With `"local_share"` a local `BudgetBook` whose limits are each budget's share
 //! (`limit / replicas`, at least 1) answers, after a *quarantine*: sends made through Redis
 //! before the failure are not known locally (other replicas' sends least of all), so a
 //! window budget admits nothing until one span after the failure, when they have all
-//! left. A prober pings Redis every `reconnect_interval_ms` while degraded (the connection
-//! manager reconnects by itself); once Redis answers the store *rejoins*: for the longest
-//! span plus two probe intervals and a timeout, a send needs a grant from Redis *and* from
-//! the local share, because sends made during the outage are unknown to Redis (a restarted
-//! Redis knows nothing at all); after that Redis alone decides. Replicas that notice the
-//! return more than two probe intervals apart, or a replica cut off from a Redis the others
-//! still reach, can exceed a window by the cut-off replicas' shares; `margin_slots` is the
-//! knob for that. Daily counts during an outage are per replica (`daily_limit / replicas`
-//! from the outage's start); HubSpot's `DAILY` 429 still stops them.
+//! left. A prober runs the reservation script on a key of its own every
+//! `reconnect_interval_ms` while degraded (the connection manager reconnects by itself; a
+//! `PING` answers while scripts still fail); once the script works the store *rejoins*:
+//! for the longest span plus two probe intervals and a timeout, a send needs a grant from
+//! Redis *and* from the local share, because sends made during the outage are unknown to
+//! Redis (a restarted Redis knows nothing at all); after that Redis alone decides.
+//! Replicas that notice the return more than two probe intervals apart, or a replica cut
+//! off from a Redis the others still reach, can exceed a window by the cut-off replicas'
+//! shares; `margin_slots` is the knob for that. Daily counts during an outage are per
+//! replica (`daily_limit / replicas` from the outage's start); HubSpot's `DAILY` 429 still
+//! stops them.
 //!
 //! # Estimates
 //! `estimate_wait` answers from a local mirror: a `BudgetBook` with the full limits that
@@ -65,9 +77,12 @@ pub use failover::StoreHealth;
 pub use settings::{OnFailure, RedisSettings};
 
 use crate::store::budget_store::{BudgetStore, BudgetView, Lesson, StoreFuture};
-use failover::{apply_local_lesson, quarantine, Failover, Mode};
+use failover::{apply_local_lesson, quarantine, Failover, Mode, Verdict};
 use keys::{dedup, max_span_micros};
 use protocol::Redis;
+
+/// How soon a call whose script found Redis struggling tries again.
+const TRY_AGAIN_AFTER: Duration = Duration::from_millis(50);
 
 /// Budget state in Redis, shared by every replica; cloned handles share one connection.
 #[derive(Debug, Clone)]
@@ -105,7 +120,7 @@ impl RedisStore {
             limits.clone(),
             settings.replicas,
             settings.on_failure,
-            rejoin_margin,
+            (rejoin_margin, settings.degrade_after),
             gauge,
         );
         let inner = Arc::new(Inner {
@@ -166,6 +181,7 @@ impl Inner {
             Ok(answer) => {
                 let elapsed = started.elapsed();
                 let mut local = self.failover.local();
+                local.script_ran(&keys);
                 let reservation = answer.into_reservation(now, elapsed);
                 match reservation {
                     Reservation::Granted => {
@@ -187,13 +203,22 @@ impl Inner {
                 }
                 reservation
             }
-            Err(error) => {
-                let failed_at = self.failover.fail(now, &error);
-                let fail_closed = self.failover.fails_closed();
-                self.failover
-                    .local()
-                    .answer(&limits, &keys, (now, unix_ms), failed_at, fail_closed)
-            }
+            Err(failure) => match self.failover.failed(now, &keys, &failure) {
+                Verdict::Degraded { failed_at } | Verdict::KeysUnusable { failed_at } => {
+                    let fail_closed = self.failover.fails_closed();
+                    self.failover.local().answer(
+                        &limits,
+                        &keys,
+                        (now, unix_ms),
+                        failed_at,
+                        fail_closed,
+                    )
+                }
+                Verdict::TryAgain => Reservation::NotBefore(
+                    now.saturating_add(started.elapsed())
+                        .saturating_add(TRY_AGAIN_AFTER),
+                ),
+            },
         }
     }
 
@@ -211,8 +236,10 @@ impl Inner {
             return;
         }
         let limits = self.limits.load_full();
-        if let Err(error) = self.redis.learn(lesson, now, &limits).await {
-            self.failover.fail(now, &error);
+        if let Err(failure) = self.redis.learn(lesson, now, &limits).await {
+            // A lesson is not sent again: while Redis struggles it is lost to Redis, as a
+            // timed-out one may already have been applied.
+            self.failover.failed(now, &[], &failure);
             apply_local_lesson(&mut self.failover.local().share, lesson, now, unix_ms);
         }
     }
@@ -224,8 +251,9 @@ impl Inner {
     }
 }
 
-/// While degraded, checks Redis every `reconnect_interval` and rejoins once it answers;
-/// while shared it only reads a flag. Ends when the store is dropped.
+/// While degraded, runs the reservation script on the probe key every `reconnect_interval`
+/// and rejoins once it works; while shared it only reads a flag. Ends when the store is
+/// dropped.
 async fn probe(inner: Weak<Inner>) {
     let period = match inner.upgrade() {
         Some(inner) => inner.reconnect_interval,
@@ -237,9 +265,12 @@ async fn probe(inner: Weak<Inner>) {
         if !inner.failover.is_degraded() {
             continue;
         }
-        match inner.redis.ping().await {
+        match inner.redis.probe().await {
             Ok(()) => inner.failover.resume(inner.longest_span()),
-            Err(error) => tracing::debug!(error, "Redis budget store still unreachable"),
+            Err(failure) => tracing::debug!(
+                error = failure.message,
+                "Redis budget store still cannot run its script"
+            ),
         }
     }
 }

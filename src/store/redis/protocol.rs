@@ -1,6 +1,6 @@
 //! Talking to Redis: the two Lua scripts (one reservation; one lesson) sent in one round
-//! trip each on a multiplexed connection, bounded by `[store] command_timeout_ms`, and what
-//! their replies mean on the caller's clock.
+//! trip each on a multiplexed connection, bounded by `[store] command_timeout_ms`, what
+//! their replies mean on the caller's clock, and what kind of failure an error is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +14,53 @@ use redis::Script;
 use super::keys::key_name;
 use super::settings::RedisSettings;
 use crate::store::budget_store::Lesson;
+
+/// How a Redis call failed, as far as the store's mode is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trouble {
+    /// No connection (refused, dropped, TLS, authentication): Redis is away.
+    Unreachable,
+    /// Redis is there but did not run the script: no answer in time, or a refusal of the
+    /// whole server (OOM, READONLY after a failover, BUSY with a long script, LOADING).
+    /// Often over in a moment, so it only counts as a failure once it lasts.
+    Struggling,
+    /// The script ran and failed on what a key holds (a wrong type, a value it cannot
+    /// read): only the budgets of this call are unusable, not the store.
+    KeyUnusable,
+}
+
+/// A failed Redis call: what kind of failure, and the message for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure {
+    pub(super) trouble: Trouble,
+    pub(super) message: String,
+}
+
+impl Failure {
+    fn struggling(message: String) -> Failure {
+        Failure {
+            trouble: Trouble::Struggling,
+            message,
+        }
+    }
+
+    fn of(error: &redis::RedisError) -> Failure {
+        let message = error.to_string();
+        let trouble = match error.code() {
+            Some("WRONGTYPE") => Trouble::KeyUnusable,
+            // A Lua runtime error: the script met a value it cannot use.
+            Some("ERR") if message.contains("user_script") => Trouble::KeyUnusable,
+            Some(_) => Trouble::Struggling,
+            None if error.is_timeout() => Trouble::Struggling,
+            None => Trouble::Unreachable,
+        };
+        Failure { trouble, message }
+    }
+}
+
+/// The key the prober's reservation runs on: a window of one send per millisecond, so
+/// every probe writes and none is ever refused for long.
+const PROBE_KEY: &str = "{probe}:live";
 
 /// The connection and the scripts; every call reads the limits it is handed.
 pub(super) struct Redis {
@@ -88,7 +135,7 @@ impl Redis {
         &self,
         keys: &[BudgetKey],
         limits: &Limits,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let mut invocation = self.reserve_script.prepare_invoke();
         invocation.arg(keys.len());
         for key in keys {
@@ -117,8 +164,11 @@ impl Redis {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let reply: Vec<i64> =
             bounded(self.command_timeout, invocation.invoke_async(&mut conn)).await?;
-        Answer::parse(&reply)
-            .ok_or_else(|| format!("unexpected reply from the reservation script: {reply:?}"))
+        Answer::parse(&reply).ok_or_else(|| {
+            Failure::struggling(format!(
+                "unexpected reply from the reservation script: {reply:?}"
+            ))
+        })
     }
 
     /// Applies one lesson in Redis; `now` is the caller's tick the lesson's instants are
@@ -128,7 +178,7 @@ impl Redis {
         lesson: Lesson,
         now: Tick,
         limits: &Limits,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let mut invocation = self.learn_script.prepare_invoke();
         match lesson {
             Lesson::BlockUntil { key, until } => {
@@ -235,34 +285,44 @@ impl Redis {
         Ok(())
     }
 
-    /// `PING` through the manager (which reconnects on demand), bounded.
-    pub(super) async fn ping(&self) -> Result<(), String> {
+    /// The reservation script on a key of its own, bounded: whether Redis runs scripts that
+    /// write, which a `PING` cannot tell (it answers while OOM, read-only or BUSY).
+    pub(super) async fn probe(&self) -> Result<(), Failure> {
+        let name = format!("{}:{PROBE_KEY}", self.prefix);
+        let mut invocation = self.reserve_script.prepare_invoke();
+        invocation
+            .key(name.clone())
+            .key(format!("{name}:blk"))
+            .key(format!("{name}:out"))
+            .arg(1)
+            .arg("w")
+            .arg(1)
+            .arg(1_000)
+            .arg(0);
         let mut conn = self.conn.clone();
-        let pong: String = bounded(
-            self.command_timeout,
-            redis::cmd("PING").query_async(&mut conn),
-        )
-        .await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(format!("PING answered {pong:?}"))
+        let reply: Vec<i64> =
+            bounded(self.command_timeout, invocation.invoke_async(&mut conn)).await?;
+        match Answer::parse(&reply) {
+            Some(_) => Ok(()),
+            None => Err(Failure::struggling(format!(
+                "unexpected reply from the reservation script: {reply:?}"
+            ))),
         }
     }
 }
 
-/// Awaits a Redis call for at most `limit`, folding both failures into a message.
+/// Awaits a Redis call for at most `limit`; no answer in time is Redis struggling.
 async fn bounded<T>(
     limit: Duration,
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     match tokio::time::timeout(limit, call).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(Failure::of(&e)),
+        Err(_) => Err(Failure::struggling(format!(
             "no answer within {} ms ([store] command_timeout_ms)",
             limit.as_millis()
-        )),
+        ))),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct RedisSettings {
     pub replicas: u32,
     /// Bound on one Redis command.
     pub command_timeout: Duration,
+    /// How long Redis may keep failing (no answer in time, a refusal of the whole server)
+    /// before the store degrades; meanwhile reservations try again shortly.
+    pub degrade_after: Duration,
     /// Bound on one connection attempt.
     pub connect_timeout: Duration,
     /// Period of the prober while degraded.
@@ -47,6 +50,7 @@ impl RedisSettings {
             },
             replicas: config.replicas.max(1),
             command_timeout: Duration::from_millis(config.command_timeout_ms),
+            degrade_after: Duration::from_millis(config.degrade_after_ms),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             reconnect_interval: Duration::from_millis(config.reconnect_interval_ms),
             ca_file: (!config.ca_file.is_empty()).then(|| config.ca_file.clone().into()),

@@ -23,6 +23,7 @@ fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
         on_failure: OnFailure::LocalShare,
         replicas: 2,
         command_timeout: Duration::from_millis(500),
+        degrade_after: Duration::from_millis(1_000),
         connect_timeout: Duration::from_millis(500),
         reconnect_interval: Duration::from_millis(100),
         ca_file: None,
