@@ -111,7 +111,7 @@ impl Observer {
                 BudgetKey::Unidentified { credential_hash } => {
                     Owner::Unidentified { credential_hash }
                 }
-                BudgetKey::Global => Owner::Anonymous,
+                BudgetKey::Global | BudgetKey::Token => Owner::Anonymous,
                 BudgetKey::Search { .. } | BudgetKey::Daily { .. } => continue,
             };
             owners.insert(owner.label(), owner);
@@ -179,6 +179,9 @@ fn owner_json(owner: &Owner, depth: usize, views: &[BudgetView], unix_ms: i64) -
     };
     let mut budgets = serde_json::Map::new();
     budgets.insert("burst".into(), find(views, own_key(owner), unix_ms));
+    if *owner == Owner::Anonymous {
+        budgets.insert("token".into(), find(views, BudgetKey::Token, unix_ms));
+    }
     if let Some(portal_id) = portal_id {
         budgets.insert(
             "search".into(),

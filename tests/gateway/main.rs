@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod anonymous_and_priority;
 mod bad_input;
 mod bounds;
 mod fairness;
