@@ -205,8 +205,8 @@ impl PaceShared {
         let class = pacing
             .classifier
             .classify(request.method(), request.uri().path());
-        // A token call is billed to no app, whatever credential it carries: it waits with
-        // the other token calls, so none of them can jump the line with a header.
+        // A token call is billed to no app, whatever credential it carries: it waits in the
+        // one token lane, so a credential header (real or junk) buys it no lane of its own.
         let owner = match request.extensions().get::<Owner>() {
             Some(&owner) if !class.token => owner,
             _ => Owner::Anonymous,
