@@ -32,9 +32,14 @@ pub struct BudgetsConfig {
     pub daily_limit: u64,
     /// Where the daily budget resets at midnight: "UTC" or a fixed offset like "-05:00".
     pub time_zone: String,
-    /// Calls without any credential (e.g. `/oauth/v1/token`) share this many per window.
+    /// Calls without any credential share this many per window (OAuth token calls have
+    /// `token_limit` instead).
     pub anonymous_limit: u32,
     pub anonymous_window_ms: u64,
+    /// OAuth token calls (`POST /oauth/v1/token`, `/oauth/{YYYY-MM}/token`: refresh and
+    /// exchange) share this many per window, which no other call spends.
+    pub token_limit: u32,
+    pub token_window_ms: u64,
     /// Owners (queues and budgets) unused this long are forgotten.
     pub idle_ttl_ms: u64,
     /// Calls that skip the burst window (and the daily budget when `daily = true`).
@@ -58,6 +63,8 @@ impl Default for BudgetsConfig {
             time_zone: "UTC".into(),
             anonymous_limit: 10,
             anonymous_window_ms: 1_000,
+            token_limit: 10,
+            token_window_ms: 1_000,
             idle_ttl_ms: 300_000,
             exempt: default_exemptions(),
             owners: Vec::new(),
@@ -137,10 +144,16 @@ impl BudgetsConfig {
                 self.search_margin_ms,
             ),
             unidentified: burst,
-            // The anonymous window is about a second long, like search, so it takes search's margin.
+            // The anonymous and token windows are about a second long, like search, so they
+            // take search's margin.
             global: window(
                 self.anonymous_limit,
                 self.anonymous_window_ms,
+                self.search_margin_ms,
+            ),
+            token: window(
+                self.token_limit,
+                self.token_window_ms,
                 self.search_margin_ms,
             ),
             daily: DailySpec {
@@ -182,6 +195,7 @@ impl BudgetsConfig {
             ("budgets.burst_limit", self.burst_limit),
             ("budgets.search_limit", self.search_limit),
             ("budgets.anonymous_limit", self.anonymous_limit),
+            ("budgets.token_limit", self.token_limit),
         ] {
             if limit == 0 {
                 problems.add(
@@ -199,6 +213,7 @@ impl BudgetsConfig {
             ("budgets.burst_window_ms", self.burst_window_ms),
             ("budgets.search_window_ms", self.search_window_ms),
             ("budgets.anonymous_window_ms", self.anonymous_window_ms),
+            ("budgets.token_window_ms", self.token_window_ms),
             ("budgets.idle_ttl_ms", self.idle_ttl_ms),
         ] {
             if ms == 0 {

@@ -24,11 +24,23 @@ pub struct CallerConfig {
     /// `[inbound] require_caller_key` is on. The key itself never appears in the config.
     #[serde(default)]
     pub key_sha256: Option<String>,
+    /// The `X-Hubgate-Priority` values this caller may send when `[inbound]
+    /// require_caller_key` is on: `high` jumps every queue, so it is given, not taken.
+    #[serde(default = "default_priorities")]
+    pub priorities: Vec<String>,
 }
 
 fn one() -> u32 {
     1
 }
+
+/// The priorities of a `[[callers]]` entry that names none.
+pub fn default_priorities() -> Vec<String> {
+    vec!["normal".into(), "low".into()]
+}
+
+/// The values `X-Hubgate-Priority` and `[[callers]] priorities` take.
+const PRIORITY_NAMES: [&str; 3] = ["high", "normal", "low"];
 
 /// The `[inbound]` table: who may call at all.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -115,6 +127,20 @@ pub(crate) fn check_callers(callers: &[CallerConfig], problems: &mut Problems) {
                 "must be at least 1 (leave it out for no cap)",
             );
         }
+        if caller.priorities.is_empty() {
+            problems.add(
+                format!("callers.{i}.priorities"),
+                "must list at least one priority (leave it out for [\"normal\", \"low\"])",
+            );
+        }
+        for (j, priority) in caller.priorities.iter().enumerate() {
+            if !PRIORITY_NAMES.contains(&priority.as_str()) {
+                problems.add(
+                    format!("callers.{i}.priorities.{j}"),
+                    format!("{priority:?} is not a priority; use \"high\", \"normal\" or \"low\""),
+                );
+            }
+        }
         if let Some(hash) = &caller.key_sha256 {
             match key_digest(hash) {
                 None => problems.add(
@@ -165,6 +191,7 @@ mod tests {
             weight: 1,
             max_rps: None,
             key_sha256: key.map(key_sha256),
+            priorities: default_priorities(),
         }
     }
 
@@ -193,6 +220,11 @@ mod tests {
         let problems = problems_of(|p| check_callers(&callers, p));
         let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["callers.0.key_sha256", "callers.2.key_sha256"]);
+        let mut shouting = caller("d", None);
+        shouting.priorities = vec!["low".into(), "urgent".into()];
+        let unknown_priority = problems_of(|p| check_callers(&[shouting], p));
+        assert_eq!(unknown_priority.len(), 1);
+        assert_eq!(unknown_priority[0].0, "callers.0.priorities.1");
         assert!(problems[1].1.contains("callers.1"));
 
         let no_keys = problems_of(|p| required().check(&[caller("a", None)], p));

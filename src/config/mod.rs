@@ -25,7 +25,9 @@ pub use budgets::{
     default_exemptions, parse_utc_offset, BudgetsConfig, ExemptRule, LanesConfig, OwnerBudget,
     QueueConfig,
 };
-pub use callers::{caller_name_problem, key_digest, key_sha256, CallerConfig, InboundConfig};
+pub use callers::{
+    caller_name_problem, default_priorities, key_digest, key_sha256, CallerConfig, InboundConfig,
+};
 pub(crate) use identity::check_credentials;
 pub use identity::{credential_digest, IdentityConfig, StaticCredential};
 pub use problems::{ConfigErrors, Problem, Problems};

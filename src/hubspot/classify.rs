@@ -1,6 +1,6 @@
-//! Which HubSpot budgets a call spends: burst, search or neither, and daily or not, from
-//! its method and path, with the exemptions (`[[budgets.exempt]]`, HubSpot's list by
-//! default) kept as data.
+//! Which HubSpot budgets a call spends: burst, search, the OAuth token budget or neither,
+//! and daily or not, from its method and path, with the exemptions (`[[budgets.exempt]]`,
+//! HubSpot's list by default) kept as data.
 
 use hubgate_engine::BudgetKey;
 
@@ -16,6 +16,8 @@ pub struct CallClass {
     pub exempt_burst: bool,
     /// Skips the daily budget.
     pub exempt_daily: bool,
+    /// An OAuth token call (refresh or code exchange): spends the token budget only.
+    pub token: bool,
 }
 
 /// The budgets one call spends; at most three, so they live inline.
@@ -72,6 +74,7 @@ impl Classifier {
             path.trim_start_matches('/').split('/').collect();
         let mut class = CallClass {
             search: *method == http::Method::POST && is_crm_search(&segments),
+            token: *method == http::Method::POST && is_oauth_token(&segments),
             ..CallClass::default()
         };
         if let Some(rule) = self.exempt.iter().find(|r| r.matches(method, &segments)) {
@@ -94,6 +97,15 @@ fn is_crm_search(segments: &[&str]) -> bool {
     }
 }
 
+/// `/oauth/v1/token` and the date-versioned `/oauth/{YYYY-MM}/token`.
+fn is_oauth_token(segments: &[&str]) -> bool {
+    match segments {
+        ["oauth", "v1", "token"] => true,
+        ["oauth", version, "token"] => is_date_version(version),
+        _ => false,
+    }
+}
+
 fn is_date_version(segment: &str) -> bool {
     let date = segment.strip_suffix("-beta").unwrap_or(segment);
     let bytes = date.as_bytes();
@@ -106,6 +118,12 @@ fn is_date_version(segment: &str) -> bool {
 /// The budgets a call of `class` by `owner` spends.
 pub fn budgets_for(owner: Owner, class: CallClass) -> Keys {
     let mut keys = Keys::new();
+    // HubSpot bills a token call to no app or portal, and whatever credential it carries
+    // is not the one it asks about: one budget, whoever sends it.
+    if class.token {
+        keys.push(BudgetKey::Token);
+        return keys;
+    }
     match owner {
         Owner::App { app_id, portal_id } => {
             if class.search {
@@ -147,6 +165,25 @@ mod tests {
         assert!(!classify(Method::POST, "/crm/v3/objects/contacts/123").search);
         assert!(!classify(Method::POST, "/crm/objects/latest/deals/search").search);
         assert!(!classify(Method::POST, "/crm/v3/objects/contacts/search/extra").search);
+    }
+
+    #[test]
+    fn oauth_token_calls_spend_the_token_budget_only() {
+        assert!(classify(Method::POST, "/oauth/v1/token").token);
+        assert!(classify(Method::POST, "/oauth/2026-03/token").token);
+        assert!(!classify(Method::GET, "/oauth/v1/token").token);
+        assert!(!classify(Method::POST, "/oauth/v1/token/introspect").token);
+        assert!(!classify(Method::POST, "/oauth/latest/token").token);
+        let token = classify(Method::POST, "/oauth/v1/token");
+        for owner in [
+            Owner::Anonymous,
+            Owner::App {
+                app_id: 7,
+                portal_id: 9,
+            },
+        ] {
+            assert_eq!(budgets_for(owner, token).as_slice(), [BudgetKey::Token]);
+        }
     }
 
     #[test]
@@ -200,7 +237,7 @@ mod tests {
         let exempt = CallClass {
             exempt_burst: true,
             exempt_daily: true,
-            search: false,
+            ..Default::default()
         };
         assert!(budgets_for(owner, exempt).is_empty());
         assert_eq!(

@@ -76,6 +76,7 @@ fn labels_of(key: &BudgetKey) -> (OwnerPair, &'static str) {
             "burst",
         ),
         BudgetKey::Global => (pair_of_owner(&Owner::Anonymous), "burst"),
+        BudgetKey::Token => (pair_of_owner(&Owner::Anonymous), "token"),
     }
 }
 

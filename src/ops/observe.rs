@@ -181,6 +181,9 @@ impl Observer {
         };
         let mut budgets = serde_json::Map::new();
         budgets.insert("burst".into(), self.budget(own_key(owner), now, unix_ms));
+        if *owner == Owner::Anonymous {
+            budgets.insert("token".into(), self.budget(BudgetKey::Token, now, unix_ms));
+        }
         if let Some(portal_id) = portal_id {
             budgets.insert(
                 "search".into(),
@@ -268,7 +271,10 @@ fn owner_of(key: BudgetKey) -> Owner {
     match key {
         BudgetKey::Burst { app_id, portal_id } => Owner::App { app_id, portal_id },
         BudgetKey::Unidentified { credential_hash } => Owner::Unidentified { credential_hash },
-        BudgetKey::Global | BudgetKey::Search { .. } | BudgetKey::Daily { .. } => Owner::Anonymous,
+        BudgetKey::Global
+        | BudgetKey::Token
+        | BudgetKey::Search { .. }
+        | BudgetKey::Daily { .. } => Owner::Anonymous,
     }
 }
 

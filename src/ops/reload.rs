@@ -367,6 +367,7 @@ mod tests {
             weight: 2,
             max_rps: None,
             key_sha256: None,
+            priorities: crate::config::default_priorities(),
         });
         let (effective, changed, needs_restart) = merge(&running, &new).unwrap();
         assert_eq!(changed, ["budgets.burst_limit", "callers", "log.level"]);

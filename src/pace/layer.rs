@@ -202,15 +202,19 @@ impl PaceShared {
     ) -> Result<Response<Body>, BoxError> {
         let started = tokio::time::Instant::now();
         let pacing = self.policy.load_full();
-        let owner = request
-            .extensions()
-            .get::<Owner>()
-            .copied()
-            .unwrap_or(Owner::Anonymous);
+        let class = pacing
+            .classifier
+            .classify(request.method(), request.uri().path());
+        // A token call is billed to no app, whatever credential it carries: it waits in the
+        // one token lane, so a credential header (real or junk) buys it no lane of its own.
+        let owner = match request.extensions().get::<Owner>() {
+            Some(&owner) if !class.token => owner,
+            _ => Owner::Anonymous,
+        };
         let max_wait = pacing
             .max_wait
             .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
-        let caller = pacing.callers.identify(&request)?;
+        let caller = pacing.callers.identify(&request, owner)?;
         pacing
             .callers
             .check_cap(&caller.name)
@@ -218,9 +222,6 @@ impl PaceShared {
                 caller: caller.name.to_string(),
                 retry_after,
             })?;
-        let class = pacing
-            .classifier
-            .classify(request.method(), request.uri().path());
         let keys = budgets_for(owner, class);
         let (parts, body) = request.into_parts();
         let max_replay = if pacing.retry.max_retries == 0 {

@@ -50,7 +50,7 @@ pub(crate) fn from_answer(
                     lessons.push(Lesson::Remaining { key, remaining });
                 }
             }
-            BudgetKey::Search { .. } | BudgetKey::Global => {}
+            BudgetKey::Search { .. } | BudgetKey::Global | BudgetKey::Token => {}
         }
     }
     lessons
@@ -102,10 +102,13 @@ pub(crate) fn from_429(
         match (policy, key) {
             (
                 Policy::TenSecondly | Policy::Unknown,
-                BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } | BudgetKey::Global,
+                BudgetKey::Burst { .. }
+                | BudgetKey::Unidentified { .. }
+                | BudgetKey::Global
+                | BudgetKey::Token,
             ) => {
                 lessons.push(Lesson::Rejected { key });
-                if !counted || matches!(key, BudgetKey::Global) {
+                if !counted || matches!(key, BudgetKey::Global | BudgetKey::Token) {
                     lessons.push(Lesson::Remaining { key, remaining: 0 });
                 }
             }

@@ -1,7 +1,8 @@
 //! Who is calling: the caller's key when `[inbound] require_caller_key` is on, its name
 //! (the key's caller, else `X-Hubgate-Caller`, else its IP address), its priority
-//! (`X-Hubgate-Priority`), its weight among the owner's callers, and its optional rate cap —
-//! everything `[[callers]]` and `[inbound]` configure, in one registry.
+//! (`X-Hubgate-Priority`, within what its entry allows when keys are on), its weight among
+//! the owner's callers, and its optional rate cap — everything `[[callers]]` and `[inbound]`
+//! configure, in one registry.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -18,6 +19,7 @@ use subtle::ConstantTimeEq;
 use super::body::Body;
 use super::peer::PeerAddr;
 use crate::config::{caller_name_problem, key_digest, CallerConfig, InboundConfig};
+use crate::hubspot::Owner;
 use crate::ops::redact;
 
 const CALLER_HEADER: HeaderName = HeaderName::from_static("x-hubgate-caller");
@@ -36,6 +38,13 @@ pub(crate) enum CallerRefusal {
     /// A hubgate header (`X-Hubgate-Caller`, `X-Hubgate-Priority`) hubgate cannot use.
     #[error("{0}")]
     BadHeader(String),
+    /// A keyed caller asked for a priority its `[[callers]]` entry does not list.
+    #[error("caller {caller:?} may not send X-Hubgate-Priority: {asked}; its [[callers]] entry allows {}; send one of those, or ask the gateway's operator to add {asked:?} to the entry's priorities", allowed.join(", "))]
+    PriorityNotAllowed {
+        caller: String,
+        asked: &'static str,
+        allowed: Vec<&'static str>,
+    },
 }
 
 /// What a caller refused for its key must do about it.
@@ -58,6 +67,9 @@ pub struct Callers {
     caps: HashMap<String, Cap>,
     /// `Some` when every call must present a key.
     keys: Option<CallerKeys>,
+    /// The priorities each caller may ask for; consulted only when keys are required,
+    /// since without a key any call can claim any name.
+    priorities: HashMap<String, Vec<Priority>>,
 }
 
 /// What `[inbound] require_caller_key` checks.
@@ -116,6 +128,16 @@ impl Callers {
                 ))
             })
             .collect();
+        let priorities = config
+            .iter()
+            .map(|c| {
+                let allowed = Priority::ALL
+                    .into_iter()
+                    .filter(|p| c.priorities.iter().any(|name| name == p.as_label()))
+                    .collect();
+                (c.name.clone(), allowed)
+            })
+            .collect();
         let keys = inbound.require_caller_key.then(|| CallerKeys {
             header: HeaderName::from_bytes(inbound.key_header.as_bytes())
                 .unwrap_or_else(|_| HeaderName::from_static("x-hubgate-key")),
@@ -129,6 +151,7 @@ impl Callers {
             weights,
             caps,
             keys,
+            priorities,
         }
     }
 
@@ -197,9 +220,20 @@ impl Callers {
         next
     }
 
-    /// Names the caller and reads its priority; malformed hubgate headers are refused
-    /// with a message saying what to send instead.
-    pub(crate) fn identify(&self, request: &Request<Body>) -> Result<Identified, CallerRefusal> {
+    /// Names the caller of a call by `owner` and reads its priority; malformed hubgate
+    /// headers, and priorities a keyed caller may not ask for, are refused with a message
+    /// saying what to send instead.
+    pub(crate) fn identify(
+        &self,
+        request: &Request<Body>,
+        owner: Owner,
+    ) -> Result<Identified, CallerRefusal> {
+        let peer = || {
+            request
+                .extensions()
+                .get::<PeerAddr>()
+                .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone())
+        };
         // A key names its caller; X-Hubgate-Caller was checked against it already.
         let name = if let Some(AuthenticatedCaller(name)) = request.extensions().get() {
             Arc::from(name.as_str())
@@ -210,31 +244,18 @@ impl Callers {
             if let Some(e) = caller_name_problem(name) {
                 return Err(CallerRefusal::BadHeader(format!("X-Hubgate-Caller: {e}")));
             }
-            Arc::from(name)
+            // Calls without a credential share one small budget, and a name per call would
+            // buy a share per call: there, only the names of [[callers]] count, and any
+            // other stands for its peer address.
+            if owner == Owner::Anonymous && !self.weights.contains_key(name) {
+                peer()
+            } else {
+                Arc::from(name)
+            }
         } else {
-            request
-                .extensions()
-                .get::<PeerAddr>()
-                .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone())
+            peer()
         };
-        let priority = match request.headers().get(PRIORITY_HEADER) {
-            None => Priority::Normal,
-            Some(value) => match value
-                .to_str()
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref()
-            {
-                Ok("high") => Priority::High,
-                Ok("normal") => Priority::Normal,
-                Ok("low") => Priority::Low,
-                _ => {
-                    return Err(CallerRefusal::BadHeader(format!(
-                        "X-Hubgate-Priority must be high, normal or low, not {:?}",
-                        String::from_utf8_lossy(value.as_bytes())
-                    )))
-                }
-            },
-        };
+        let priority = self.priority(request, &name)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         name.hash(&mut hasher);
         let seat = Seat {
@@ -243,6 +264,44 @@ impl Callers {
             weight: self.weights.get(&*name).copied().unwrap_or(1),
         };
         Ok(Identified { name, seat })
+    }
+
+    /// The priority `X-Hubgate-Priority` asks for (`normal` without it), within what the
+    /// caller's entry allows when keys are required: a call without the header then gets
+    /// `normal`, or the entry's highest priority when it lists no `normal`.
+    fn priority(&self, request: &Request<Body>, name: &str) -> Result<Priority, CallerRefusal> {
+        let asked = match request.headers().get(PRIORITY_HEADER) {
+            None => None,
+            Some(value) => match value
+                .to_str()
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                Ok("high") => Some(Priority::High),
+                Ok("normal") => Some(Priority::Normal),
+                Ok("low") => Some(Priority::Low),
+                _ => {
+                    return Err(CallerRefusal::BadHeader(format!(
+                        "X-Hubgate-Priority must be high, normal or low, not {:?}",
+                        String::from_utf8_lossy(value.as_bytes())
+                    )))
+                }
+            },
+        };
+        let allowed = match (&self.keys, self.priorities.get(name)) {
+            (Some(_), Some(allowed)) => allowed,
+            _ => return Ok(asked.unwrap_or(Priority::Normal)),
+        };
+        match asked {
+            Some(priority) if allowed.contains(&priority) => Ok(priority),
+            Some(priority) => Err(CallerRefusal::PriorityNotAllowed {
+                caller: name.to_string(),
+                asked: priority.as_label(),
+                allowed: allowed.iter().map(|p| p.as_label()).collect(),
+            }),
+            None if allowed.contains(&Priority::Normal) => Ok(Priority::Normal),
+            None => Ok(allowed.first().copied().unwrap_or(Priority::Normal)),
+        }
     }
 
     /// Spends one call of the caller's cap; `Err` holds how long until one is free.
@@ -269,6 +328,7 @@ mod tests {
             weight: 1,
             max_rps: Some(max_rps),
             key_sha256: None,
+            priorities: crate::config::default_priorities(),
         }
     }
 
@@ -278,6 +338,7 @@ mod tests {
             weight: 1,
             max_rps: None,
             key_sha256: key.map(key_sha256),
+            priorities: crate::config::default_priorities(),
         }
     }
 
@@ -404,7 +465,33 @@ mod tests {
         request
             .extensions_mut()
             .insert(AuthenticatedCaller("sync".into()));
-        assert_eq!(&*callers.identify(&request).unwrap().name, "sync");
+        assert_eq!(
+            &*callers.identify(&request, Owner::Anonymous).unwrap().name,
+            "sync"
+        );
+    }
+
+    #[test]
+    fn invented_names_count_as_their_peer_only_without_a_credential() {
+        let callers = Callers::new(&[caller("billing", None)], &InboundConfig::default());
+        let named = |name: &str| {
+            let mut request = Request::new(crate::proxy::body::empty());
+            request
+                .headers_mut()
+                .insert(CALLER_HEADER, name.parse().unwrap());
+            request
+                .extensions_mut()
+                .insert(PeerAddr::new("127.0.0.1:4000".parse().unwrap()));
+            request
+        };
+        let app = Owner::App {
+            app_id: 1,
+            portal_id: 2,
+        };
+        let name_of = |name, owner| callers.identify(&named(name), owner).unwrap().name;
+        assert_eq!(&*name_of("junk-1", Owner::Anonymous), "127.0.0.1");
+        assert_eq!(&*name_of("billing", Owner::Anonymous), "billing");
+        assert_eq!(&*name_of("junk-1", app), "junk-1");
     }
 
     #[test]

@@ -205,5 +205,10 @@ fn fair_windows(config: &Config) -> FairWindows {
             budgets.search_window_ms,
             budgets.search_margin_ms,
         ),
+        token: window(
+            budgets.token_limit,
+            budgets.token_window_ms,
+            budgets.search_margin_ms,
+        ),
     }
 }

@@ -155,6 +155,7 @@ fn callers_requiring_a_key() -> Arc<ArcSwap<PacePolicy>> {
         weight: 1,
         max_rps: None,
         key_sha256: Some(key_sha256("secret-key")),
+        priorities: crate::config::default_priorities(),
     }];
     let inbound = InboundConfig {
         require_caller_key: true,

@@ -35,12 +35,14 @@ fn require_keys(config: &mut Config) {
             weight: 1,
             max_rps: Some(1),
             key_sha256: Some(key_sha256(SYNC_KEY)),
+            priorities: hubgate::config::default_priorities(),
         },
         CallerConfig {
             name: "web".into(),
             weight: 1,
             max_rps: None,
             key_sha256: Some(key_sha256(WEB_KEY)),
+            priorities: hubgate::config::default_priorities(),
         },
     ];
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin_and_counters;
+mod anonymous_and_priority;
 mod bad_input;
 mod bounds;
 mod fairness;

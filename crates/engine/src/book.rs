@@ -24,7 +24,7 @@ use super::daily::{DailyBudget, DailyExhausted, DailySpec};
 use super::time::Tick;
 use super::window::{SlidingLog, WindowSpec};
 
-/// Names one budget. Window budgets: `Burst`, `Search`, `Unidentified`, `Global`;
+/// Names one budget. Window budgets: `Burst`, `Search`, `Unidentified`, `Global`, `Token`;
 /// counter budgets: `Daily`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BudgetKey {
@@ -52,6 +52,9 @@ pub enum BudgetKey {
     },
     /// The one shared window for calls without credentials.
     Global,
+    /// The window of OAuth token calls (refresh and exchange), which no other call spends:
+    /// anonymous junk cannot take the slots that keep every OAuth app's access alive.
+    Token,
 }
 
 /// What a budget is configured as; which variant follows from the key.
@@ -75,6 +78,8 @@ pub struct Limits {
     pub unidentified: WindowSpec,
     /// The window shared by calls without credentials.
     pub global: WindowSpec,
+    /// The window of OAuth token calls.
+    pub token: WindowSpec,
     /// Daily counter of each portal without an override.
     pub daily: DailySpec,
     /// Window specs for particular `Burst`/`Search`/`Unidentified` keys; an override on a
@@ -86,7 +91,8 @@ pub struct Limits {
 
 impl Default for Limits {
     /// HubSpot's documented defaults: 110 per 10 s burst, 5 per second search, no daily
-    /// limit; unidentified credentials get the burst default, anonymous calls 10 per second.
+    /// limit; unidentified credentials get the burst default, anonymous calls 10 per second,
+    /// OAuth token calls 10 per second of their own.
     fn default() -> Limits {
         let burst = WindowSpec::new(110, Duration::from_secs(10));
         Limits {
@@ -94,6 +100,7 @@ impl Default for Limits {
             search: WindowSpec::new(5, Duration::from_secs(1)),
             unidentified: burst,
             global: WindowSpec::new(10, Duration::from_secs(1)),
+            token: WindowSpec::new(10, Duration::from_secs(1)),
             daily: DailySpec::default(),
             window_overrides: HashMap::new(),
             daily_overrides: HashMap::new(),
@@ -117,6 +124,7 @@ impl Limits {
             BudgetKey::Search { .. } => self.search,
             BudgetKey::Unidentified { .. } => self.unidentified,
             BudgetKey::Global => self.global,
+            BudgetKey::Token => self.token,
         };
         BudgetSpec::Window(self.window_overrides.get(key).copied().unwrap_or(default))
     }

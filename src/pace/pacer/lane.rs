@@ -59,6 +59,8 @@ pub(super) enum LaneKind {
     Burst,
     /// CRM searches, which spend the portal's search window.
     Search,
+    /// OAuth token calls, which spend the token window and nothing else.
+    Token,
     /// Calls spending no window (exempt ones with only a daily budget).
     Other,
 }
@@ -71,6 +73,7 @@ impl LaneKind {
         match self {
             LaneKind::Burst => windows.burst,
             LaneKind::Search => windows.search,
+            LaneKind::Token => windows.token,
             LaneKind::Other => (0, Duration::ZERO),
         }
     }
@@ -78,6 +81,8 @@ impl LaneKind {
     pub(super) fn of(keys: &Keys) -> LaneKind {
         if keys.iter().any(|k| matches!(k, BudgetKey::Search { .. })) {
             LaneKind::Search
+        } else if keys.contains(&BudgetKey::Token) {
+            LaneKind::Token
         } else if keys.iter().any(|k| !matches!(k, BudgetKey::Daily { .. })) {
             LaneKind::Burst
         } else {

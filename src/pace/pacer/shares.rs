@@ -145,6 +145,7 @@ pub struct HighReserve {
 pub struct FairWindows {
     pub burst: (u32, Duration),
     pub search: (u32, Duration),
+    pub token: (u32, Duration),
 }
 
 impl HighReserve {
@@ -152,7 +153,8 @@ impl HighReserve {
         keys.iter()
             .map(|k| match k {
                 BudgetKey::Search { .. } => self.search_slots,
-                BudgetKey::Daily { .. } => 0,
+                // Every token call keeps an app's access alive: none is held back for another.
+                BudgetKey::Daily { .. } | BudgetKey::Token => 0,
                 _ => self.burst_slots,
             })
             .max()

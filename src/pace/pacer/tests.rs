@@ -344,6 +344,7 @@ async fn a_caller_served_at_once_still_counts_against_its_share() {
             fair_windows: FairWindows {
                 burst: (4, WINDOW),
                 search: (5, WINDOW),
+                token: (5, WINDOW),
             },
             ..PacerConfig::unshared(100, Duration::from_secs(300))
         },

@@ -106,6 +106,10 @@ impl Answer {
                     ..Answer::caller_problem(StatusCode::UNAUTHORIZED)
                 },
                 CallerRefusal::BadHeader(_) => Answer::caller_problem(StatusCode::BAD_REQUEST),
+                CallerRefusal::PriorityNotAllowed { .. } => Answer {
+                    category: "HUBGATE_FORBIDDEN",
+                    ..Answer::caller_problem(StatusCode::FORBIDDEN)
+                },
             });
         }
         if error.is::<InvalidPath>() {

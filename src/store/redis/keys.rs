@@ -16,6 +16,7 @@ pub(super) fn key_name(prefix: &str, key: &BudgetKey) -> String {
             format!("{prefix}:{{u{credential_hash:016x}}}:burst")
         }
         BudgetKey::Global => format!("{prefix}:{{anon}}:global"),
+        BudgetKey::Token => format!("{prefix}:{{anon}}:token"),
     }
 }
 
@@ -58,6 +59,7 @@ pub(super) fn share_limits(limits: &Limits, replicas: u32) -> Limits {
         search: window(limits.search),
         unidentified: window(limits.unidentified),
         global: window(limits.global),
+        token: window(limits.token),
         daily: daily(limits.daily),
         window_overrides: limits
             .window_overrides
@@ -79,6 +81,7 @@ pub(super) fn max_span_micros(limits: &Limits) -> u64 {
         limits.search,
         limits.unidentified,
         limits.global,
+        limits.token,
     ]
     .iter()
     .chain(limits.window_overrides.values())
