@@ -200,23 +200,7 @@ impl Callers {
     /// Names the caller and reads its priority; malformed hubgate headers are refused
     /// with a message saying what to send instead.
     pub(crate) fn identify(&self, request: &Request<Body>) -> Result<Identified, CallerRefusal> {
-        // A key names its caller; X-Hubgate-Caller was checked against it already.
-        let name = if let Some(AuthenticatedCaller(name)) = request.extensions().get() {
-            Arc::from(name.as_str())
-        } else if let Some(value) = request.headers().get(CALLER_HEADER) {
-            // Lossy, so a refusal shows what was sent; non-ASCII never passes the check.
-            let sent = String::from_utf8_lossy(value.as_bytes());
-            let name = sent.trim();
-            if let Some(e) = caller_name_problem(name) {
-                return Err(CallerRefusal::BadHeader(format!("X-Hubgate-Caller: {e}")));
-            }
-            Arc::from(name)
-        } else {
-            request
-                .extensions()
-                .get::<PeerAddr>()
-                .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone())
-        };
+        let name = named_caller(request)?;
         let priority = match request.headers().get(PRIORITY_HEADER) {
             None => Priority::Normal,
             Some(value) => match value
@@ -256,6 +240,34 @@ impl Callers {
             ))
         })
     }
+}
+
+/// The caller's name: the one its key gives, else `X-Hubgate-Caller`, else its IP address;
+/// a malformed `X-Hubgate-Caller` is refused.
+fn named_caller(request: &Request<Body>) -> Result<Arc<str>, CallerRefusal> {
+    // A key names its caller; X-Hubgate-Caller was checked against it already.
+    if let Some(AuthenticatedCaller(name)) = request.extensions().get() {
+        return Ok(Arc::from(name.as_str()));
+    }
+    if let Some(value) = request.headers().get(CALLER_HEADER) {
+        // Lossy, so a refusal shows what was sent; non-ASCII never passes the check.
+        let sent = String::from_utf8_lossy(value.as_bytes());
+        let name = sent.trim();
+        if let Some(e) = caller_name_problem(name) {
+            return Err(CallerRefusal::BadHeader(format!("X-Hubgate-Caller: {e}")));
+        }
+        return Ok(Arc::from(name));
+    }
+    Ok(request
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone()))
+}
+
+/// The name a call's caller goes by before pacing checks it (a malformed header still
+/// names a caller here; pacing refuses it later): what introspection takes turns by.
+pub(crate) fn claimed_caller(request: &Request<Body>) -> Arc<str> {
+    named_caller(request).unwrap_or_else(|_| Arc::from("unknown"))
 }
 
 #[cfg(test)]
