@@ -209,7 +209,8 @@ async fn a_hapikey_hubspot_accepts_is_proven_and_gets_its_own_owner() {
         "[[hapikeys]]\nkey = \"real-legacy-key\"\nportal_id = 77\napp_id = 88\n",
     ))
     .await;
-    let gateway = Gateway::start(&sim.base_url(), |_| {}).await;
+    // Unproven keys share one budget of the default limits: 3 calls per window here.
+    let gateway = Gateway::start(&sim.base_url(), |c| c.budgets.burst_limit = 3).await;
     let url = gateway.url("/crm/v3/objects/contacts?hapikey=real-legacy-key");
     let (status, headers, _) = get(&url).await;
     assert_eq!(status, StatusCode::OK);
@@ -230,6 +231,23 @@ async fn a_hapikey_hubspot_accepts_is_proven_and_gets_its_own_owner() {
     let (status, headers, _) = get(&gateway.url("/crm/v3/objects/contacts?hapikey=nope")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["x-hubgate-owner"], shared.as_str());
+    // The shared budget is spent: junk is refused at once, saying why.
+    let (status, headers, _) = get(&gateway.url("/crm/v3/objects/contacts?hapikey=nope-2")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["x-hubgate-owner"], shared.as_str());
+    let started = Instant::now();
+    let (status, headers, body) =
+        get(&gateway.url("/crm/v3/objects/contacts?hapikey=nope-3")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused within the unproven wait"
+    );
+    let error = assert_hubspot_error(status, &headers, &body, StatusCode::TOO_MANY_REQUESTS);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("has not accepted this call's credential"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
