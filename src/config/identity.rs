@@ -30,8 +30,13 @@ pub struct IdentityConfig {
     pub negative_ttl_ms: u64,
     /// How long a failed lookup is remembered before HubSpot is asked again.
     pub unreachable_ttl_ms: u64,
-    /// Most tokens remembered at once.
+    /// Most token owners remembered at once.
     pub max_entries: usize,
+    /// Most refused or failed tokens remembered at once, apart from the owners so a flood of
+    /// junk tokens never pushes one out.
+    pub max_refused_entries: usize,
+    /// Most hapikeys remembered as accepted by HubSpot (each has its own budget).
+    pub max_proven_hapikeys: usize,
     /// Pace of introspection calls to HubSpot.
     pub introspection_per_second: u32,
     /// Limit for one introspection, pacing wait included.
@@ -45,6 +50,8 @@ impl Default for IdentityConfig {
             negative_ttl_ms: 60_000,
             unreachable_ttl_ms: 10_000,
             max_entries: 100_000,
+            max_refused_entries: 10_000,
+            max_proven_hapikeys: 10_000,
             introspection_per_second: 20,
             introspection_timeout_ms: 5_000,
         }
@@ -56,6 +63,14 @@ impl IdentityConfig {
         for (key, zero) in [
             ("identity.private_app_ttl_ms", self.private_app_ttl_ms == 0),
             ("identity.max_entries", self.max_entries == 0),
+            (
+                "identity.max_refused_entries",
+                self.max_refused_entries == 0,
+            ),
+            (
+                "identity.max_proven_hapikeys",
+                self.max_proven_hapikeys == 0,
+            ),
             (
                 "identity.introspection_per_second",
                 self.introspection_per_second == 0,

@@ -17,6 +17,11 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Where calls with credentials HubSpot has not accepted yet are budgeted, all of them
+    /// together (a hapikey before its first 2xx, a token whose lookup failed): one small
+    /// budget and one lane however many distinct credentials a flood brings.
+    pub const UNPROVEN: Owner = Owner::Unidentified { credential_hash: 0 };
+
     /// `app_id:portal_id`, `unidentified:<16 hex>` or `anonymous`.
     pub fn label(&self) -> String {
         self.to_string()

@@ -38,6 +38,11 @@ const RETRY_SKIPPED_HEADER: HeaderName = HeaderName::from_static("x-hubgate-retr
 /// worth reading whole.
 const MAX_429_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest a call with an unproven credential waits for the budget they all share: junk
+/// must be answered quickly, not pile up in a queue, and a real credential is proven by
+/// its first call that gets through.
+const UNPROVEN_MAX_WAIT: Duration = Duration::from_secs(1);
+
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
 /// Why the pacing layer answered a call itself.
@@ -74,6 +79,25 @@ impl std::fmt::Display for PaceError {
             ),
             PaceError::InvalidDeadline(message) | PaceError::UnreadableBody(message) => {
                 f.write_str(message)
+            }
+            PaceError::Refused { owner, refusal, .. } if *owner == Owner::UNPROVEN => {
+                match refusal {
+                    Refusal::QueueFull { drain: wait, .. }
+                    | Refusal::DeadlineUnmeetable { estimate: wait, .. }
+                    | Refusal::DeadlineExpired {
+                        retry_after: wait, ..
+                    } => write!(
+                        f,
+                        "HubSpot has not accepted this call's credential yet (a hapikey before its first success, or a token hubgate could not look up), and calls with unproven credentials share one small budget (owner {owner}) that is spent for about {} ms; check that the credential is valid and retry after that. A credential HubSpot accepts once gets its own budget",
+                        ms(wait)
+                    ),
+                    other => PaceError::Refused {
+                        owner: Owner::Anonymous,
+                        refusal: other.clone(),
+                        unix_ms: 0,
+                    }
+                    .fmt(f),
+                }
             }
             PaceError::Refused { owner, refusal, .. } => match refusal {
                 Refusal::QueueFull { depth, drain } => write!(
@@ -211,8 +235,14 @@ impl PaceShared {
             Some(&owner) if !class.token => owner,
             _ => Owner::Anonymous,
         };
+        let unproven_wait = if owner == Owner::UNPROVEN {
+            UNPROVEN_MAX_WAIT
+        } else {
+            Duration::MAX
+        };
         let max_wait = pacing
             .max_wait
+            .min(unproven_wait)
             .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
         let caller = pacing.callers.identify(&request, owner)?;
         pacing

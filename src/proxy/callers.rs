@@ -228,32 +228,18 @@ impl Callers {
         request: &Request<Body>,
         owner: Owner,
     ) -> Result<Identified, CallerRefusal> {
-        let peer = || {
-            request
-                .extensions()
-                .get::<PeerAddr>()
-                .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone())
-        };
-        // A key names its caller; X-Hubgate-Caller was checked against it already.
-        let name = if let Some(AuthenticatedCaller(name)) = request.extensions().get() {
-            Arc::from(name.as_str())
-        } else if let Some(value) = request.headers().get(CALLER_HEADER) {
-            // Lossy, so a refusal shows what was sent; non-ASCII never passes the check.
-            let sent = String::from_utf8_lossy(value.as_bytes());
-            let name = sent.trim();
-            if let Some(e) = caller_name_problem(name) {
-                return Err(CallerRefusal::BadHeader(format!("X-Hubgate-Caller: {e}")));
+        let name = match named_caller(request)? {
+            // Calls without a credential, and calls with one HubSpot has not accepted yet,
+            // share one small budget each, and a name per call would buy a share per call:
+            // there, only the names of [[callers]] count, and any other stands for its peer
+            // address.
+            (name, NamedBy::Header)
+                if (owner == Owner::Anonymous || owner == Owner::UNPROVEN)
+                    && !self.weights.contains_key(&*name) =>
+            {
+                peer_name(request)
             }
-            // Calls without a credential share one small budget, and a name per call would
-            // buy a share per call: there, only the names of [[callers]] count, and any
-            // other stands for its peer address.
-            if owner == Owner::Anonymous && !self.weights.contains_key(name) {
-                peer()
-            } else {
-                Arc::from(name)
-            }
-        } else {
-            peer()
+            (name, _) => name,
         };
         let priority = self.priority(request, &name)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -315,6 +301,46 @@ impl Callers {
             ))
         })
     }
+}
+
+/// How a caller's name was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NamedBy {
+    Key,
+    Header,
+    Peer,
+}
+
+/// The caller's name: the one its key gives, else `X-Hubgate-Caller`, else its IP address;
+/// a malformed `X-Hubgate-Caller` is refused.
+fn named_caller(request: &Request<Body>) -> Result<(Arc<str>, NamedBy), CallerRefusal> {
+    // A key names its caller; X-Hubgate-Caller was checked against it already.
+    if let Some(AuthenticatedCaller(name)) = request.extensions().get() {
+        return Ok((Arc::from(name.as_str()), NamedBy::Key));
+    }
+    if let Some(value) = request.headers().get(CALLER_HEADER) {
+        // Lossy, so a refusal shows what was sent; non-ASCII never passes the check.
+        let sent = String::from_utf8_lossy(value.as_bytes());
+        let name = sent.trim();
+        if let Some(e) = caller_name_problem(name) {
+            return Err(CallerRefusal::BadHeader(format!("X-Hubgate-Caller: {e}")));
+        }
+        return Ok((Arc::from(name), NamedBy::Header));
+    }
+    Ok((peer_name(request), NamedBy::Peer))
+}
+
+fn peer_name(request: &Request<Body>) -> Arc<str> {
+    request
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or_else(|| Arc::from("unknown"), |peer| peer.ip.clone())
+}
+
+/// The name a call's caller goes by before pacing checks it (a malformed header still
+/// names a caller here; pacing refuses it later): what introspection takes turns by.
+pub(crate) fn claimed_caller(request: &Request<Body>) -> Arc<str> {
+    named_caller(request).map_or_else(|_| Arc::from("unknown"), |(name, _)| name)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Identity resolution against the simulator over real loopback sockets: static credentials,
 //! introspection of both token kinds, single-flight, negative and failure caching, expiry,
-//! pacing, the cache bound, and reading credentials off a request.
+//! pacing, the cache bound, unproven credentials, and reading credentials off a request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -229,7 +229,7 @@ async fn unknown_tokens_are_invalid_and_that_is_remembered_briefly() {
 }
 
 #[tokio::test]
-async fn failing_introspection_keys_by_credential_hash_and_retries_later() {
+async fn failing_introspection_is_unproven_and_retried_later() {
     let config = SimConfig {
         faults: Faults {
             error_rate: 1.0,
@@ -243,11 +243,10 @@ async fn failing_introspection_keys_by_credential_hash_and_retries_later() {
         ..IdentityConfig::default()
     };
     let (r, metrics) = resolver(&sim, &identity);
-    let unidentified = Resolution::Owner(Owner::Unidentified {
-        credential_hash: hash_of(PAT),
-    });
-    assert_eq!(r.resolve(&bearer(PAT)).await, unidentified);
-    assert_eq!(r.resolve(&bearer(PAT)).await, unidentified);
+    // Not a second owner with a full budget of its own: the budget unproven calls share.
+    let unproven = Resolution::Owner(Owner::UNPROVEN);
+    assert_eq!(r.resolve(&bearer(PAT)).await, unproven);
+    assert_eq!(r.resolve(&bearer(PAT)).await, unproven);
     assert_eq!(introspections(&sim), 1, "the failure is remembered");
     assert_eq!(lookups(&metrics, "unreachable"), 2);
 
@@ -259,14 +258,34 @@ async fn failing_introspection_keys_by_credential_hash_and_retries_later() {
 }
 
 #[tokio::test]
+async fn a_call_hubspot_accepts_has_a_failed_lookup_asked_again_at_once() {
+    let config = SimConfig {
+        faults: Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..sim_config(1)
+    };
+    let sim = simulator(config).await;
+    let (r, _) = resolver(&sim, &IdentityConfig::default());
+    assert_eq!(
+        r.resolve(&bearer(PAT)).await,
+        Resolution::Owner(Owner::UNPROVEN)
+    );
+    sim.set_faults(Faults::default());
+    // Well within unreachable_ttl_ms: the 2xx, not the clock, has it asked again.
+    r.observe_answer(&bearer(PAT), http::StatusCode::OK);
+    assert_eq!(r.resolve(&bearer(PAT)).await, app(2001, 1001));
+    assert_eq!(introspections(&sim), 2);
+}
+
+#[tokio::test]
 async fn nothing_listening_is_unreachable() {
     let closed = ClosedPort::new();
     let (r, metrics) = resolver_for(&closed.url(), &IdentityConfig::default(), &[]);
     assert_eq!(
         r.resolve(&bearer(OAUTH)).await,
-        Resolution::Owner(Owner::Unidentified {
-            credential_hash: hash_of(OAUTH)
-        })
+        Resolution::Owner(Owner::UNPROVEN)
     );
     assert_eq!(lookups(&metrics, "unreachable"), 1);
 }
@@ -289,9 +308,7 @@ async fn slow_introspection_times_out_as_unreachable() {
     let started = Instant::now();
     assert_eq!(
         r.resolve(&bearer(PAT)).await,
-        Resolution::Owner(Owner::Unidentified {
-            credential_hash: hash_of(PAT)
-        })
+        Resolution::Owner(Owner::UNPROVEN)
     );
     assert!(started.elapsed() < Duration::from_millis(2_000));
 }
@@ -385,18 +402,26 @@ async fn introspection_is_paced() {
 async fn hapikeys_and_anonymous_calls_need_no_lookup() {
     let sim = simulator(sim_config(1)).await;
     let (r, metrics) = resolver(&sim, &IdentityConfig::default());
+    let key = Credential::HapiKey("my-key".into());
+    // Unproven until HubSpot accepts a call with it; then keyed by its own hash.
+    assert_eq!(r.resolve(&key).await, Resolution::Owner(Owner::UNPROVEN));
+    r.observe_answer(&key, http::StatusCode::OK);
     assert_eq!(
-        r.resolve(&Credential::HapiKey("my-key".into())).await,
+        r.resolve(&key).await,
         Resolution::Owner(Owner::Unidentified {
             credential_hash: hash_of("my-key")
         })
     );
+    assert_eq!(r.proven_hapikeys(), 1);
+    r.observe_answer(&key, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(r.resolve(&key).await, Resolution::Owner(Owner::UNPROVEN));
     assert_eq!(
         r.resolve(&Credential::None).await,
         Resolution::Owner(Owner::Anonymous)
     );
     assert_eq!(introspections(&sim), 0);
     assert_eq!(lookups(&metrics, "hapikey"), 1);
+    assert_eq!(lookups(&metrics, "unproven"), 2);
     assert_eq!(lookups(&metrics, "anonymous"), 1);
     let label = Owner::Unidentified {
         credential_hash: hash_of("my-key"),
@@ -520,9 +545,7 @@ async fn unusable_answers_are_unreachable_and_rate_limits_are_not_invalid() {
         for token in [PAT, OAUTH] {
             assert_eq!(
                 r.resolve(&bearer(token)).await,
-                Resolution::Owner(Owner::Unidentified {
-                    credential_hash: hash_of(token)
-                }),
+                Resolution::Owner(Owner::UNPROVEN),
                 "{status} {body}"
             );
         }

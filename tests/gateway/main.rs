@@ -13,6 +13,7 @@ mod fairness;
 mod faults;
 mod identity;
 mod inbound_auth;
+mod junk_credentials;
 mod lifecycle;
 mod observability;
 mod outside_use;

@@ -3,6 +3,7 @@
 
 mod cache;
 mod resolver;
+mod turns;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use tower::{Layer, Service};
 pub use resolver::{IdentityResolver, Resolution};
 
 use super::body::{Body, BoxError};
+use super::callers::claimed_caller;
 use crate::hubspot::{credential_of, Owner};
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
@@ -67,14 +69,19 @@ where
         let resolver = self.resolver.clone();
         Box::pin(async move {
             let credential = credential_of(request.headers(), request.uri());
-            let owner = match resolver.resolve(&credential).await {
+            let caller = claimed_caller(&request);
+            let owner = match resolver.resolve_for(&credential, &caller).await {
                 Resolution::Owner(owner) => owner,
                 // HubSpot rejects the token; the call still goes (paced with calls that
                 // carry no credential) so the caller gets HubSpot's own 401.
                 Resolution::Invalid => Owner::Anonymous,
             };
             request.extensions_mut().insert(owner);
-            next(request).await
+            let answer = next(request).await;
+            if let Ok(response) = &answer {
+                resolver.observe_answer(&credential, response.status());
+            }
+            answer
         })
     }
 }

@@ -4,8 +4,16 @@
 //! HubSpot's burst budget belongs to (app, portal) and no request header names either, so the
 //! gateway has to ask HubSpot who a token belongs to. That question must cost HubSpot almost
 //! nothing: every answer is cached (OAuth tokens until they expire, private-app tokens for a
-//! configurable TTL, rejections and failures briefly; see `cache` for the bound), concurrent
-//! first calls with one token share one lookup, and lookups themselves are paced.
+//! configurable TTL, rejections and failures briefly; see `cache` for the bounds), concurrent
+//! first calls with one token share one lookup, and lookups themselves are paced, callers
+//! taking turns (`turns`).
+//!
+//! A credential HubSpot has not accepted yet is *unproven*: a hapikey before its first 2xx,
+//! a token whose lookup failed or found no turn. Such calls share one owner,
+//! [`Owner::UNPROVEN`], and so one small budget and one lane, whatever the number of
+//! distinct credentials: junk costs a bounded amount of memory and of HubSpot's patience. A
+//! hapikey is proven by its first 2xx (then it has an owner of its own, kept in a bounded
+//! table); a token by its lookup, asked again as soon as HubSpot accepts a call with it.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -13,12 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::cache::{IdentityCache, Settled, Verdict};
+use super::cache::{BoundedTable, IdentityCache, Settled, Verdict};
+use super::turns::Turns;
 use crate::config::{
     credential_digest, IdentityConfig, Problems, StaticCredential, UpstreamTarget,
 };
@@ -47,6 +55,9 @@ struct Inner {
     /// `[identity]` and `[[credentials]]`, swapped whole by a reload.
     settings: arc_swap::ArcSwap<Settings>,
     cache: IdentityCache,
+    /// Hapikeys HubSpot accepted, until when that holds.
+    proven: BoundedTable<Instant>,
+    turns: Arc<Turns>,
     client: UpstreamClient,
     target: UpstreamTarget,
     metrics: Metrics,
@@ -65,7 +76,11 @@ struct Settings {
     negative_ttl: Duration,
     unreachable_ttl: Duration,
     max_entries: usize,
+    max_refused_entries: usize,
+    max_proven_hapikeys: usize,
     timeout: Duration,
+    /// Lookups one caller may have waiting for a turn: what the pace serves in `timeout`.
+    line_limit: usize,
 }
 
 impl Settings {
@@ -109,7 +124,12 @@ impl Settings {
             negative_ttl: Duration::from_millis(config.negative_ttl_ms),
             unreachable_ttl: Duration::from_millis(config.unreachable_ttl_ms),
             max_entries: config.max_entries,
+            max_refused_entries: config.max_refused_entries,
+            max_proven_hapikeys: config.max_proven_hapikeys,
             timeout: Duration::from_millis(config.introspection_timeout_ms),
+            line_limit: (u64::from(per_second.get()) * config.introspection_timeout_ms)
+                .div_ceil(1000)
+                .max(1) as usize,
         })
     }
 }
@@ -141,6 +161,8 @@ impl IdentityResolver {
                     None,
                 )?),
                 cache: IdentityCache::default(),
+                proven: BoundedTable::default(),
+                turns: Arc::default(),
                 client,
                 target,
                 metrics,
@@ -161,64 +183,108 @@ impl IdentityResolver {
         Ok(())
     }
 
-    /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it.
+    /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it,
+    /// for a caller without a name (its lookups share one line).
     pub async fn resolve(&self, credential: &Credential) -> Resolution {
+        self.resolve_for(credential, "").await
+    }
+
+    /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it;
+    /// a lookup waits in `caller`'s line.
+    pub async fn resolve_for(&self, credential: &Credential, caller: &str) -> Resolution {
         let (resolution, result) = match credential {
             Credential::None => (Resolution::Owner(Owner::Anonymous), "anonymous"),
-            Credential::HapiKey(key) => (
-                Resolution::Owner(Owner::Unidentified {
-                    credential_hash: credential_hash(&sha256(key)),
-                }),
-                "hapikey",
-            ),
-            Credential::Bearer(token) => self.inner.resolve_bearer(token).await,
+            Credential::HapiKey(key) => {
+                let digest = sha256(key);
+                match self.inner.proven.get(&digest) {
+                    Some(until) if until > Instant::now() => (
+                        Resolution::Owner(Owner::Unidentified {
+                            credential_hash: credential_hash(&digest),
+                        }),
+                        "hapikey",
+                    ),
+                    _ => (Resolution::Owner(Owner::UNPROVEN), "unproven"),
+                }
+            }
+            Credential::Bearer(token) => self.inner.resolve_bearer(token, caller).await,
         };
         self.inner.metrics.count_identity_lookup(result);
         resolution
     }
 
-    /// Tokens currently remembered (settled or in flight).
+    /// Takes note of HubSpot's answer to a call with `credential`: a 2xx proves a hapikey
+    /// (it gets an owner of its own) and has a token whose lookup failed looked up again; a
+    /// 401 or 403 unproves a hapikey.
+    pub fn observe_answer(&self, credential: &Credential, status: http::StatusCode) {
+        let accepted = status.is_success();
+        let refused = matches!(status.as_u16(), 401 | 403);
+        match credential {
+            Credential::HapiKey(key) if accepted => {
+                let settings = self.inner.settings.load();
+                let until = Instant::now()
+                    .checked_add(settings.private_app_ttl)
+                    .unwrap_or_else(|| Instant::now() + MAX_OAUTH_TTL);
+                self.inner
+                    .proven
+                    .insert(sha256(key), until, settings.max_proven_hapikeys);
+            }
+            Credential::HapiKey(key) if refused => {
+                self.inner.proven.remove_if(&sha256(key), |_| true);
+            }
+            Credential::Bearer(token) if accepted => {
+                self.inner.cache.forget_failure(&sha256(token));
+            }
+            _ => {}
+        }
+    }
+
+    /// Owners remembered from introspection.
     pub fn cached_entries(&self) -> usize {
-        self.inner.cache.len()
+        self.inner.cache.known_len()
+    }
+
+    /// Refusals and failed lookups remembered.
+    pub fn refused_entries(&self) -> usize {
+        self.inner.cache.refused_len()
+    }
+
+    /// Hapikeys remembered as accepted by HubSpot.
+    pub fn proven_hapikeys(&self) -> usize {
+        self.inner.proven.len()
     }
 }
 
 impl Inner {
-    async fn resolve_bearer(&self, token: &str) -> (Resolution, &'static str) {
+    async fn resolve_bearer(&self, token: &str, caller: &str) -> (Resolution, &'static str) {
         let digest = sha256(token);
-        let unidentified = Owner::Unidentified {
-            credential_hash: credential_hash(&digest),
-        };
-        let max_entries = {
+        let bounds = {
             let settings = self.settings.load();
             if let Some(owner) = settings.statics.get(&digest) {
                 return (Resolution::Owner(*owner), "static");
             }
-            settings.max_entries
+            (settings.max_entries, settings.max_refused_entries)
         };
         if token.is_empty() {
             return (Resolution::Invalid, "invalid");
         }
-        let (settled, introspected) = match self.cache.slot(digest, max_entries) {
-            Ok(settled) => (settled, false),
-            Err(slot) => {
+        let (settled, introspected) = match self.cache.fresh(&digest, Instant::now()) {
+            Some(settled) => (settled, false),
+            None => {
+                let joined = self.cache.pending(digest);
                 let mut ran = false;
-                let settled = match &slot {
-                    // The guard that found or created the slot is gone by now; only the Arc is
-                    // held across the await.
-                    Some(slot) => {
-                        *slot
-                            .get_or_init(|| {
-                                ran = true;
-                                self.lookup(token, &digest)
-                            })
-                            .await
-                    }
-                    None => {
+                let settled = *joined
+                    .slot
+                    .get_or_init(|| async {
+                        // A lookup that settled between the check above and joining.
+                        if let Some(settled) = self.cache.fresh(&digest, Instant::now()) {
+                            return settled;
+                        }
                         ran = true;
-                        self.lookup(token, &digest).await
-                    }
-                };
+                        let settled = self.lookup(token, &digest, caller).await;
+                        self.cache.settle(digest, settled, bounds);
+                        settled
+                    })
+                    .await;
                 (settled, ran)
             }
         };
@@ -226,18 +292,31 @@ impl Inner {
             Verdict::Known(owner) if introspected => (Resolution::Owner(owner), "introspected"),
             Verdict::Known(owner) => (Resolution::Owner(owner), "cached"),
             Verdict::Invalid => (Resolution::Invalid, "invalid"),
-            Verdict::Unreachable => (Resolution::Owner(unidentified), "unreachable"),
+            Verdict::Unreachable => (Resolution::Owner(Owner::UNPROVEN), "unreachable"),
         }
     }
 
     /// Asks HubSpot who owns `token`, paced and within the timeout, and says how long the
     /// answer holds.
-    async fn lookup(&self, token: &str, digest: &[u8; 32]) -> Settled {
+    async fn lookup(&self, token: &str, digest: &[u8; 32], caller: &str) -> Settled {
         let started = Instant::now();
         // Owned, not a guard: held across the lookup's awaits.
         let settings = self.settings.load_full();
+        let Some(turn) = self.turns.join(caller, settings.line_limit, &settings.pace) else {
+            tracing::debug!(
+                credential = %short_digest(digest),
+                line_limit = settings.line_limit,
+                "caller's introspection line is full; the call goes on unproven"
+            );
+            // Expired at once, so it is not remembered: the token is asked about next time.
+            return Settled {
+                verdict: Verdict::Unreachable,
+                expires_at: started,
+            };
+        };
         let outcome = match tokio::time::timeout(settings.timeout, async {
-            paced(&settings.pace).await;
+            turn.await
+                .map_err(|_| "no turn to ask HubSpot (shutting down)".to_string())?;
             self.introspect(token, settings.private_app_ttl).await
         })
         .await
@@ -259,7 +338,7 @@ impl Inner {
                     credential = %short_digest(digest),
                     error = %why,
                     retry_in_ms = settings.unreachable_ttl.as_millis() as u64,
-                    "introspection failed; keying the calls by a hash of the credential"
+                    "introspection failed; the token's calls go on unproven until HubSpot accepts one"
                 );
                 (Verdict::Unreachable, settings.unreachable_ttl)
             }
@@ -281,18 +360,5 @@ impl Inner {
             .await
             .map_err(|e| format!("sending: {e}"))?;
         introspect::read_answer(response, TokenKind::of(token), private_app_ttl).await
-    }
-}
-
-/// Waits for the lookup pacer on tokio's timer, so the surrounding timeout can cut the wait.
-async fn paced(pace: &DefaultDirectRateLimiter) {
-    loop {
-        match pace.check() {
-            Ok(()) => return,
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(pace.clock().now());
-                tokio::time::sleep(wait).await;
-            }
-        }
     }
 }
