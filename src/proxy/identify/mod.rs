@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 pub use resolver::{IdentityResolver, Resolution};
 
 use super::body::{Body, BoxError};
-use crate::hubspot::{credential_of, Owner};
+use crate::hubspot::{credential_of, single_credential, Owner};
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
@@ -66,6 +66,7 @@ where
             move |request: Request<Body>| -> ResponseFuture { Box::pin(inner.call(request)) };
         let resolver = self.resolver.clone();
         Box::pin(async move {
+            single_credential(request.headers(), request.uri())?;
             let credential = credential_of(request.headers(), request.uri());
             let owner = match resolver.resolve(&credential).await {
                 Resolution::Owner(owner) => owner,
