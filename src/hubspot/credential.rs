@@ -125,3 +125,34 @@ impl TokenKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presented(authorizations: &[&str], uri: &str) -> Result<(), TwoCredentials> {
+        let mut headers = HeaderMap::new();
+        for value in authorizations {
+            headers.append(header::AUTHORIZATION, value.parse().unwrap());
+        }
+        single_credential(&headers, &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn one_credential_at_most() {
+        assert!(presented(&[], "/x").is_ok());
+        assert!(presented(&["Bearer a"], "/x?hapikeys=1&xhapikey=2").is_ok());
+        assert!(presented(&[], "/x?hapikey=k&limit=1").is_ok());
+        for (authorizations, uri) in [
+            (&["Bearer a", "Bearer b"][..], "/x"),
+            (&["Bearer a"][..], "/x?hapikey=k"),
+            (&["Basic dXNlcjpwYXNz"][..], "/x?hapi%6Bey=k"),
+            (&[][..], "/x?hapikey=a&hapikey"),
+        ] {
+            assert!(
+                presented(authorizations, uri).is_err(),
+                "{authorizations:?} {uri}"
+            );
+        }
+    }
+}

@@ -30,10 +30,15 @@ pub fn check(path: &str) -> Result<(), AmbiguousPath> {
     if path.contains(';') {
         return Err(AmbiguousPath::Semicolon);
     }
-    let dotted = path
-        .split('/')
-        .flat_map(|segment| pieces(decode_unreserved(segment)))
-        .any(|piece| piece == "." || piece == "..");
+    let is_dot = |piece: &str| piece == "." || piece == "..";
+    // Every call passes here; only a path with an escape or a backslash needs decoding.
+    let dotted = if path.contains(['%', '\\']) {
+        path.split('/')
+            .flat_map(|segment| pieces(decode_unreserved(segment)))
+            .any(|piece| is_dot(&piece))
+    } else {
+        path.split('/').any(is_dot)
+    };
     if dotted {
         return Err(AmbiguousPath::DotSegment {
             instead: without_dot_segments(path),

@@ -55,7 +55,11 @@ pub fn path_and_query(path: &str, query: Option<&str>) -> String {
 }
 
 fn is_secret_query_key(key: &str) -> bool {
-    let key = form_decode(key);
+    let key = if key.contains(['%', '+']) {
+        std::borrow::Cow::Owned(form_decode(key))
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    };
     SECRET_QUERY_KEYS
         .iter()
         .any(|secret| secret.eq_ignore_ascii_case(&key))
@@ -79,11 +83,13 @@ fn token_starts_at(path: &str) -> Option<usize> {
         if is_token_prefix(name) {
             return Some(end + 1);
         }
-        let decoded = form_decode(segment);
-        let mut inner: Vec<&str> = decoded.split(['/', '\\']).collect();
-        inner.pop();
-        if inner.into_iter().any(is_token_prefix) {
-            return Some(offset);
+        if segment.contains(['%', '\\']) {
+            let decoded = form_decode(segment);
+            let mut inner: Vec<&str> = decoded.split(['/', '\\']).collect();
+            inner.pop();
+            if inner.into_iter().any(is_token_prefix) {
+                return Some(offset);
+            }
         }
         offset = end + 1;
     }
