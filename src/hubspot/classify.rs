@@ -69,9 +69,12 @@ impl Classifier {
         Classifier { exempt }
     }
 
+    /// Classifies `path` as HubSpot reads it (see [`super::path::segments`]); a path that
+    /// servers read differently is refused before this, by [`super::path::check`].
     pub fn classify(&self, method: &http::Method, path: &str) -> CallClass {
-        let segments: smallvec::SmallVec<[&str; 8]> =
-            path.trim_start_matches('/').split('/').collect();
+        let read: smallvec::SmallVec<[std::borrow::Cow<'_, str>; 8]> =
+            super::path::segments(path).collect();
+        let segments: smallvec::SmallVec<[&str; 8]> = read.iter().map(|s| s.as_ref()).collect();
         let mut class = CallClass {
             search: *method == http::Method::POST && is_crm_search(&segments),
             token: *method == http::Method::POST && is_oauth_token(&segments),
@@ -165,6 +168,8 @@ mod tests {
         assert!(!classify(Method::POST, "/crm/v3/objects/contacts/123").search);
         assert!(!classify(Method::POST, "/crm/objects/latest/deals/search").search);
         assert!(!classify(Method::POST, "/crm/v3/objects/contacts/search/extra").search);
+        assert!(classify(Method::POST, "/crm/v3/objects/contacts/search/").search);
+        assert!(classify(Method::POST, "/crm/v3//objects/%63ontacts/search").search);
     }
 
     #[test]

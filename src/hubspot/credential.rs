@@ -1,5 +1,5 @@
 //! What a call presents as its credential: a bearer token (and which kind, which says how
-//! HubSpot is asked about it) or a legacy `?hapikey=`.
+//! HubSpot is asked about it) or a legacy `?hapikey=`, and never more than one.
 
 use http::{header, HeaderMap, Uri};
 
@@ -30,8 +30,8 @@ pub fn credential_of(headers: &HeaderMap, uri: &Uri) -> Credential {
     if let Some(query) = uri.query() {
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if percent_decode(key) == "hapikey" {
-                let value = percent_decode(value);
+            if form_decode(key) == "hapikey" {
+                let value = form_decode(value);
                 if !value.is_empty() {
                     return Credential::HapiKey(value);
                 }
@@ -41,9 +41,36 @@ pub fn credential_of(headers: &HeaderMap, uri: &Uri) -> Credential {
     Credential::None
 }
 
+/// A call presenting more than one credential: HubSpot would receive them all, so hubgate
+/// could not know whose budget the call spends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this call presents {0}; hubgate paces a call under the one credential HubSpot reads, and cannot tell which of these that is. Send exactly one credential: one `Authorization: Bearer` header or one `hapikey` query parameter")]
+pub struct TwoCredentials(&'static str);
+
+/// Refuses a call with more than one `Authorization` header or `hapikey` query parameter
+/// (its name read as [`credential_of`] reads it), or with one of each.
+pub fn single_credential(headers: &HeaderMap, uri: &Uri) -> Result<(), TwoCredentials> {
+    let authorizations = headers.get_all(header::AUTHORIZATION).iter().count();
+    let hapikeys = uri.query().map_or(0, |query| {
+        query
+            .split('&')
+            .filter(|pair| form_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) == "hapikey")
+            .count()
+    });
+    match (authorizations, hapikeys) {
+        (0, 0) | (1, 0) | (0, 1) => Ok(()),
+        (0, _) => Err(TwoCredentials("more than one `hapikey` query parameter")),
+        (_, 0) => Err(TwoCredentials("more than one `Authorization` header")),
+        _ => Err(TwoCredentials(
+            "both an `Authorization` header and a `hapikey` query parameter",
+        )),
+    }
+}
+
 /// Decodes `application/x-www-form-urlencoded` text; malformed escapes stay as they are,
-/// because a query is the caller's and must never make resolution fail.
-fn percent_decode(s: &str) -> String {
+/// because a query is the caller's and must never make resolution fail. Whatever reads a
+/// query parameter's name (extraction, redaction) reads it through this.
+pub(crate) fn form_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -95,6 +122,37 @@ impl TokenKind {
             TokenKind::PrivateApp
         } else {
             TokenKind::OAuth
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presented(authorizations: &[&str], uri: &str) -> Result<(), TwoCredentials> {
+        let mut headers = HeaderMap::new();
+        for value in authorizations {
+            headers.append(header::AUTHORIZATION, value.parse().unwrap());
+        }
+        single_credential(&headers, &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn one_credential_at_most() {
+        assert!(presented(&[], "/x").is_ok());
+        assert!(presented(&["Bearer a"], "/x?hapikeys=1&xhapikey=2").is_ok());
+        assert!(presented(&[], "/x?hapikey=k&limit=1").is_ok());
+        for (authorizations, uri) in [
+            (&["Bearer a", "Bearer b"][..], "/x"),
+            (&["Bearer a"][..], "/x?hapikey=k"),
+            (&["Basic dXNlcjpwYXNz"][..], "/x?hapi%6Bey=k"),
+            (&[][..], "/x?hapikey=a&hapikey"),
+        ] {
+            assert!(
+                presented(authorizations, uri).is_err(),
+                "{authorizations:?} {uri}"
+            );
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Keeps credentials out of logs: paths and queries as they may be printed.
 
+use crate::hubspot::form_decode;
+use crate::hubspot::path::decode_unreserved;
+
 /// Query parameters whose values are secrets (HubSpot's legacy API key, OAuth codes,
 /// client secrets, tokens).
 const SECRET_QUERY_KEYS: [&str; 6] = [
@@ -20,21 +23,18 @@ pub fn short_digest(digest: &[u8; 32]) -> String {
     hex::encode(&digest[..4])
 }
 
-/// The path and query of a call as safe to log: token path segments and secret query
-/// values replaced by `<redacted>`.
+/// The path and query of a call as safe to log: whatever follows a token path segment,
+/// and secret query values, replaced by `<redacted>`. Names are read in the decoded form
+/// extraction and HubSpot read them (`hapi%6Bey` is `hapikey`, `access%2Dtokens` is
+/// `access-tokens`), so no spelling of a name lets its secret through.
 pub fn path_and_query(path: &str, query: Option<&str>) -> String {
     let mut out = String::with_capacity(path.len() + query.map_or(0, str::len) + 1);
-    let mut redact_next = false;
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        if redact_next && !segment.is_empty() {
+    match token_starts_at(path) {
+        Some(start) if start < path.len() => {
+            out.push_str(&path[..start]);
             out.push_str("<redacted>");
-        } else {
-            out.push_str(segment);
         }
-        redact_next = TOKEN_PATH_PREFIXES.contains(&segment);
+        _ => out.push_str(path),
     }
     if let Some(query) = query {
         out.push('?');
@@ -43,11 +43,7 @@ pub fn path_and_query(path: &str, query: Option<&str>) -> String {
                 out.push('&');
             }
             match pair.split_once('=') {
-                Some((key, _))
-                    if SECRET_QUERY_KEYS
-                        .iter()
-                        .any(|s| s.eq_ignore_ascii_case(key)) =>
-                {
+                Some((key, _)) if is_secret_query_key(key) => {
                     out.push_str(key);
                     out.push_str("=<redacted>");
                 }
@@ -56,6 +52,48 @@ pub fn path_and_query(path: &str, query: Option<&str>) -> String {
         }
     }
     out
+}
+
+fn is_secret_query_key(key: &str) -> bool {
+    let key = if key.contains(['%', '+']) {
+        std::borrow::Cow::Owned(form_decode(key))
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    };
+    SECRET_QUERY_KEYS
+        .iter()
+        .any(|secret| secret.eq_ignore_ascii_case(&key))
+}
+
+fn is_token_prefix(name: &str) -> bool {
+    TOKEN_PATH_PREFIXES
+        .iter()
+        .any(|prefix| prefix.eq_ignore_ascii_case(name))
+}
+
+/// Where the token part of `path` begins: everything after the first token path segment,
+/// however many slashes or dot segments come between (a server may merge or resolve them),
+/// or the segment itself when an escaped slash hides the prefix inside it.
+fn token_starts_at(path: &str) -> Option<usize> {
+    let mut offset = 0;
+    for segment in path.split('/') {
+        let end = offset + segment.len();
+        let name = decode_unreserved(segment);
+        let name = name.split(';').next().unwrap_or_default();
+        if is_token_prefix(name) {
+            return Some(end + 1);
+        }
+        if segment.contains(['%', '\\']) {
+            let decoded = form_decode(segment);
+            let mut inner: Vec<&str> = decoded.split(['/', '\\']).collect();
+            inner.pop();
+            if inner.into_iter().any(is_token_prefix) {
+                return Some(offset);
+            }
+        }
+        offset = end + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -79,5 +117,41 @@ mod tests {
             ),
             "/crm/v3/objects/contacts?limit=10&properties=a&properties=b"
         );
+    }
+
+    #[test]
+    fn reads_names_as_extraction_does() {
+        for (path, query, shown) in [
+            (
+                "/x",
+                Some("hapi%6Bey=s&%68apikey=s"),
+                "/x?hapi%6Bey=<redacted>&%68apikey=<redacted>",
+            ),
+            (
+                "/x",
+                Some("refresh%5Ftoken=s&a=1"),
+                "/x?refresh%5Ftoken=<redacted>&a=1",
+            ),
+            (
+                "/oauth/v1/access-tokens//s",
+                None,
+                "/oauth/v1/access-tokens/<redacted>",
+            ),
+            (
+                "/oauth/v1/access%2Dtokens/s",
+                None,
+                "/oauth/v1/access%2Dtokens/<redacted>",
+            ),
+            (
+                "/oauth/v1/access-tokens/./s/x",
+                None,
+                "/oauth/v1/access-tokens/<redacted>",
+            ),
+            ("/oauth/v1/access-tokens%2Fs", None, "/oauth/v1/<redacted>"),
+            ("/oauth/v1/access-tokens/", None, "/oauth/v1/access-tokens/"),
+            ("/oauth/v1/access-tokens", None, "/oauth/v1/access-tokens"),
+        ] {
+            assert_eq!(path_and_query(path, query), shown, "{path} {query:?}");
+        }
     }
 }

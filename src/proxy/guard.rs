@@ -1,5 +1,6 @@
 //! Inbound bounds checked before any other work: refuses tunnels and forward-proxy use,
-//! oversized headers and bodies, so nothing behind it sees a call it cannot serve.
+//! paths servers read differently, oversized headers and bodies, so nothing behind it
+//! sees a call it cannot serve.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use tower::{Layer, Service};
 
 use super::body::{self, Body, BoxError, CallerBodyError};
 use super::peer::LocalAddr;
+use crate::hubspot::path::{self, AmbiguousPath};
 
 /// A call the guard refuses before anything else looks at it.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,9 @@ pub(crate) enum GuardRefusal {
     /// is refused while it streams, as a [`CallerBodyError`].
     #[error("request body is larger than the {max} bytes hubgate accepts ([server] max_body_bytes); send a smaller body or raise the limit")]
     BodyTooLarge { max: u64 },
+    /// Classified by one reading, it could be served by another; see `hubspot::path`.
+    #[error(transparent)]
+    AmbiguousPath(#[from] AmbiguousPath),
 }
 
 /// What the guard enforces, from `[server]`.
@@ -119,6 +124,7 @@ fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>
             }
         }
     }
+    path::check(request.uri().path())?;
     let header_bytes: usize = request
         .headers()
         .iter()

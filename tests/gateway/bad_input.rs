@@ -1,5 +1,5 @@
 //! Bad input over raw sockets: conflicting framing, oversized and slow headers, bytes that
-//! do not belong in headers, forward-proxy targets, dot segments and malformed
+//! do not belong in headers, forward-proxy targets, dot segments (refused) and malformed
 //! `X-Hubgate-*` headers. Each gets a clear 4xx (HubSpot-shaped JSON wherever hubgate
 //! itself sees the request) and the gateway keeps serving.
 //!
@@ -350,19 +350,37 @@ async fn absolute_form_targets_may_name_hubgate_or_the_upstream_only() {
 }
 
 #[tokio::test]
-async fn dot_segments_are_passed_on_untouched_never_resolved() {
+async fn dot_segments_are_refused_never_resolved() {
     let upstream = echo::start().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |_| {}).await;
-    for target in [
-        "/crm/v3/objects/../../x/%2e%2e/y?q=..",
-        "/crm/v3/objects/./contacts/..%2f..%2fadmin",
-        "/crm/v3/objects/contacts/..;/..;/x",
+    for (target, why) in [
+        ("/crm/v3/objects/../../x/%2e%2e/y?q=..", "'.' or '..'"),
+        ("/crm/v3/objects/./contacts/..%2f..%2fadmin", "'.' or '..'"),
+        ("/crm/v3/objects/contacts/..;/..;/x", "';'"),
     ] {
         let request = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
         let (response, _) = raw_until_closed(gateway.proxy, request.as_bytes(), WAIT).await;
-        let (status, _, body) = parse_response(&response);
-        assert_eq!(status, StatusCode::OK, "{target}");
-        assert_eq!(echo::parse(&body).target, target, "byte for byte");
+        let (status, headers, body) = parse_response(&response);
+        let error = assert_hubspot_error(status, &headers, &body, StatusCode::BAD_REQUEST);
+        assert!(
+            error["message"].as_str().unwrap().contains(why),
+            "{target}: {error}"
+        );
     }
+    // Never forwarded: every answer was hubgate's own.
+    assert_eq!(
+        metric_sum(
+            &gateway.metrics().await,
+            "hubgate_upstream_responses_total{"
+        ),
+        0.0
+    );
+    // A `..` inside a segment or in the query is data, and passes byte for byte.
+    let target = "/crm/v3/objects/a..b/%2E%2E%2E?q=../..";
+    let request = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let (response, _) = raw_until_closed(gateway.proxy, request.as_bytes(), WAIT).await;
+    let (status, _, body) = parse_response(&response);
+    assert_eq!(status, StatusCode::OK, "{target}");
+    assert_eq!(echo::parse(&body).target, target, "byte for byte");
     still_serves(&gateway).await;
 }

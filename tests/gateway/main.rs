@@ -18,6 +18,7 @@ mod lifecycle;
 mod observability;
 mod outside_use;
 mod pacing;
+mod paths_and_secrets;
 mod proxy_fidelity;
 mod redis;
 mod reload;

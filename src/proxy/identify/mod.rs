@@ -16,7 +16,7 @@ pub use resolver::{IdentityResolver, Resolution};
 
 use super::body::{Body, BoxError};
 use super::callers::claimed_caller;
-use crate::hubspot::{credential_of, Owner};
+use crate::hubspot::{credential_of, single_credential, Owner};
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
@@ -68,6 +68,7 @@ where
             move |request: Request<Body>| -> ResponseFuture { Box::pin(inner.call(request)) };
         let resolver = self.resolver.clone();
         Box::pin(async move {
+            single_credential(request.headers(), request.uri())?;
             let credential = credential_of(request.headers(), request.uri());
             let caller = claimed_caller(&request);
             let owner = match resolver.resolve_for(&credential, &caller).await {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::hubspot::error_body::ErrorBody;
+use crate::hubspot::TwoCredentials;
 use crate::pace::{PaceError, Refusal};
 use crate::proxy::body::{self, Body, CallerBodyError};
 use crate::proxy::callers::CallerRefusal;
@@ -89,6 +90,7 @@ impl Answer {
                 GuardRefusal::NotAForwardProxy { .. } => StatusCode::MISDIRECTED_REQUEST,
                 GuardRefusal::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 GuardRefusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                GuardRefusal::AmbiguousPath(_) => StatusCode::BAD_REQUEST,
             }));
         }
         if let Some(body) = error.downcast_ref::<CallerBodyError>() {
@@ -112,7 +114,7 @@ impl Answer {
                 },
             });
         }
-        if error.is::<InvalidPath>() {
+        if error.is::<InvalidPath>() || error.is::<TwoCredentials>() {
             return Some(Answer::caller_problem(StatusCode::BAD_REQUEST));
         }
         if let Some(upstream) = error.downcast_ref::<UpstreamError>() {
@@ -263,6 +265,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+    use crate::hubspot::path::AmbiguousPath;
     use crate::hubspot::Owner;
     use crate::proxy::body::{BodyStalled, BoxError};
     use crate::proxy::callers::KeyProblem;
@@ -312,6 +315,26 @@ mod tests {
             (
                 Box::new(GuardRefusal::BodyTooLarge { max: 1 }),
                 StatusCode::PAYLOAD_TOO_LARGE,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(GuardRefusal::AmbiguousPath(AmbiguousPath::Semicolon)),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                Outcome::BadRequest,
+            ),
+            (
+                Box::new(
+                    crate::hubspot::single_credential(
+                        &[(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"))]
+                            .into_iter()
+                            .collect(),
+                        &"/x?hapikey=b".parse().unwrap(),
+                    )
+                    .unwrap_err(),
+                ),
+                StatusCode::BAD_REQUEST,
                 "VALIDATION_ERROR",
                 Outcome::BadRequest,
             ),
