@@ -338,9 +338,14 @@ fn peer_name(request: &Request<Body>) -> Arc<str> {
 }
 
 /// The name a call's caller goes by before pacing checks it (a malformed header still
-/// names a caller here; pacing refuses it later): what introspection takes turns by.
-pub(crate) fn claimed_caller(request: &Request<Body>) -> Arc<str> {
-    named_caller(request).map_or_else(|_| Arc::from("unknown"), |(name, _)| name)
+/// names a caller here; pacing refuses it later), and the peer address it only claims that
+/// name from: what introspection takes turns by.
+pub(crate) fn claimed_caller(request: &Request<Body>) -> (Arc<str>, Option<Arc<str>>) {
+    match named_caller(request) {
+        Ok((name, NamedBy::Header)) => (name, Some(peer_name(request))),
+        Ok((name, NamedBy::Key | NamedBy::Peer)) => (name, None),
+        Err(_) => (peer_name(request), None),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 pub use resolver::{IdentityResolver, Resolution};
+pub use turns::TurnLine;
 
 use super::body::{Body, BoxError};
 use super::callers::claimed_caller;
@@ -70,8 +71,12 @@ where
         Box::pin(async move {
             single_credential(request.headers(), request.uri())?;
             let credential = credential_of(request.headers(), request.uri());
-            let caller = claimed_caller(&request);
-            let owner = match resolver.resolve_for(&credential, &caller).await {
+            let (name, claimed_from) = claimed_caller(&request);
+            let line = TurnLine {
+                name: &name,
+                claimed_from: claimed_from.as_deref(),
+            };
+            let owner = match resolver.resolve_for(&credential, line).await {
                 Resolution::Owner(owner) => owner,
                 // HubSpot rejects the token; the call still goes (paced with calls that
                 // carry no credential) so the caller gets HubSpot's own 401.

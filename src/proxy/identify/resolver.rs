@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::cache::{BoundedTable, IdentityCache, Settled, Verdict};
-use super::turns::Turns;
+use super::turns::{TurnLine, Turns};
 use crate::config::{
     credential_digest, IdentityConfig, Problems, StaticCredential, UpstreamTarget,
 };
@@ -186,12 +186,19 @@ impl IdentityResolver {
     /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it,
     /// for a caller without a name (its lookups share one line).
     pub async fn resolve(&self, credential: &Credential) -> Resolution {
-        self.resolve_for(credential, "").await
+        self.resolve_for(
+            credential,
+            TurnLine {
+                name: "",
+                claimed_from: None,
+            },
+        )
+        .await
     }
 
     /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it;
-    /// a lookup waits in `caller`'s line.
-    pub async fn resolve_for(&self, credential: &Credential, caller: &str) -> Resolution {
+    /// a lookup waits in `line`.
+    pub async fn resolve_for(&self, credential: &Credential, line: TurnLine<'_>) -> Resolution {
         let (resolution, result) = match credential {
             Credential::None => (Resolution::Owner(Owner::Anonymous), "anonymous"),
             Credential::HapiKey(key) => {
@@ -206,7 +213,7 @@ impl IdentityResolver {
                     _ => (Resolution::Owner(Owner::UNPROVEN), "unproven"),
                 }
             }
-            Credential::Bearer(token) => self.inner.resolve_bearer(token, caller).await,
+            Credential::Bearer(token) => self.inner.resolve_bearer(token, line).await,
         };
         self.inner.metrics.count_identity_lookup(result);
         resolution
@@ -255,7 +262,7 @@ impl IdentityResolver {
 }
 
 impl Inner {
-    async fn resolve_bearer(&self, token: &str, caller: &str) -> (Resolution, &'static str) {
+    async fn resolve_bearer(&self, token: &str, line: TurnLine<'_>) -> (Resolution, &'static str) {
         let digest = sha256(token);
         let bounds = {
             let settings = self.settings.load();
@@ -280,7 +287,7 @@ impl Inner {
                             return settled;
                         }
                         ran = true;
-                        let settled = self.lookup(token, &digest, caller).await;
+                        let settled = self.lookup(token, &digest, line).await;
                         self.cache.settle(digest, settled, bounds);
                         settled
                     })
@@ -298,11 +305,11 @@ impl Inner {
 
     /// Asks HubSpot who owns `token`, paced and within the timeout, and says how long the
     /// answer holds.
-    async fn lookup(&self, token: &str, digest: &[u8; 32], caller: &str) -> Settled {
+    async fn lookup(&self, token: &str, digest: &[u8; 32], line: TurnLine<'_>) -> Settled {
         let started = Instant::now();
         // Owned, not a guard: held across the lookup's awaits.
         let settings = self.settings.load_full();
-        let Some(turn) = self.turns.join(caller, settings.line_limit, &settings.pace) else {
+        let Some(turn) = self.turns.join(line, settings.line_limit, &settings.pace) else {
             tracing::debug!(
                 credential = %short_digest(digest),
                 line_limit = settings.line_limit,
