@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod bounds;
+mod connections;
 mod fairness;
 mod faults;
 mod identity;
