@@ -17,6 +17,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::connection::{self, CallerIo, ConnectionCap};
 use crate::ops::admin::{self, AdminState};
 use crate::ops::budget_metrics::BudgetCollector;
 use crate::ops::metrics::Metrics;
@@ -36,14 +37,17 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both addresses from `[server]`.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let bind = |addr: String, what: &'static str| async move {
-            TcpListener::bind(&addr)
-                .await
+        let backlog = config.server.listen_backlog;
+        let bind = |addr: &str, what: &'static str| {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))?;
+            connection::bind(parsed, backlog)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
         };
         Ok(Listeners {
-            proxy: bind(config.server.listen.clone(), "[server] listen").await?,
-            admin: bind(config.server.admin_listen.clone(), "[server] admin_listen").await?,
+            proxy: bind(&config.server.listen, "[server] listen")?,
+            admin: bind(&config.server.admin_listen, "[server] admin_listen")?,
         })
     }
 }
@@ -86,6 +90,7 @@ async fn serve(
     let stack::Stack {
         service,
         pacer,
+        last_send,
         shared_store,
         live,
     } = stack::build(&config, &metrics)?;
@@ -122,9 +127,14 @@ async fn serve(
         // hubgate answers oversized headers itself with JSON (guard); this is the hard
         // stop for what it will even buffer, with room for the request line.
         .max_buf_size((config.server.max_header_bytes * 2).max(16 * 1024));
+    let keep_alive = config.server.h2_keep_alive_interval_ms;
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval((keep_alive > 0).then(|| Duration::from_millis(keep_alive)))
+        .keep_alive_timeout(Duration::from_millis(
+            config.server.h2_keep_alive_timeout_ms,
+        ))
         .max_header_list_size(
             u32::try_from(config.server.max_header_bytes * 2).unwrap_or(u32::MAX),
         );
@@ -141,45 +151,45 @@ async fn serve(
 
     let graceful = GracefulShutdown::new();
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin_state, builder.clone()));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listeners.proxy.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like pass; keep the listener.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = CallerConnection {
-                    service: service.clone(),
-                    peer: PeerAddr::new(peer),
-                    local: stream.local_addr().unwrap_or(proxy_addr),
-                };
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let accepting = Accepting {
+        builder,
+        service,
+        cap: ConnectionCap::new(config.server.max_connections),
+        opening_timeout: config.server.header_read_timeout(),
+        write_timeout: config.server.response_write_timeout(),
+        proxy_addr,
+    };
+    tokio::select! {
+        () = accepting.clone().serve(&listeners.proxy, &graceful) => {}
+        () = shutdown => {}
     }
 
+    // Unready first, still accepting: load balancers see /readyz fail and stop sending
+    // before the listener closes. The drain and grace in force now: a reload may have
+    // changed them.
     ready.store(false, Ordering::Relaxed);
-    drop(listeners.proxy);
     #[cfg(unix)]
     hangup_task.abort();
-    // The grace in force now: a reload may have changed it.
-    let grace = reloader.running().await.server.shutdown_grace();
+    let (drain, grace, response_timeout) = {
+        let running = reloader.running().await;
+        (
+            running.server.drain(),
+            running.server.shutdown_grace(),
+            Duration::from_millis(running.upstream.response_timeout_ms),
+        )
+    };
+    let ends = tokio::time::Instant::now() + drain + grace;
+    // A call sent later might still be on its way to HubSpot when the process exits.
+    last_send.close_at(
+        ends.checked_sub(response_timeout)
+            .unwrap_or(ends - (drain + grace)),
+    );
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "shutting down: draining"
+    );
+    let _ = tokio::time::timeout(drain, accepting.clone().serve(&listeners.proxy, &graceful)).await;
+    drop(listeners.proxy);
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: finishing in-flight calls"
@@ -193,6 +203,61 @@ async fn serve(
     admin_task.abort();
     tracing::info!("hubgate stopped");
     Ok(())
+}
+
+/// What accepting a caller connection needs.
+#[derive(Clone)]
+struct Accepting {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: ProxyService,
+    cap: ConnectionCap,
+    /// `[server] header_read_timeout_ms`, which covers the first bytes too.
+    opening_timeout: Duration,
+    write_timeout: Duration,
+    proxy_addr: std::net::SocketAddr,
+}
+
+impl Accepting {
+    /// Accepts callers until dropped.
+    async fn serve(self, listener: &TcpListener, graceful: &GracefulShutdown) {
+        loop {
+            let (mut stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like pass; keep the listener.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(seat) = self.cap.seat() else {
+                tracing::warn!(peer = %peer, "connection refused: [server] max_connections reached");
+                self.cap.refuse(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = CallerConnection {
+                service: self.service.clone(),
+                peer: PeerAddr::new(peer),
+                local: stream.local_addr().unwrap_or(self.proxy_addr),
+            };
+            let (builder, watcher) = (self.builder.clone(), graceful.watcher());
+            let (opening_timeout, write_timeout) = (self.opening_timeout, self.write_timeout);
+            tokio::spawn(async move {
+                let Some(opening) = connection::read_opening(&mut stream, opening_timeout).await
+                else {
+                    tracing::debug!(peer = %peer, "connection closed: no request within [server] header_read_timeout_ms");
+                    return;
+                };
+                let io = CallerIo::new(stream, opening, write_timeout);
+                let connection = builder.serve_connection(TokioIo::new(io), service);
+                if let Err(e) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                drop(seat);
+            });
+        }
+    }
 }
 
 async fn serve_admin(

@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
 use super::clock::Clock;
+use super::closing::LastSend;
 use super::learn;
 use super::pacer::{Ask, Pacer, Refusal};
 use super::replay::{self, Prepared};
@@ -59,6 +60,9 @@ pub(crate) enum PaceError {
     InvalidDeadline(String),
     /// The request body could not be read before the call was paced.
     UnreadableBody(String),
+    /// hubgate is shutting down and the call's answer could not come back before it
+    /// stops; nothing was sent.
+    ShuttingDown,
 }
 
 impl std::error::Error for PaceError {}
@@ -75,6 +79,9 @@ impl std::fmt::Display for PaceError {
             PaceError::InvalidDeadline(message) | PaceError::UnreadableBody(message) => {
                 f.write_str(message)
             }
+            PaceError::ShuttingDown => f.write_str(
+                "hubgate is shutting down and this call's answer could not come back before it stops ([server] shutdown_grace_ms, [upstream] response_timeout_ms); nothing was sent to HubSpot, retry it",
+            ),
             PaceError::Refused { owner, refusal, .. } => match refusal {
                 Refusal::QueueFull { depth, drain } => write!(
                     f,
@@ -125,6 +132,7 @@ pub(crate) struct PaceLayer {
 #[derive(Debug)]
 pub(crate) struct PaceShared {
     pub(crate) pacer: Pacer,
+    pub(crate) last_send: LastSend,
     /// What the config says about pacing; a reload swaps it whole, and each call reads it
     /// once on arrival and keeps that view to its end.
     pub(crate) policy: Arc<ArcSwap<PacePolicy>>,
@@ -238,22 +246,27 @@ impl PaceShared {
         let mut queued = Duration::ZERO;
         loop {
             if !keys.is_empty() {
-                let waited = self
-                    .pacer
-                    .admit(Ask {
-                        owner,
-                        keys: keys.clone(),
-                        seat: caller.seat,
-                        max_wait: max_wait.saturating_sub(started.elapsed()),
-                        retry: retries > 0,
-                    })
-                    .await
-                    .map_err(|refusal| self.refused(owner, refusal))?;
+                let admitted = self.pacer.admit(Ask {
+                    owner,
+                    keys: keys.clone(),
+                    seat: caller.seat,
+                    max_wait: max_wait.saturating_sub(started.elapsed()),
+                    retry: retries > 0,
+                });
+                // Dropping the wait on shutdown leaves the queue with nothing spent.
+                let waited = tokio::select! {
+                    biased;
+                    () = self.last_send.reached() => return Err(PaceError::ShuttingDown.into()),
+                    admitted = admitted => admitted.map_err(|refusal| self.refused(owner, refusal))?,
+                };
                 // Only admitted calls: refusals are counted by outcome in
                 // hubgate_requests_total.
                 self.metrics
                     .observe_queue_wait(caller.seat.priority.as_label(), waited);
                 queued += waited;
+            }
+            if self.last_send.passed() {
+                return Err(PaceError::ShuttingDown.into());
             }
             // This attempt's sends were stamped in its budgets' logs at or before this tick.
             let admitted = self.clock.now();

@@ -34,6 +34,7 @@ fn pace_layer(burst_limit: u32) -> PaceLayer {
     );
     PaceLayer::new(PaceShared {
         pacer,
+        last_send: crate::pace::LastSend::default(),
         policy: Arc::new(ArcSwap::from_pointee(PacePolicy {
             classifier: Classifier::new(&default_exemptions()),
             max_wait: Duration::from_secs(30),
