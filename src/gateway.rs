@@ -164,12 +164,7 @@ async fn serve(
         () = shutdown => {}
     }
 
-    // Unready first, still accepting: load balancers see /readyz fail and stop sending
-    // before the listener closes. The drain and grace in force now: a reload may have
-    // changed them.
-    ready.store(false, Ordering::Relaxed);
-    #[cfg(unix)]
-    hangup_task.abort();
+    // The drain and grace in force now: a reload may have changed them.
     let (drain, grace, response_timeout) = {
         let running = reloader.running().await;
         (
@@ -178,17 +173,23 @@ async fn serve(
             Duration::from_millis(running.upstream.response_timeout_ms),
         )
     };
-    let ends = tokio::time::Instant::now() + drain + grace;
+    let now = tokio::time::Instant::now();
+    let ends = now + drain + grace;
     // A call sent later might still be on its way to HubSpot when the process exits.
-    last_send.close_at(
-        ends.checked_sub(response_timeout)
-            .unwrap_or(ends - (drain + grace)),
-    );
-    tracing::info!(
-        drain_ms = drain.as_millis() as u64,
-        "shutting down: draining"
-    );
-    let _ = tokio::time::timeout(drain, accepting.clone().serve(&listeners.proxy, &graceful)).await;
+    last_send.close_at(ends.checked_sub(response_timeout).unwrap_or(now).max(now));
+    // Unready first, still accepting: load balancers see /readyz fail and stop sending
+    // before the listener closes (without a drain, both in one step).
+    ready.store(false, Ordering::Relaxed);
+    #[cfg(unix)]
+    hangup_task.abort();
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: draining"
+        );
+        let draining = accepting.serve(&listeners.proxy, &graceful);
+        let _ = tokio::time::timeout(drain, draining).await;
+    }
     drop(listeners.proxy);
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
