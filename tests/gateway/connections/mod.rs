@@ -4,6 +4,7 @@
 //! thousands of sockets are counted against its own file descriptors and none of them
 //! outlives it.
 
+mod buffered;
 mod flood;
 mod shutdown;
 mod slow_callers;
