@@ -23,9 +23,9 @@ use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
 /// the sockets and connection bounds are set when listening starts, the upstream client
-/// and the budget store are built once, metric series bounds are fixed at registration,
-/// and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 16] = [
+/// and the budget store are built once, the replay buffer's size with the stack, metric
+/// series bounds are fixed at registration, and the log format with the subscriber.
+pub(crate) const NEEDS_RESTART: [&str; 17] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -38,6 +38,7 @@ pub(crate) const NEEDS_RESTART: [&str; 16] = [
     "server.listen_backlog",
     "server.h2_keep_alive_interval_ms",
     "server.h2_keep_alive_timeout_ms",
+    "retry.max_buffered_bytes",
     "upstream",
     "store",
     "metrics.max_owner_series",

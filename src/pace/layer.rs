@@ -18,7 +18,7 @@ use super::clock::Clock;
 use super::closing::LastSend;
 use super::learn;
 use super::pacer::{Ask, Pacer, Refusal};
-use super::replay::{self, Prepared};
+use super::replay::{self, Prepared, ReplayBuffer};
 use super::retry::{self, Failure, Skip};
 use crate::config::RetryConfig;
 use crate::hubspot::rate_limit::{self, Policy};
@@ -133,6 +133,8 @@ pub(crate) struct PaceLayer {
 pub(crate) struct PaceShared {
     pub(crate) pacer: Pacer,
     pub(crate) last_send: LastSend,
+    /// `[retry] max_buffered_bytes`, shared by every call.
+    pub(crate) replay_buffer: ReplayBuffer,
     /// What the config says about pacing; a reload swaps it whole, and each call reads it
     /// once on arrival and keeps that view to its end.
     pub(crate) policy: Arc<ArcSwap<PacePolicy>>,
@@ -236,9 +238,11 @@ impl PaceShared {
         } else {
             pacing.retry.max_body_bytes
         };
-        let (replayable, mut streaming) = match replay::prepare(body, max_replay).await {
-            Ok(Prepared::Replayable(bytes)) => (Some(bytes), None),
-            Ok(Prepared::Streaming(body)) => (None, Some(body)),
+        let prepared = replay::prepare(body, max_replay, &self.replay_buffer).await;
+        // `_replay_room` holds the body's room in the replay buffer until the call ends.
+        let (replayable, mut streaming, _replay_room) = match prepared {
+            Ok(Prepared::Replayable { bytes, held }) => (Some(bytes), None, held),
+            Ok(Prepared::Streaming(body)) => (None, Some(body), None),
             Err(e) => return Err(unreadable_body(e)),
         };
 

@@ -14,3 +14,4 @@ mod retry;
 pub use closing::LastSend;
 pub(crate) use layer::{PaceError, PaceLayer, PacePolicy, PaceShared};
 pub use pacer::Refusal;
+pub(crate) use replay::ReplayBuffer;

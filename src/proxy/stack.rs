@@ -23,7 +23,7 @@ use crate::hubspot::Classifier;
 use crate::ops::metrics::Metrics;
 use crate::pace::clock::Clock;
 use crate::pace::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
-use crate::pace::{LastSend, PaceLayer, PacePolicy, PaceShared};
+use crate::pace::{LastSend, PaceLayer, PacePolicy, PaceShared, ReplayBuffer};
 use crate::store::{self, RedisStore};
 
 /// The whole request path as one cloneable service that never fails: every call gets a
@@ -109,6 +109,7 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
     let pace = PaceLayer::new(PaceShared {
         pacer: pacer.clone(),
         last_send: last_send.clone(),
+        replay_buffer: ReplayBuffer::new(config.retry.max_buffered_bytes),
         policy: pacing.clone(),
         clock,
         metrics: metrics.clone(),
