@@ -1,17 +1,19 @@
 //! One caller connection around hyper: the cap on connections open at once, the deadline
-//! for the bytes that decide its HTTP version, and the write timeout on its answers.
+//! for the bytes that decide its HTTP version, the write timeout on its answers, and
+//! the calls in flight on it (so an idle one can be closed).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::hubspot::error_body::ErrorBody;
 
@@ -86,6 +88,81 @@ impl ConnectionCap {
             })
             .await;
         });
+    }
+}
+
+/// The calls in flight on one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Counts a call in flight until the returned guard drops.
+    pub(crate) fn begin(self: &Arc<Self>) -> ActiveCall {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        ActiveCall(self.clone())
+    }
+
+    /// Completes once no call has been in flight for `idle`.
+    pub(crate) async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the count is read, so a call beginning in between wakes it.
+            changed.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                if tokio::time::timeout(idle, changed).await.is_err() {
+                    return;
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// One call in flight on its connection, for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct ActiveCall(Arc<Activity>);
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's future, counted in flight on its connection until it completes. Its
+    /// answer's body may still be streaming then; closing an idle connection is graceful
+    /// (HTTP/2 GOAWAY, HTTP/1.1 after the answer), so that is never cut.
+    pub(crate) struct Counted<F> {
+        #[pin]
+        call: F,
+        active: Option<ActiveCall>,
+    }
+}
+
+impl<F> Counted<F> {
+    pub(crate) fn new(call: F, active: ActiveCall) -> Counted<F> {
+        Counted {
+            call,
+            active: Some(active),
+        }
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.call.poll(cx));
+        this.active.take();
+        Poll::Ready(output)
     }
 }
 

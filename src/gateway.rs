@@ -11,13 +11,12 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::connection::{self, CallerIo, ConnectionCap};
+use crate::connection::{self, Activity, CallerIo, ConnectionCap, Counted};
 use crate::ops::admin::{self, AdminState};
 use crate::ops::budget_metrics::BudgetCollector;
 use crate::ops::metrics::Metrics;
@@ -149,7 +148,8 @@ async fn serve(
         "hubgate listening"
     );
 
-    let graceful = GracefulShutdown::new();
+    // Every caller connection holds a receiver: once all are dropped, none is left.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin_state, builder.clone()));
     let accepting = Accepting {
         builder,
@@ -157,10 +157,12 @@ async fn serve(
         cap: ConnectionCap::new(config.server.max_connections),
         opening_timeout: config.server.header_read_timeout(),
         write_timeout: config.server.response_write_timeout(),
+        idle_timeout: config.server.idle_timeout(),
         proxy_addr,
+        stopping,
     };
     tokio::select! {
-        () = accepting.clone().serve(&listeners.proxy, &graceful) => {}
+        () = accepting.clone().serve(&listeners.proxy) => {}
         () = shutdown => {}
     }
 
@@ -187,7 +189,7 @@ async fn serve(
             drain_ms = drain.as_millis() as u64,
             "shutting down: draining"
         );
-        let draining = accepting.serve(&listeners.proxy, &graceful);
+        let draining = accepting.clone().serve(&listeners.proxy);
         let _ = tokio::time::timeout(drain, draining).await;
     }
     drop(listeners.proxy);
@@ -195,10 +197,9 @@ async fn serve(
         grace_ms = grace.as_millis() as u64,
         "shutting down: finishing in-flight calls"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(accepting);
+    let _ = stop.send(true);
+    if tokio::time::timeout(grace, stop.closed()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with calls still in flight; closing them");
     }
     admin_task.abort();
@@ -215,12 +216,15 @@ struct Accepting {
     /// `[server] header_read_timeout_ms`, which covers the first bytes too.
     opening_timeout: Duration,
     write_timeout: Duration,
+    idle_timeout: Duration,
     proxy_addr: std::net::SocketAddr,
+    /// Turns true on shutdown: each connection then closes once its calls are answered.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Accepting {
     /// Accepts callers until dropped.
-    async fn serve(self, listener: &TcpListener, graceful: &GracefulShutdown) {
+    async fn serve(self, listener: &TcpListener) {
         loop {
             let (mut stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
@@ -237,25 +241,47 @@ impl Accepting {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::default());
             let service = CallerConnection {
                 service: self.service.clone(),
                 peer: PeerAddr::new(peer),
                 local: stream.local_addr().unwrap_or(self.proxy_addr),
+                activity: activity.clone(),
             };
-            let (builder, watcher) = (self.builder.clone(), graceful.watcher());
+            let (builder, mut stopping) = (self.builder.clone(), self.stopping.clone());
             let (opening_timeout, write_timeout) = (self.opening_timeout, self.write_timeout);
+            let idle_timeout = self.idle_timeout;
             tokio::spawn(async move {
-                let Some(opening) = connection::read_opening(&mut stream, opening_timeout).await
-                else {
+                // A connection that has not spoken yet has no call to finish on shutdown.
+                let opening = tokio::select! {
+                    opening = connection::read_opening(&mut stream, opening_timeout) => opening,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                let Some(opening) = opening else {
                     tracing::debug!(peer = %peer, "connection closed: no request within [server] header_read_timeout_ms");
                     return;
                 };
                 let io = CallerIo::new(stream, opening, write_timeout);
                 let connection = builder.serve_connection(TokioIo::new(io), service);
-                if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tokio::pin!(connection);
+                let mut closing = false;
+                let ended = loop {
+                    tokio::select! {
+                        ended = connection.as_mut() => break ended,
+                        _ = stopping.wait_for(|stop| *stop), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        () = activity.idle_for(idle_timeout), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
-                drop(seat);
+                drop((seat, stopping));
             });
         }
     }
@@ -325,17 +351,18 @@ struct CallerConnection {
     service: ProxyService,
     peer: PeerAddr,
     local: std::net::SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for CallerConnection {
     type Response = http::Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = Oneshot<ProxyService, Request<Body>>;
+    type Future = Counted<Oneshot<ProxyService, Request<Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::stream);
         request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(LocalAddr(self.local));
-        self.service.clone().oneshot(request)
+        Counted::new(self.service.clone().oneshot(request), self.activity.begin())
     }
 }

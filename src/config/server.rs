@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// Connections the kernel queues before hubgate accepts them (capped by
     /// `net.core.somaxconn`), so a burst of new connections costs no SYN retries.
     pub listen_backlog: u32,
+    /// A connection with no call in flight this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout_ms: u64,
     /// HTTP/2: a ping goes to a connection quiet for this long (0: none) ...
     pub h2_keep_alive_interval_ms: u64,
     /// ... and one not acknowledged within this long closes the connection.
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             response_write_timeout_ms: 30_000,
             max_connections: 10_000,
             listen_backlog: 4096,
+            idle_timeout_ms: 120_000,
             h2_keep_alive_interval_ms: 20_000,
             h2_keep_alive_timeout_ms: 20_000,
             drain_ms: 5_000,
@@ -85,6 +88,9 @@ impl ServerConfig {
     }
     pub fn response_write_timeout(&self) -> Duration {
         Duration::from_millis(self.response_write_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
@@ -124,6 +130,7 @@ impl ServerConfig {
             ),
             ("server.max_connections", self.max_connections as u64),
             ("server.listen_backlog", u64::from(self.listen_backlog)),
+            ("server.idle_timeout_ms", self.idle_timeout_ms),
             (
                 "server.h2_keep_alive_timeout_ms",
                 self.h2_keep_alive_timeout_ms,

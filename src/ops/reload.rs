@@ -25,7 +25,7 @@ use crate::proxy::stack::LiveSettings;
 /// the sockets and connection bounds are set when listening starts, the upstream client
 /// and the budget store are built once, the replay buffer's size with the stack, metric
 /// series bounds are fixed at registration, and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 17] = [
+pub(crate) const NEEDS_RESTART: [&str; 18] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -36,6 +36,7 @@ pub(crate) const NEEDS_RESTART: [&str; 17] = [
     "server.response_write_timeout_ms",
     "server.max_connections",
     "server.listen_backlog",
+    "server.idle_timeout_ms",
     "server.h2_keep_alive_interval_ms",
     "server.h2_keep_alive_timeout_ms",
     "retry.max_buffered_bytes",

@@ -6,6 +6,7 @@
 
 mod buffered;
 mod flood;
+mod idle;
 mod shutdown;
 mod slow_callers;
 
