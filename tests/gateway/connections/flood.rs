@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::*;
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -74,7 +76,8 @@ async fn silent_and_one_byte_connections_are_closed_after_the_header_timeout_wit
     let (gateway, _config) = hubgate_with(
         &format!("http://{upstream}"),
         &format!("header_read_timeout_ms = {}", HEADER_TIMEOUT.as_millis()),
-        "",
+        // A budget far above what the callers send: their latency is the connections'.
+        "[budgets]\nburst_limit = 100000\n[[credentials]]\ntoken = \"pat-na1-normal\"\napp_id = 1\nportal_id = 10\n",
     );
     let proxy = gateway.proxy;
     let started = Instant::now();
@@ -95,7 +98,11 @@ async fn silent_and_one_byte_connections_are_closed_after_the_header_timeout_wit
                 let mut latencies = Vec::new();
                 while Instant::now() + Duration::from_secs(1) < until {
                     let sent = Instant::now();
-                    let (status, _, _) = get(&url).await;
+                    let request = Request::get(&url)
+                        .header("authorization", "Bearer pat-na1-normal")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let (status, _, _) = send(request).await;
                     assert_eq!(status, StatusCode::OK);
                     latencies.push(sent.elapsed());
                     // A caller's pace, not a flood of its own.
