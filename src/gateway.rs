@@ -236,7 +236,8 @@ impl Accepting {
                 }
             };
             let Some(seat) = self.cap.seat() else {
-                tracing::warn!(peer = %peer, "connection refused: [server] max_connections reached");
+                // Debug, not warn: a flood of connections must not become a flood of logs.
+                tracing::debug!(peer = %peer, "connection refused: [server] max_connections reached");
                 self.cap.refuse(stream);
                 continue;
             };
