@@ -83,3 +83,32 @@ async fn a_call_longer_than_the_idle_timeout_is_not_cut() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"late");
 }
+
+#[tokio::test]
+async fn an_h2_peer_that_stops_answering_pings_is_closed() {
+    let upstream = echo::start().await;
+    // The idle timeout is far away: only the keep-alive ping can close this connection.
+    let (gateway, _config) = hubgate_with(
+        &format!("http://{upstream}"),
+        "idle_timeout_ms = 600000\nh2_keep_alive_interval_ms = 500\nh2_keep_alive_timeout_ms = 1000",
+        "",
+    );
+    let mut peer = TcpStream::connect(gateway.proxy).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame; after that the peer reads (and so
+    // sees every ping) but never acknowledges anything, like a client whose host is gone.
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut sink = [0u8; 1024];
+        while peer.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    eprintln!(
+        "an h2 peer that never acknowledges a ping: closed {} after {:?}",
+        closed.is_ok(),
+        started.elapsed()
+    );
+    assert!(closed.is_ok(), "closed once its ping went unanswered");
+}
