@@ -11,12 +11,12 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::connection::{self, Activity, CallerIo, ConnectionCap, Counted};
 use crate::ops::admin::{self, AdminState};
 use crate::ops::budget_metrics::BudgetCollector;
 use crate::ops::metrics::Metrics;
@@ -36,14 +36,17 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both addresses from `[server]`.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let bind = |addr: String, what: &'static str| async move {
-            TcpListener::bind(&addr)
-                .await
+        let backlog = config.server.listen_backlog;
+        let bind = |addr: &str, what: &'static str| {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))?;
+            connection::bind(parsed, backlog)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
         };
         Ok(Listeners {
-            proxy: bind(config.server.listen.clone(), "[server] listen").await?,
-            admin: bind(config.server.admin_listen.clone(), "[server] admin_listen").await?,
+            proxy: bind(&config.server.listen, "[server] listen")?,
+            admin: bind(&config.server.admin_listen, "[server] admin_listen")?,
         })
     }
 }
@@ -86,6 +89,7 @@ async fn serve(
     let stack::Stack {
         service,
         pacer,
+        last_send,
         shared_store,
         live,
     } = stack::build(&config, &metrics)?;
@@ -122,9 +126,14 @@ async fn serve(
         // hubgate answers oversized headers itself with JSON (guard); this is the hard
         // stop for what it will even buffer, with room for the request line.
         .max_buf_size((config.server.max_header_bytes * 2).max(16 * 1024));
+    let keep_alive = config.server.h2_keep_alive_interval_ms;
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval((keep_alive > 0).then(|| Duration::from_millis(keep_alive)))
+        .keep_alive_timeout(Duration::from_millis(
+            config.server.h2_keep_alive_timeout_ms,
+        ))
         .max_header_list_size(
             u32::try_from(config.server.max_header_bytes * 2).unwrap_or(u32::MAX),
         );
@@ -146,60 +155,144 @@ async fn serve(
         );
     }
 
-    let graceful = GracefulShutdown::new();
+    // Every caller connection holds a receiver: once all are dropped, none is left.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(serve_admin(listeners.admin, admin_state, builder.clone()));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listeners.proxy.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like pass; keep the listener.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = CallerConnection {
-                    service: service.clone(),
-                    peer: PeerAddr::new(peer),
-                    local: stream.local_addr().unwrap_or(proxy_addr),
-                };
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let accepting = Accepting {
+        builder,
+        service,
+        cap: ConnectionCap::new(config.server.max_connections),
+        opening_timeout: config.server.header_read_timeout(),
+        write_timeout: config.server.response_write_timeout(),
+        idle_timeout: config.server.idle_timeout(),
+        proxy_addr,
+        stopping,
+    };
+    tokio::select! {
+        () = accepting.clone().serve(&listeners.proxy) => {}
+        () = shutdown => {}
     }
 
+    // The drain and grace in force now: a reload may have changed them.
+    let (drain, grace, response_timeout) = {
+        let running = reloader.running().await;
+        (
+            running.server.drain(),
+            running.server.shutdown_grace(),
+            Duration::from_millis(running.upstream.response_timeout_ms),
+        )
+    };
+    let now = tokio::time::Instant::now();
+    let ends = now + drain + grace;
+    // A call sent later might still be on its way to HubSpot when the process exits.
+    last_send.close_at(ends.checked_sub(response_timeout).unwrap_or(now).max(now));
+    // Unready first, still accepting: load balancers see /readyz fail and stop sending
+    // before the listener closes (without a drain, both in one step).
     ready.store(false, Ordering::Relaxed);
-    drop(listeners.proxy);
     #[cfg(unix)]
     hangup_task.abort();
-    // The grace in force now: a reload may have changed it.
-    let grace = reloader.running().await.server.shutdown_grace();
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: draining"
+        );
+        let draining = accepting.clone().serve(&listeners.proxy);
+        let _ = tokio::time::timeout(drain, draining).await;
+    }
+    drop(listeners.proxy);
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: finishing in-flight calls"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(accepting);
+    let _ = stop.send(true);
+    if tokio::time::timeout(grace, stop.closed()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with calls still in flight; closing them");
     }
     admin_task.abort();
     tracing::info!("hubgate stopped");
     Ok(())
+}
+
+/// What accepting a caller connection needs.
+#[derive(Clone)]
+struct Accepting {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: ProxyService,
+    cap: ConnectionCap,
+    /// `[server] header_read_timeout_ms`, which covers the first bytes too.
+    opening_timeout: Duration,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    proxy_addr: std::net::SocketAddr,
+    /// Turns true on shutdown: each connection then closes once its calls are answered.
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Accepting {
+    /// Accepts callers until dropped.
+    async fn serve(self, listener: &TcpListener) {
+        loop {
+            let (mut stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like pass; keep the listener.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(seat) = self.cap.seat() else {
+                // Debug, not warn: a flood of connections must not become a flood of logs.
+                tracing::debug!(peer = %peer, "connection refused: [server] max_connections reached");
+                self.cap.refuse(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::default());
+            let service = CallerConnection {
+                service: self.service.clone(),
+                peer: PeerAddr::new(peer),
+                local: stream.local_addr().unwrap_or(self.proxy_addr),
+                activity: activity.clone(),
+            };
+            let (builder, mut stopping) = (self.builder.clone(), self.stopping.clone());
+            let (opening_timeout, write_timeout) = (self.opening_timeout, self.write_timeout);
+            let idle_timeout = self.idle_timeout;
+            tokio::spawn(async move {
+                // A connection that has not spoken yet has no call to finish on shutdown.
+                let opening = tokio::select! {
+                    opening = connection::read_opening(&mut stream, opening_timeout) => opening,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                let Some(opening) = opening else {
+                    tracing::debug!(peer = %peer, "connection closed: no request within [server] header_read_timeout_ms");
+                    return;
+                };
+                let io = CallerIo::new(stream, opening, write_timeout);
+                let connection = builder.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(connection);
+                let mut closing = false;
+                let ended = loop {
+                    tokio::select! {
+                        ended = connection.as_mut() => break ended,
+                        _ = stopping.wait_for(|stop| *stop), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        () = activity.idle_for(idle_timeout), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                };
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                drop((seat, stopping));
+            });
+        }
+    }
 }
 
 async fn serve_admin(
@@ -266,17 +359,18 @@ struct CallerConnection {
     service: ProxyService,
     peer: PeerAddr,
     local: std::net::SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for CallerConnection {
     type Response = http::Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = Oneshot<ProxyService, Request<Body>>;
+    type Future = Counted<Oneshot<ProxyService, Request<Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::stream);
         request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(LocalAddr(self.local));
-        self.service.clone().oneshot(request)
+        Counted::new(self.service.clone().oneshot(request), self.activity.begin())
     }
 }

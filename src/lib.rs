@@ -9,6 +9,7 @@
 //! - `pace`: the pacing layer, the pacer and its lanes, retries, the clock;
 //! - `store`: where budget state lives (memory or Redis);
 //! - `ops`: admin listener, metrics, budget views, reload, logging, redaction;
+//! - `connection`: one caller connection around hyper (its cap and socket timeouts);
 //! - `gateway`: runs all of it on two listeners; `cli` and `load` are the commands.
 //!
 //! The budget arithmetic itself is the `hubgate-engine` crate; the HubSpot simulator is
@@ -16,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+mod connection;
 mod gateway;
 pub mod hubspot;
 pub mod load;

@@ -18,6 +18,9 @@ pub struct RetryConfig {
     /// Request bodies up to this size are kept for replay; larger ones stream and are
     /// never retried.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies kept for replay over all calls at once; a body that finds
+    /// no room streams and is never retried.
+    pub max_buffered_bytes: usize,
     /// Per owner, retries may add at most this share (percent) of recent first tries...
     pub budget_percent: u32,
     /// ...plus this many per second, so a quiet owner can still retry.
@@ -32,6 +35,7 @@ impl Default for RetryConfig {
             max_delay_ms: 10_000,
             locked_delay_ms: 2_000,
             max_body_bytes: 1024 * 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             budget_percent: 20,
             budget_min_per_second: 5,
         }

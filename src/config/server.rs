@@ -25,7 +25,29 @@ pub struct ServerConfig {
     /// A caller's request body may pause at most this long while hubgate reads it; past
     /// it: 408, and nothing more of the call is sent upstream.
     pub body_idle_timeout_ms: u64,
-    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    /// A caller's whole request body must arrive within this time from when hubgate
+    /// starts reading it, however steadily it trickles; past it: 408.
+    pub body_read_timeout_ms: u64,
+    /// An answer the caller does not read for this long (its socket accepts no bytes)
+    /// closes the connection, and with it the upstream stream behind the answer.
+    pub response_write_timeout_ms: u64,
+    /// Caller connections open at once; one beyond it is answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections the kernel queues before hubgate accepts them (capped by
+    /// `net.core.somaxconn`), so a burst of new connections costs no SYN retries.
+    pub listen_backlog: u32,
+    /// A connection with no call in flight this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout_ms: u64,
+    /// HTTP/2: a ping goes to a connection quiet for this long (0: none) ...
+    pub h2_keep_alive_interval_ms: u64,
+    /// ... and one not acknowledged within this long closes the connection.
+    pub h2_keep_alive_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, `/readyz` answers 503 for this long while the listener still
+    /// accepts, so load balancers stop sending before it closes.
+    pub drain_ms: u64,
+    /// After the drain, in-flight requests get this long to finish; a call is sent
+    /// upstream only while its answer can come back (`[upstream] response_timeout_ms`)
+    /// before this ends, others get 503 with nothing sent.
     pub shutdown_grace_ms: u64,
 }
 
@@ -38,6 +60,14 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             header_read_timeout_ms: 10_000,
             body_idle_timeout_ms: 30_000,
+            body_read_timeout_ms: 300_000,
+            response_write_timeout_ms: 30_000,
+            max_connections: 10_000,
+            listen_backlog: 4096,
+            idle_timeout_ms: 120_000,
+            h2_keep_alive_interval_ms: 20_000,
+            h2_keep_alive_timeout_ms: 20_000,
+            drain_ms: 5_000,
             shutdown_grace_ms: 30_000,
         }
     }
@@ -52,6 +82,18 @@ impl ServerConfig {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    pub fn response_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_write_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
     }
 
     pub(crate) fn check(&self, problems: &mut Problems) {
@@ -79,8 +121,24 @@ impl ServerConfig {
         if self.header_read_timeout_ms == 0 {
             problems.add("server.header_read_timeout_ms", "must be greater than 0");
         }
-        if self.body_idle_timeout_ms == 0 {
-            problems.add("server.body_idle_timeout_ms", "must be greater than 0");
+        for (key, value) in [
+            ("server.body_idle_timeout_ms", self.body_idle_timeout_ms),
+            ("server.body_read_timeout_ms", self.body_read_timeout_ms),
+            (
+                "server.response_write_timeout_ms",
+                self.response_write_timeout_ms,
+            ),
+            ("server.max_connections", self.max_connections as u64),
+            ("server.listen_backlog", u64::from(self.listen_backlog)),
+            ("server.idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "server.h2_keep_alive_timeout_ms",
+                self.h2_keep_alive_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                problems.add(key, "must be greater than 0");
+            }
         }
     }
 }

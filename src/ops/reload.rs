@@ -23,15 +23,23 @@ use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
 /// the sockets and connection bounds are set when listening starts, the upstream client
-/// and the budget store are built once, metric series bounds are fixed at registration,
-/// and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 10] = [
+/// and the budget store are built once, the replay buffer's size with the stack, metric
+/// series bounds are fixed at registration, and the log format with the subscriber.
+pub(crate) const NEEDS_RESTART: [&str; 18] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
     "server.max_header_bytes",
     "server.header_read_timeout_ms",
     "server.body_idle_timeout_ms",
+    "server.body_read_timeout_ms",
+    "server.response_write_timeout_ms",
+    "server.max_connections",
+    "server.listen_backlog",
+    "server.idle_timeout_ms",
+    "server.h2_keep_alive_interval_ms",
+    "server.h2_keep_alive_timeout_ms",
+    "retry.max_buffered_bytes",
     "upstream",
     "store",
     "metrics.max_owner_series",

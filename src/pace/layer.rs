@@ -15,9 +15,10 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
 use super::clock::Clock;
+use super::closing::LastSend;
 use super::learn;
 use super::pacer::{Ask, Pacer, Refusal};
-use super::replay::{self, Prepared};
+use super::replay::{self, Prepared, ReplayBuffer};
 use super::retry::{self, Failure, Skip};
 use crate::config::RetryConfig;
 use crate::hubspot::rate_limit::{self, Policy};
@@ -64,6 +65,9 @@ pub(crate) enum PaceError {
     InvalidDeadline(String),
     /// The request body could not be read before the call was paced.
     UnreadableBody(String),
+    /// hubgate is shutting down and the call's answer could not come back before it
+    /// stops; nothing was sent.
+    ShuttingDown,
 }
 
 impl std::error::Error for PaceError {}
@@ -80,6 +84,9 @@ impl std::fmt::Display for PaceError {
             PaceError::InvalidDeadline(message) | PaceError::UnreadableBody(message) => {
                 f.write_str(message)
             }
+            PaceError::ShuttingDown => f.write_str(
+                "hubgate is shutting down and this call's answer could not come back before it stops ([server] shutdown_grace_ms, [upstream] response_timeout_ms); nothing was sent to HubSpot, retry it",
+            ),
             PaceError::Refused { owner, refusal, .. } if *owner == Owner::UNPROVEN => {
                 match refusal {
                     Refusal::QueueFull { drain: wait, .. }
@@ -149,6 +156,9 @@ pub(crate) struct PaceLayer {
 #[derive(Debug)]
 pub(crate) struct PaceShared {
     pub(crate) pacer: Pacer,
+    pub(crate) last_send: LastSend,
+    /// `[retry] max_buffered_bytes`, shared by every call.
+    pub(crate) replay_buffer: ReplayBuffer,
     /// What the config says about pacing; a reload swaps it whole, and each call reads it
     /// once on arrival and keeps that view to its end.
     pub(crate) policy: Arc<ArcSwap<PacePolicy>>,
@@ -259,9 +269,11 @@ impl PaceShared {
         } else {
             pacing.retry.max_body_bytes
         };
-        let (replayable, mut streaming) = match replay::prepare(body, max_replay).await {
-            Ok(Prepared::Replayable(bytes)) => (Some(bytes), None),
-            Ok(Prepared::Streaming(body)) => (None, Some(body)),
+        let prepared = replay::prepare(body, max_replay, &self.replay_buffer).await;
+        // `_replay_room` holds the body's room in the replay buffer until the call ends.
+        let (replayable, mut streaming, _replay_room) = match prepared {
+            Ok(Prepared::Replayable { bytes, held }) => (Some(bytes), None, held),
+            Ok(Prepared::Streaming(body)) => (None, Some(body), None),
             Err(e) => return Err(unreadable_body(e)),
         };
 
@@ -269,22 +281,27 @@ impl PaceShared {
         let mut queued = Duration::ZERO;
         loop {
             if !keys.is_empty() {
-                let waited = self
-                    .pacer
-                    .admit(Ask {
-                        owner,
-                        keys: keys.clone(),
-                        seat: caller.seat,
-                        max_wait: max_wait.saturating_sub(started.elapsed()),
-                        retry: retries > 0,
-                    })
-                    .await
-                    .map_err(|refusal| self.refused(owner, refusal))?;
+                let admitted = self.pacer.admit(Ask {
+                    owner,
+                    keys: keys.clone(),
+                    seat: caller.seat,
+                    max_wait: max_wait.saturating_sub(started.elapsed()),
+                    retry: retries > 0,
+                });
+                // Dropping the wait on shutdown leaves the queue with nothing spent.
+                let waited = tokio::select! {
+                    biased;
+                    () = self.last_send.reached() => return Err(PaceError::ShuttingDown.into()),
+                    admitted = admitted => admitted.map_err(|refusal| self.refused(owner, refusal))?,
+                };
                 // Only admitted calls: refusals are counted by outcome in
                 // hubgate_requests_total.
                 self.metrics
                     .observe_queue_wait(caller.seat.priority.as_label(), waited);
                 queued += waited;
+            }
+            if self.last_send.passed() {
+                return Err(PaceError::ShuttingDown.into());
             }
             // This attempt's sends were stamped in its budgets' logs at or before this tick.
             let admitted = self.clock.now();

@@ -4,11 +4,14 @@
 //! with `replay` keeping small bodies for it), and the clock all of it reads (`clock`).
 
 pub mod clock;
+mod closing;
 mod layer;
 mod learn;
 pub mod pacer;
 mod replay;
 mod retry;
 
+pub use closing::LastSend;
 pub(crate) use layer::{PaceError, PaceLayer, PacePolicy, PaceShared};
 pub use pacer::Refusal;
+pub(crate) use replay::ReplayBuffer;

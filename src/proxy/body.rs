@@ -105,6 +105,65 @@ where
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A body that fails with [`BodyTooSlow`] once `total` has passed since it was first
+    /// read: a body trickled just fast enough to never pause for long still ends.
+    pub struct ReadDeadline<B> {
+        total: Duration,
+        #[pin]
+        deadline: Option<tokio::time::Sleep>,
+        #[pin]
+        body: B,
+    }
+}
+
+/// The error a [`ReadDeadline`] body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the body did not arrive within {} ms", .total.as_millis())]
+pub struct BodyTooSlow {
+    pub total: Duration,
+}
+
+/// `body`, failing with [`BodyTooSlow`] unless it ends within `total` of its first read.
+pub fn with_read_deadline(body: Body, total: Duration) -> Body {
+    ReadDeadline {
+        total,
+        deadline: None,
+        body,
+    }
+    .boxed_unsync()
+}
+
+impl<B> http_body::Body for ReadDeadline<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if this.deadline.is_none() {
+            this.deadline.set(Some(tokio::time::sleep(*this.total)));
+        }
+        if let Some(Poll::Ready(())) = this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
+            return Poll::Ready(Some(Err(Box::new(BodyTooSlow { total: *this.total }))));
+        }
+        this.body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Why a caller's request body ended early. Every body error is wrapped in one, so that
 /// wherever it surfaces (reading the body for replay, or inside the upstream client's
 /// error while streaming it) the call is answered as the caller's problem, never as an
@@ -116,6 +175,8 @@ pub enum CallerBodyError {
     TooLarge { max: u64 },
     #[error("the request body stopped: no bytes arrived for {} ms ([server] body_idle_timeout_ms); send the body without long pauses, then retry", .0.idle.as_millis())]
     Stalled(#[source] BodyStalled),
+    #[error("the request body did not arrive within {} ms ([server] body_read_timeout_ms); send it faster, or in smaller calls, then retry", .0.total.as_millis())]
+    TooSlow(#[source] BodyTooSlow),
     /// The caller's connection failed or closed mid-body, or its framing was invalid.
     #[error("the request body could not be read ({0}); send the call again")]
     Broken(#[source] BoxError),
@@ -144,6 +205,9 @@ impl CallerBodyError {
             CallerBodyError::Stalled(stalled) => {
                 CallerBodyError::Stalled(BodyStalled { idle: stalled.idle })
             }
+            CallerBodyError::TooSlow(slow) => {
+                CallerBodyError::TooSlow(BodyTooSlow { total: slow.total })
+            }
             CallerBodyError::Broken(e) => CallerBodyError::Broken(e.to_string().into()),
         }
     }
@@ -156,7 +220,10 @@ impl CallerBodyError {
         } else {
             match error.downcast::<BodyStalled>() {
                 Ok(stalled) => CallerBodyError::Stalled(*stalled),
-                Err(other) => CallerBodyError::Broken(other),
+                Err(other) => match other.downcast::<BodyTooSlow>() {
+                    Ok(slow) => CallerBodyError::TooSlow(*slow),
+                    Err(other) => CallerBodyError::Broken(other),
+                },
             }
         };
         Box::new(wrapped)

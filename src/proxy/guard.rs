@@ -41,6 +41,8 @@ pub(crate) struct InboundLimits {
     pub(crate) max_body_bytes: u64,
     /// `[server] body_idle_timeout_ms`.
     pub(crate) body_idle_timeout: std::time::Duration,
+    /// `[server] body_read_timeout_ms`.
+    pub(crate) body_read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -147,9 +149,10 @@ fn check(limits: &InboundLimits, request: Request<Body>) -> Result<Request<Body>
     }
     // A body without a declared length is counted while it streams; it is never buffered.
     let max_usize = usize::try_from(max).unwrap_or(usize::MAX);
-    let idle = limits.body_idle_timeout;
+    let (idle, total) = (limits.body_idle_timeout, limits.body_read_timeout);
     Ok(request.map(|body| {
-        Limited::new(body::with_idle_timeout(body, idle), max_usize)
+        let timed = body::with_read_deadline(body::with_idle_timeout(body, idle), total);
+        Limited::new(timed, max_usize)
             .map_err(move |e: BoxError| CallerBodyError::wrap(e, max))
             .boxed_unsync()
     }))

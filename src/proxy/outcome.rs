@@ -19,6 +19,8 @@ pub enum Outcome {
     RejectedCap,
     /// Refused because the shared budget store was unreachable (`on_failure = "fail_closed"`).
     RejectedStoreUnavailable,
+    /// Refused on shutdown: its answer could not have come back before hubgate stopped.
+    RejectedShutdown,
     /// The caller closed its connection before an answer was ready (while queued, say);
     /// nothing more was sent upstream for it.
     CallerGone,
@@ -27,7 +29,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Forwarded,
         Outcome::BadRequest,
         Outcome::UpstreamError,
@@ -36,6 +38,7 @@ impl Outcome {
         Outcome::RejectedDaily,
         Outcome::RejectedCap,
         Outcome::RejectedStoreUnavailable,
+        Outcome::RejectedShutdown,
         Outcome::CallerGone,
         Outcome::Unauthorized,
     ];
@@ -51,6 +54,7 @@ impl Outcome {
             Outcome::RejectedDaily => "rejected_daily",
             Outcome::RejectedCap => "rejected_cap",
             Outcome::RejectedStoreUnavailable => "rejected_store_unavailable",
+            Outcome::RejectedShutdown => "rejected_shutdown",
             Outcome::CallerGone => "caller_gone",
             Outcome::Unauthorized => "unauthorized",
         }

@@ -23,7 +23,7 @@ use crate::hubspot::Classifier;
 use crate::ops::metrics::Metrics;
 use crate::pace::clock::Clock;
 use crate::pace::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
-use crate::pace::{PaceLayer, PacePolicy, PaceShared};
+use crate::pace::{LastSend, PaceLayer, PacePolicy, PaceShared, ReplayBuffer};
 use crate::store::{self, RedisStore};
 
 /// The whole request path as one cloneable service that never fails: every call gets a
@@ -35,6 +35,8 @@ pub(crate) type ProxyService = BoxCloneService<Request<Body>, Response<Body>, In
 pub(crate) struct Stack {
     pub(crate) service: ProxyService,
     pub(crate) pacer: Pacer,
+    /// Set on shutdown: from then on no call is sent.
+    pub(crate) last_send: LastSend,
     /// The Redis store when budgets are shared (`[store] kind = "redis"`), for `/readyz`.
     pub(crate) shared_store: Option<RedisStore>,
     /// What a reload changes in place.
@@ -83,6 +85,7 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         max_header_bytes: config.server.max_header_bytes,
         max_body_bytes: config.server.max_body_bytes,
         body_idle_timeout: config.server.body_idle_timeout(),
+        body_read_timeout: config.server.body_read_timeout(),
     };
     let resolver = IdentityResolver::new(
         &config.identity,
@@ -102,8 +105,11 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         config,
         Callers::new(&config.callers, &config.inbound),
     )));
+    let last_send = LastSend::default();
     let pace = PaceLayer::new(PaceShared {
         pacer: pacer.clone(),
+        last_send: last_send.clone(),
+        replay_buffer: ReplayBuffer::new(config.retry.max_buffered_bytes),
         policy: pacing.clone(),
         clock,
         metrics: metrics.clone(),
@@ -145,6 +151,7 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
     Ok(Stack {
         service: BoxCloneService::new(service),
         pacer,
+        last_send,
         shared_store,
         live,
     })

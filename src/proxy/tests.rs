@@ -53,6 +53,7 @@ fn limits() -> InboundLimits {
         max_header_bytes: 1024,
         max_body_bytes: 16,
         body_idle_timeout: Duration::from_secs(5),
+        body_read_timeout: Duration::from_secs(60),
     }
 }
 

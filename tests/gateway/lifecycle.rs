@@ -36,6 +36,7 @@ async fn readyz(gateway: &Gateway) -> StatusCode {
 async fn shutdown_finishes_in_flight_calls_then_stops() {
     let (upstream, arrived) = slow_upstream(Duration::from_millis(800), b"finished").await;
     let mut gateway = Gateway::start(&format!("http://{upstream}"), |c| {
+        c.server.drain_ms = 0;
         c.server.shutdown_grace_ms = 5000
     })
     .await;
@@ -51,7 +52,8 @@ async fn shutdown_finishes_in_flight_calls_then_stops() {
     .await;
     gateway.begin_shutdown();
 
-    // The gateway stops being ready when it stops accepting, in one step.
+    // Without a drain the gateway stops being ready when it stops accepting, in one step
+    // (the drain itself: tests/gateway/connections/shutdown.rs).
     wait_until("/readyz answers 503", Duration::from_secs(5), || async {
         readyz(&gateway).await == StatusCode::SERVICE_UNAVAILABLE
     })
@@ -76,6 +78,7 @@ async fn shutdown_gives_up_after_the_grace_period() {
     // A call that outlasts any grace period.
     let (upstream, arrived) = slow_upstream(Duration::from_secs(30), b"").await;
     let mut gateway = Gateway::start(&format!("http://{upstream}"), |c| {
+        c.server.drain_ms = 0;
         c.server.shutdown_grace_ms = 300
     })
     .await;

@@ -34,6 +34,8 @@ fn pace_layer(burst_limit: u32) -> PaceLayer {
     );
     PaceLayer::new(PaceShared {
         pacer,
+        last_send: crate::pace::LastSend::default(),
+        replay_buffer: crate::pace::ReplayBuffer::new(64 << 20),
         policy: Arc::new(ArcSwap::from_pointee(PacePolicy {
             classifier: Classifier::new(&default_exemptions()),
             max_wait: Duration::from_secs(30),

@@ -96,7 +96,9 @@ impl Answer {
         if let Some(body) = error.downcast_ref::<CallerBodyError>() {
             return Some(Answer::caller_problem(match body {
                 CallerBodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                CallerBodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+                CallerBodyError::Stalled(_) | CallerBodyError::TooSlow(_) => {
+                    StatusCode::REQUEST_TIMEOUT
+                }
                 CallerBodyError::Broken(_) => StatusCode::BAD_REQUEST,
             }));
         }
@@ -141,6 +143,15 @@ impl Answer {
             PaceError::InvalidDeadline(_) | PaceError::UnreadableBody(_) => {
                 Answer::caller_problem(StatusCode::BAD_REQUEST)
             }
+            // Nothing was sent: another replica, or this one restarted, can take it at once.
+            PaceError::ShuttingDown => Answer {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                category: "HUBGATE_SHUTTING_DOWN",
+                policy_name: None,
+                retry: Some(hint(Duration::from_secs(1), true)),
+                owner: None,
+                outcome: Outcome::RejectedShutdown,
+            },
             PaceError::CallerCapped { retry_after, .. } => Answer::rate_limit(
                 StatusCode::TOO_MANY_REQUESTS,
                 "HUBGATE_CALLER_CAP",
