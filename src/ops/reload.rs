@@ -22,10 +22,10 @@ use crate::config::{Config, ConfigErrors};
 use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
-/// the sockets and connection bounds are set when listening starts, the upstream client
-/// and the budget store are built once, metric series bounds are fixed at registration,
-/// and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 10] = [
+/// the sockets and connection bounds are set when listening starts, the upstream client,
+/// the budget store and the OAuth apps' credentials are taken once, metric series bounds
+/// are fixed at registration, and the log format with the subscriber.
+pub(crate) const NEEDS_RESTART: [&str; 11] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -34,6 +34,7 @@ pub(crate) const NEEDS_RESTART: [&str; 10] = [
     "server.body_idle_timeout_ms",
     "upstream",
     "store",
+    "apps",
     "metrics.max_owner_series",
     "log.format",
 ];
