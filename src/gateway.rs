@@ -88,6 +88,7 @@ async fn serve(
         pacer,
         shared_store,
         live,
+        broker,
     } = stack::build(&config, &metrics)?;
     // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
     let observer = Observer::new(
@@ -105,12 +106,16 @@ async fn serve(
     )?;
     #[cfg(unix)]
     let hangup_task = tokio::spawn(reload_on_hangup(hangups, reloader.clone()));
+    let refresher = broker
+        .clone()
+        .map(|broker| tokio::spawn(broker.run_refresher()));
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         observer,
         store: shared_store,
+        broker,
         reloader: reloader.clone(),
     };
 
@@ -198,6 +203,9 @@ async fn serve(
         tracing::warn!("shutdown grace elapsed with calls still in flight; closing them");
     }
     admin_task.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     tracing::info!("hubgate stopped");
     Ok(())
 }

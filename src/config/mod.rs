@@ -11,6 +11,7 @@ mod callers;
 mod identity;
 mod locate;
 mod oauth;
+mod oauth_broker;
 mod problems;
 mod retry;
 mod server;
@@ -32,6 +33,7 @@ pub use callers::{
 pub(crate) use identity::check_credentials;
 pub use identity::{credential_digest, IdentityConfig, StaticCredential, V1_OAUTH_SUNSET};
 pub use oauth::AppConfig;
+pub use oauth_broker::OAuthConfig;
 pub use problems::{ConfigErrors, Problem, Problems};
 pub use retry::RetryConfig;
 pub use server::ServerConfig;
@@ -59,6 +61,8 @@ pub struct Config {
     pub credentials: Vec<StaticCredential>,
     /// OAuth apps whose client credentials hubgate holds (introspection, refresh).
     pub apps: Vec<AppConfig>,
+    /// The OAuth token broker: the install flow's consent screen.
+    pub oauth: OAuthConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     /// Where budget state lives: this process, or Redis shared by every replica.
@@ -158,6 +162,7 @@ impl Config {
         self.inbound.check(&self.callers, &mut problems);
         identity::check_credentials(&self.credentials, &mut problems);
         oauth::check_apps(&self.apps, &mut problems);
+        self.oauth.check(&mut problems);
         self.lanes.check(&mut problems);
         self.queue.check(&mut problems);
         if self.metrics.max_owner_series == 0 || self.metrics.max_owner_series > 100_000 {

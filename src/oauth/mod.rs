@@ -20,8 +20,13 @@
 //! using `async-trait`: the trait stays object-safe as `Arc<dyn InstallStore>` with no
 //! macro and no extra dependency, and the memory store answers without allocating a task.
 
+pub(crate) mod broker;
+pub(crate) mod brokered;
 mod install;
+pub(crate) mod install_flow;
 mod memory;
+pub(crate) mod setup;
+mod token_endpoint;
 
 pub use install::{Install, InstallKey, InstallStatus, InstallStore, LockToken, Secret};
 pub use memory::MemoryInstallStore;

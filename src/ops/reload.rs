@@ -23,9 +23,9 @@ use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
 /// the sockets and connection bounds are set when listening starts, the upstream client,
-/// the budget store and the OAuth apps' credentials are taken once, metric series bounds
+/// the budget store, the OAuth apps' credentials and the token broker are taken once, metric series bounds
 /// are fixed at registration, and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 11] = [
+pub(crate) const NEEDS_RESTART: [&str; 12] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -35,6 +35,7 @@ pub(crate) const NEEDS_RESTART: [&str; 11] = [
     "upstream",
     "store",
     "apps",
+    "oauth",
     "metrics.max_owner_series",
     "log.format",
 ];
@@ -369,6 +370,7 @@ mod tests {
             max_rps: None,
             key_sha256: None,
             priorities: crate::config::default_priorities(),
+            portals: Vec::new(),
         });
         let (effective, changed, needs_restart) = merge(&running, &new).unwrap();
         assert_eq!(changed, ["budgets.burst_limit", "callers", "log.level"]);

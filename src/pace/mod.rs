@@ -7,7 +7,7 @@ pub mod clock;
 mod layer;
 mod learn;
 pub mod pacer;
-mod replay;
+pub(crate) mod replay;
 mod retry;
 
 pub(crate) use layer::{PaceError, PaceLayer, PacePolicy, PaceShared};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -20,6 +20,10 @@ use super::respond::RespondLayer;
 use super::upstream;
 use crate::config::Config;
 use crate::hubspot::Classifier;
+use crate::oauth::broker::Broker;
+use crate::oauth::brokered::BrokerLayer;
+use crate::oauth::install_flow::{InstallFlow, InstallFlowLayer};
+use crate::oauth::setup as oauth_setup;
 use crate::ops::metrics::Metrics;
 use crate::pace::clock::Clock;
 use crate::pace::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
@@ -39,6 +43,9 @@ pub(crate) struct Stack {
     pub(crate) shared_store: Option<RedisStore>,
     /// What a reload changes in place.
     pub(crate) live: LiveSettings,
+    /// The token broker, when `[[apps]]` configures any app: admin's `/admin/installs`
+    /// and the background refresher use it.
+    pub(crate) broker: Option<Broker>,
 }
 
 /// The settings of the running request path that a reload replaces, with nothing rebuilt:
@@ -120,6 +127,17 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         Duration::from_millis(config.upstream.body_idle_timeout_ms),
         metrics.clone(),
     )?;
+    // hubgate's own token calls take the paced path, so they spend the token budget
+    // callers' token calls spend.
+    let paced = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(pace.clone())
+            .service(forward.clone()),
+    );
+    let broker = oauth_setup::build_broker(config, paced, clock, metrics)?;
+    let install_flow = broker
+        .clone()
+        .map(|broker| InstallFlow::new(broker, config.oauth.authorize_url.clone(), clock));
     let service = ServiceBuilder::new()
         // Outermost: a call gets its id (the caller's X-Request-Id, or a new one) before
         // anything can answer it, so even hubgate's own errors carry it.
@@ -131,9 +149,14 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         // Cheap refusals first, before later layers (identity, budgets, retries) spend
         // lookups or budget on a call that cannot be served.
         .layer(GuardLayer::new(limits))
+        // A browser in the install flow carries no caller key and calls no HubSpot API.
+        .layer(InstallFlowLayer::new(install_flow))
         // Who may call at all, before identity: an unknown caller must not make hubgate
         // ask HubSpot about its token, nor spend any owner's budget.
         .layer(AuthLayer::new(pacing.clone()))
+        // After the caller is known (its portals decide which installs it may use) and
+        // before identity, which a brokered call skips: the broker names its owner.
+        .layer(BrokerLayer::new(broker.clone(), pacing.clone()))
         // Names the quota owner before pacing needs it; a lookup may wait on HubSpot, so it
         // comes after the cheap refusals.
         .layer(IdentifyLayer::new(resolver))
@@ -147,6 +170,7 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         pacer,
         shared_store,
         live,
+        broker,
     })
 }
 

@@ -15,6 +15,7 @@ mod identity;
 mod inbound_auth;
 mod junk_credentials;
 mod lifecycle;
+mod oauth_broker;
 mod observability;
 mod outside_use;
 mod pacing;
