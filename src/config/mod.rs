@@ -10,6 +10,7 @@ mod budgets;
 mod callers;
 mod identity;
 mod locate;
+mod oauth_store;
 mod problems;
 mod retry;
 mod server;
@@ -30,6 +31,7 @@ pub use callers::{
 };
 pub(crate) use identity::check_credentials;
 pub use identity::{credential_digest, IdentityConfig, StaticCredential};
+pub use oauth_store::OAuthStoreConfig;
 pub use problems::{ConfigErrors, Problem, Problems};
 pub use retry::RetryConfig;
 pub use server::ServerConfig;
@@ -59,6 +61,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Where budget state lives: this process, or Redis shared by every replica.
     pub store: StoreConfig,
+    /// OAuth installs: where they persist, and the key that seals them at rest.
+    pub oauth: OAuthStoreConfig,
 }
 
 /// What `/metrics` exports.
@@ -148,6 +152,7 @@ impl Config {
         self.upstream.check(&mut problems);
         self.budgets.check(&mut problems);
         self.store.check(&mut problems);
+        self.oauth.check(&mut problems);
         self.identity.check(&mut problems);
         self.retry.check(&mut problems);
         callers::check_callers(&self.callers, &mut problems);

@@ -20,10 +20,19 @@
 //! using `async-trait`: the trait stays object-safe as `Arc<dyn InstallStore>` with no
 //! macro and no extra dependency, and the memory store answers without allocating a task.
 
+mod embedded;
 mod install;
 mod memory;
+mod open;
+mod record;
+mod seal;
+mod shared;
 
+pub use embedded::EmbeddedInstallStore;
 pub use install::{Install, InstallKey, InstallStatus, InstallStore, LockToken, Secret};
 pub use memory::MemoryInstallStore;
+pub use open::{open_installs, OpenedInstalls};
+pub use seal::{SecretKey, WrongKey, SECRET_KEY_ENV};
+pub use shared::SharedInstallStore;
 
 pub use crate::store::StoreFuture;

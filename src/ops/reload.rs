@@ -23,9 +23,9 @@ use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
 /// the sockets and connection bounds are set when listening starts, the upstream client
-/// and the budget store are built once, metric series bounds are fixed at registration,
+/// and the budget and install stores are built once, metric series bounds are fixed at registration,
 /// and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 10] = [
+pub(crate) const NEEDS_RESTART: [&str; 12] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -34,6 +34,8 @@ pub(crate) const NEEDS_RESTART: [&str; 10] = [
     "server.body_idle_timeout_ms",
     "upstream",
     "store",
+    "oauth.store_path",
+    "oauth.key_file",
     "metrics.max_owner_series",
     "log.format",
 ];
