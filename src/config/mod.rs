@@ -11,7 +11,7 @@ mod callers;
 mod identity;
 mod locate;
 mod oauth;
-mod oauth_broker;
+mod oauth_store;
 mod problems;
 mod retry;
 mod server;
@@ -33,7 +33,7 @@ pub use callers::{
 pub(crate) use identity::check_credentials;
 pub use identity::{credential_digest, IdentityConfig, StaticCredential, V1_OAUTH_SUNSET};
 pub use oauth::AppConfig;
-pub use oauth_broker::OAuthConfig;
+pub use oauth_store::OAuthStoreConfig;
 pub use problems::{ConfigErrors, Problem, Problems};
 pub use retry::RetryConfig;
 pub use server::ServerConfig;
@@ -61,12 +61,12 @@ pub struct Config {
     pub credentials: Vec<StaticCredential>,
     /// OAuth apps whose client credentials hubgate holds (introspection, refresh).
     pub apps: Vec<AppConfig>,
-    /// The OAuth token broker: the install flow's consent screen.
-    pub oauth: OAuthConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     /// Where budget state lives: this process, or Redis shared by every replica.
     pub store: StoreConfig,
+    /// OAuth installs: where they persist, and the key that seals them at rest.
+    pub oauth: OAuthStoreConfig,
 }
 
 /// What `/metrics` exports.
@@ -156,13 +156,13 @@ impl Config {
         self.upstream.check(&mut problems);
         self.budgets.check(&mut problems);
         self.store.check(&mut problems);
+        self.oauth.check(&mut problems);
         self.identity.check(&mut problems);
         self.retry.check(&mut problems);
         callers::check_callers(&self.callers, &mut problems);
         self.inbound.check(&self.callers, &mut problems);
         identity::check_credentials(&self.credentials, &mut problems);
         oauth::check_apps(&self.apps, &mut problems);
-        self.oauth.check(&mut problems);
         self.lanes.check(&mut problems);
         self.queue.check(&mut problems);
         if self.metrics.max_owner_series == 0 || self.metrics.max_owner_series > 100_000 {

@@ -16,19 +16,33 @@
 //!   embedded database's file admits one process). `None` when someone holds it.
 //!   `unlock` with the [`LockToken`] releases it only if it is still ours.
 //!
+//! The broker, beside the store: `token_endpoint` (hubgate's own calls to HubSpot's dated
+//! token endpoints), `broker` (fresh tokens and the refresh protocol), `brokered` (the
+//! layer that serves calls naming an install), `install_flow` (the browser's install
+//! routes) and `setup` (building it all from the config).
+//!
 //! Methods return [`StoreFuture`]s (boxed futures, as the budget store does) rather than
 //! using `async-trait`: the trait stays object-safe as `Arc<dyn InstallStore>` with no
 //! macro and no extra dependency, and the memory store answers without allocating a task.
 
 pub(crate) mod broker;
 pub(crate) mod brokered;
+mod embedded;
 mod install;
 pub(crate) mod install_flow;
 mod memory;
+mod open;
+mod record;
+mod seal;
 pub(crate) mod setup;
+mod shared;
 mod token_endpoint;
 
+pub use embedded::EmbeddedInstallStore;
 pub use install::{Install, InstallKey, InstallStatus, InstallStore, LockToken, Secret};
 pub use memory::MemoryInstallStore;
+pub use open::{open_installs, OpenedInstalls};
+pub use seal::{SecretKey, WrongKey, SECRET_KEY_ENV};
+pub use shared::SharedInstallStore;
 
 pub use crate::store::StoreFuture;

@@ -1,12 +1,12 @@
 //! Builds the token broker from the config: the apps with their client secrets, the
-//! install store, the paced path for its token calls, and its metrics.
+//! opened install store, the paced path for its token calls, and its metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::broker::{Broker, BrokerApp, BrokerMetrics};
 use super::token_endpoint::{ClientCredentials, PacedService, TokenEndpoint};
-use super::{InstallStore, MemoryInstallStore};
+use super::InstallStore;
 use crate::config::Config;
 use crate::ops::metrics::Metrics;
 use crate::pace::clock::Clock;
@@ -18,6 +18,7 @@ const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The broker, or `None` when `[[apps]]` is empty (brokered calls are then refused).
 pub(crate) fn build_broker(
     config: &Config,
+    store: Arc<dyn InstallStore>,
     paced: PacedService,
     clock: Clock,
     metrics: &Metrics,
@@ -44,7 +45,6 @@ pub(crate) fn build_broker(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let store: Arc<dyn InstallStore> = Arc::new(MemoryInstallStore::new());
     let tokens = TokenEndpoint::new(paced, TOKEN_CALL_TIMEOUT);
     let broker_metrics = BrokerMetrics::register(metrics)?;
     Ok(Some(Broker::new(

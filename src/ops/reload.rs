@@ -23,8 +23,9 @@ use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
 /// the sockets and connection bounds are set when listening starts, the upstream client,
-/// the budget store, the OAuth apps' credentials and the token broker are taken once, metric series bounds
-/// are fixed at registration, and the log format with the subscriber.
+/// the budget and install stores, the OAuth apps' credentials and the token broker are
+/// built once, metric series bounds are fixed at registration, and the log format with
+/// the subscriber.
 pub(crate) const NEEDS_RESTART: [&str; 12] = [
     "server.listen",
     "server.admin_listen",

@@ -24,6 +24,7 @@ use crate::oauth::broker::Broker;
 use crate::oauth::brokered::BrokerLayer;
 use crate::oauth::install_flow::{InstallFlow, InstallFlowLayer};
 use crate::oauth::setup as oauth_setup;
+use crate::oauth::InstallStore;
 use crate::ops::metrics::Metrics;
 use crate::pace::clock::Clock;
 use crate::pace::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
@@ -80,7 +81,12 @@ impl LiveSettings {
 }
 
 /// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
-pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
+/// `installs` is the opened install store; without it the token broker is off.
+pub(crate) fn build(
+    config: &Config,
+    metrics: &Metrics,
+    installs: Option<Arc<dyn InstallStore>>,
+) -> anyhow::Result<Stack> {
     let target = config
         .upstream_target()
         .map_err(|e| anyhow::anyhow!("[upstream] base_url: {e}"))?;
@@ -134,7 +140,10 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
             .layer(pace.clone())
             .service(forward.clone()),
     );
-    let broker = oauth_setup::build_broker(config, paced, clock, metrics)?;
+    let broker = match installs {
+        Some(installs) => oauth_setup::build_broker(config, installs, paced, clock, metrics)?,
+        None => None,
+    };
     let install_flow = broker
         .clone()
         .map(|broker| InstallFlow::new(broker, config.oauth.authorize_url.clone(), clock));

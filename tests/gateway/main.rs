@@ -13,6 +13,7 @@ mod fairness;
 mod faults;
 mod identity;
 mod inbound_auth;
+mod install_store;
 mod junk_credentials;
 mod lifecycle;
 mod oauth_broker;

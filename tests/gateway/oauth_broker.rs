@@ -34,8 +34,31 @@ pub(crate) async fn oauth_sim(lifetime_s: u64, rotate: bool) -> Hubspot {
     .await
 }
 
-/// The gateway config's `[[apps]]` entry for the simulator's app.
-pub(crate) fn broker_config(config: &mut Config, sim: &Hubspot) {
+/// A secret key for sealing installs (64 hex digits), only ever used by these tests.
+const TEST_KEY: &str = "5b0c2f0f9a6e4d7c8b1a2e3f405162738495a6b7c8d9eaf00112233445566778";
+
+/// Where one gateway's installs live: its database and key files, removed with it.
+pub(crate) struct InstallFiles {
+    dir: tempfile::TempDir,
+}
+
+impl InstallFiles {
+    pub(crate) fn new() -> InstallFiles {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret.key"), TEST_KEY).unwrap();
+        InstallFiles { dir }
+    }
+
+    /// Points `config`'s `[oauth]` at these files.
+    pub(crate) fn apply(&self, config: &mut Config) {
+        config.oauth.store_path = self.dir.path().join("installs.redb").display().to_string();
+        config.oauth.key_file = self.dir.path().join("secret.key").display().to_string();
+    }
+}
+
+/// The gateway config's `[[apps]]` entry for the simulator's app, and `[oauth]`.
+pub(crate) fn broker_config(config: &mut Config, sim: &Hubspot, files: &InstallFiles) {
+    files.apply(config);
     config.apps = vec![AppConfig {
         app_id: APP_ID,
         client_id: CLIENT_ID.into(),
@@ -121,7 +144,10 @@ async fn brokered_calls_need_no_token_and_one_refresh_runs_at_a_time() {
     const LIFETIME_S: u64 = 4;
     const RUN: Duration = Duration::from_secs(12);
     let sim = oauth_sim(LIFETIME_S, false).await;
-    let gateway = sim.gateway(|config| broker_config(config, &sim)).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| broker_config(config, &sim, &files))
+        .await;
     let refresh_token = mint_refresh_token(&sim, 1001).await;
     let install = import(&gateway, &refresh_token).await;
     assert_eq!(install["hub_id"], 1001, "{install}");
@@ -192,7 +218,10 @@ async fn brokered_calls_need_no_token_and_one_refresh_runs_at_a_time() {
 #[tokio::test]
 async fn the_install_flow_ends_in_an_install_its_callers_can_use() {
     let sim = oauth_sim(1800, false).await;
-    let gateway = sim.gateway(|config| broker_config(config, &sim)).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| broker_config(config, &sim, &files))
+        .await;
     let (status, body) = brokered(gateway.url("/crm/v3/objects/contacts"), 1002).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body:?}");
     let refusal = json(&body);
@@ -261,7 +290,10 @@ async fn the_install_flow_ends_in_an_install_its_callers_can_use() {
 #[tokio::test]
 async fn a_dead_refresh_token_asks_for_reauthorization() {
     let sim = oauth_sim(2, false).await;
-    let gateway = sim.gateway(|config| broker_config(config, &sim)).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| broker_config(config, &sim, &files))
+        .await;
     let refresh_token = mint_refresh_token(&sim, 1003).await;
     import(&gateway, &refresh_token).await;
     let (status, _) = brokered(gateway.url("/crm/v3/objects/contacts"), 1003).await;
