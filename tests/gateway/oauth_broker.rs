@@ -324,11 +324,18 @@ async fn a_dead_refresh_token_asks_for_reauthorization() {
     let (_, body) = brokered(gateway.url("/crm/v3/objects/contacts"), 1003).await;
     let refusal = json(&body);
     assert_eq!(refusal["category"], "HUBGATE_REAUTH_REQUIRED", "{refusal}");
-    let metrics = gateway.metrics().await;
-    assert_eq!(
-        metric_sum(&metrics, "hubgate_oauth_installs{status=\"needs_reauth\""),
-        1.0
-    );
+    let metrics = wait_for(
+        "the gauge counts the install",
+        Duration::from_secs(10),
+        || async {
+            let metrics = gateway.metrics().await;
+            match metric_sum(&metrics, "hubgate_oauth_installs{status=\"needs_reauth\"") {
+                1.0 => Ok(metrics),
+                other => Err(format!("{other} installs need reauthorization")),
+            }
+        },
+    )
+    .await;
     assert!(
         metric_sum(
             &metrics,

@@ -89,6 +89,9 @@ struct Inner {
     /// Installs whose token endpoint is backing off: (not before unix ms, failures).
     backoff: Mutex<HashMap<InstallKey, (i64, u32)>>,
     metrics: BrokerMetrics,
+    /// Wakes the refresher when an install arrives or dies, so its schedule and gauges
+    /// include it at once.
+    installed: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -109,6 +112,7 @@ impl Broker {
                 last_used: Mutex::default(),
                 backoff: Mutex::default(),
                 metrics,
+                installed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -224,6 +228,7 @@ impl Broker {
                 .map_err(store_error)?
             {
                 self.clear_backoff(key);
+                self.inner.installed.notify_one();
                 return self
                     .inner
                     .store

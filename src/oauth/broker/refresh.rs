@@ -140,6 +140,8 @@ impl Broker {
                     .put_if(dead, Some(current.version))
                     .await
                     .map_err(store_error)?;
+                // The gauges say so at once, not at the refresher's next look.
+                self.inner.installed.notify_one();
                 Err(BrokerError::NeedsReauth {
                     app_id: key.app_id,
                     hub_id: key.hub_id,

@@ -12,9 +12,10 @@ const REFRESH_AT: f64 = 0.75;
 const IDLE_AFTER: Duration = Duration::from_secs(3600);
 /// ...and is refreshed only this often.
 const IDLE_REFRESH: Duration = Duration::from_secs(24 * 3600);
-/// Bounds on how often the refresher looks at the installs.
+/// Bounds on how often the refresher looks at the installs; at least every few seconds,
+/// since other replicas add and refresh installs in a shared store too.
 const MIN_TICK: Duration = Duration::from_millis(100);
-const MAX_TICK: Duration = Duration::from_secs(30);
+const MAX_TICK: Duration = Duration::from_secs(5);
 
 impl Broker {
     /// Runs until the gateway stops (the task is aborted).
@@ -24,10 +25,13 @@ impl Broker {
                 Ok(installs) => self.sweep(&installs),
                 Err(e) => {
                     tracing::warn!(error = %e, "the refresher could not list installs");
-                    MAX_TICK / 6
+                    MAX_TICK
                 }
             };
-            tokio::time::sleep(wait.clamp(MIN_TICK, MAX_TICK)).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait.clamp(MIN_TICK, MAX_TICK)) => {}
+                () = self.inner.installed.notified() => {}
+            }
         }
     }
 
