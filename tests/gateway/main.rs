@@ -17,6 +17,7 @@ mod install_store;
 mod junk_credentials;
 mod lifecycle;
 mod oauth_broker;
+mod oauth_replicas;
 mod observability;
 mod outside_use;
 mod pacing;
