@@ -97,9 +97,10 @@ pub(crate) fn build(
         max_body_bytes: config.server.max_body_bytes,
         body_idle_timeout: config.server.body_idle_timeout(),
     };
-    let resolver = IdentityResolver::new(
+    let resolver = IdentityResolver::with_apps(
         &config.identity,
         &config.credentials,
+        &config.apps,
         client.clone(),
         target.clone(),
         metrics.clone(),

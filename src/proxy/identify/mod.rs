@@ -1,6 +1,7 @@
 //! The identity layer: names each call's quota owner (app, portal) from its credential,
 //! so the layers after it know whose budgets the call spends.
 
+mod apps;
 mod cache;
 mod resolver;
 mod turns;
