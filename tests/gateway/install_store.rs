@@ -152,6 +152,13 @@ async fn installs_survive_a_gateway_restart_sealed_and_refuse_a_missing_or_wrong
     assert!(!opened.store.put_if(current, Some(1)).await.unwrap());
     drop(opened);
 
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the database file is open to others: {mode:o}"
+    );
     let raw = String::from_utf8_lossy(&std::fs::read(&db).unwrap()).into_owned();
     assert_no_secret("the database file", &raw);
     assert!(
