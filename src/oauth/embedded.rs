@@ -57,6 +57,7 @@ impl EmbeddedInstallStore {
     /// Opens (or creates) the database at `path`. Refuses a key other than the one its
     /// installs were written with, before anything is read or written.
     pub fn open(path: &Path, key: SecretKey) -> anyhow::Result<EmbeddedInstallStore> {
+        create_private(path)?;
         let db = Database::create(path).map_err(|e| opening_error(path, e))?;
         let txn = db.begin_write()?;
         {
@@ -119,6 +120,23 @@ impl EmbeddedInstallStore {
         let (version, blob) = split_row(row)
             .ok_or_else(|| anyhow::anyhow!("the stored install {key} is truncated"))?;
         record::open(&self.key, key, version, blob)
+    }
+}
+
+/// Creates the file, if there is none, readable by its owner alone: its records are
+/// sealed, but which installs exist (app and hub ids) is not for every local user.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "[oauth] store_path '{}' cannot be created: {e}",
+            path.display()
+        )),
     }
 }
 

@@ -108,3 +108,53 @@ impl LockTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::{InstallStatus, Secret};
+
+    fn install(hub_id: u64) -> Install {
+        Install {
+            key: InstallKey { app_id: 1, hub_id },
+            scopes: Vec::new(),
+            status: InstallStatus::Active,
+            refresh_token: Secret::new("r"),
+            access_token: None,
+            access_expires_at_unix_ms: 0,
+            updated_at_unix_ms: 0,
+            version: 99,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_swap_on_the_version_they_read() {
+        let store = MemoryInstallStore::new();
+        assert!(store.put_if(install(5), None).await.unwrap());
+        assert!(!store.put_if(install(5), None).await.unwrap());
+        let stored = store.get(install(5).key).await.unwrap().unwrap();
+        assert_eq!(stored.version, 1);
+        assert!(store.put_if(install(5), Some(1)).await.unwrap());
+        assert!(!store.put_if(install(5), Some(1)).await.unwrap());
+        store.delete(install(5).key).await.unwrap();
+        assert!(store.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_is_held_once_until_released_or_expired() {
+        let store = MemoryInstallStore::new();
+        let key = install(5).key;
+        let ttl = Duration::from_secs(10);
+        let token = store.try_lock(key, ttl).await.unwrap().unwrap();
+        assert!(store.try_lock(key, ttl).await.unwrap().is_none());
+        store.unlock(key, LockToken::random()).await.unwrap();
+        assert!(
+            store.try_lock(key, ttl).await.unwrap().is_none(),
+            "not our token"
+        );
+        store.unlock(key, token).await.unwrap();
+        let _expiring = store.try_lock(key, ttl).await.unwrap().unwrap();
+        tokio::time::advance(ttl + Duration::from_millis(1)).await;
+        assert!(store.try_lock(key, ttl).await.unwrap().is_some());
+    }
+}

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use super::embedded::EmbeddedInstallStore;
 use super::install::InstallStore;
 use super::seal::{SecretKey, SECRET_KEY_ENV};
@@ -48,7 +50,11 @@ pub async fn open_installs(
     let (store, kind): (Arc<dyn InstallStore>, _) = if config.store.is_redis() {
         let settings = RedisSettings::from_config(&config.store);
         (
-            Arc::new(SharedInstallStore::open(&settings, key).await?),
+            Arc::new(
+                SharedInstallStore::open(&settings, key)
+                    .await
+                    .context("opening the OAuth installs in Redis ([store] redis_url)")?,
+            ),
             "redis",
         )
     } else {

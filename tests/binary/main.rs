@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod config_docs;
 mod deploy_files;
+mod installs;
 mod layout;
 mod load;
 mod no_secrets;
