@@ -344,3 +344,83 @@ async fn a_dead_refresh_token_asks_for_reauthorization() {
     );
     assert!(metric_sum(&metrics, "hubgate_oauth_reauth_refusals_total") >= 1.0);
 }
+
+#[tokio::test]
+async fn an_expired_authentication_answer_is_refreshed_and_replayed_once() {
+    let _turn = heavy_turn().await;
+    let sim = oauth_sim(2, false).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| broker_config(config, &sim, &files))
+        .await;
+    let refresh_token = mint_refresh_token(&sim, 1004).await;
+    import(&gateway, &refresh_token).await;
+    // HubSpot's clock starts a token's life before hubgate receives it: with a slow token
+    // endpoint, hubgate believes each token lives 1.5 s longer than HubSpot does, so calls
+    // meet EXPIRED_AUTHENTICATION before hubgate's own refresh is due.
+    let (status, _, body) = post_json(
+        &format!("{}/__sim/oauth", sim.base_url()),
+        serde_json::json!({"token_latency_ms": 1500}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let started = tokio::time::Instant::now();
+    let mut failures = 0;
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let (status, body) = brokered(gateway.url("/crm/v3/objects/contacts"), 1004).await;
+        calls += 1;
+        if status != StatusCode::OK {
+            failures += 1;
+            eprintln!("brokered call answered {status}: {body:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = gateway.metrics().await;
+    let expired_answers = metric_sum(
+        &metrics,
+        "hubgate_upstream_responses_total{status_class=\"4xx\"",
+    );
+    println!("{calls} calls, {failures} failed; HubSpot answered {expired_answers} 4xx (expired tokens), each replayed");
+    assert!(expired_answers >= 1.0, "the run met expired tokens");
+    assert_eq!(
+        failures, 0,
+        "every expired-token answer was replayed with a fresh token"
+    );
+}
+
+#[tokio::test]
+async fn keyed_callers_use_only_the_portals_their_entry_lists() {
+    let sim = oauth_sim(1800, false).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| {
+            broker_config(config, &sim, &files);
+            config.inbound.require_caller_key = true;
+            config.callers = vec![hubgate::config::CallerConfig {
+                name: "sync".into(),
+                weight: 1,
+                max_rps: None,
+                key_sha256: Some(hubgate::config::key_sha256("sync-key")),
+                priorities: hubgate::config::default_priorities(),
+                portals: vec![1005],
+            }];
+        })
+        .await;
+    for portal in [1005, 1006] {
+        let refresh_token = mint_refresh_token(&sim, portal).await;
+        import(&gateway, &refresh_token).await;
+    }
+    let call = |portal: u64| {
+        Request::get(gateway.url("/crm/v3/objects/contacts"))
+            .header("x-hubgate-portal", portal.to_string())
+            .header("x-hubgate-key", "sync-key")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (status, _, body) = send(call(1005)).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, _, body) = send(call(1006)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
+    assert_eq!(json(&body)["category"], "HUBGATE_FORBIDDEN");
+}
