@@ -42,7 +42,8 @@ where
     B::Error: Into<crate::proxy::body::BoxError>,
 {
     if request.uri().path().starts_with(admin_installs::PREFIX) {
-        return Ok(admin_installs::handle(&state, request).await);
+        let token = state.reloader.admin_token_digest().await;
+        return Ok(admin_installs::handle(state.broker.as_ref(), token, request).await);
     }
     if request.uri().path() == "/admin/reload" {
         return Ok(reload(&state.reloader, request.method(), request.headers()).await);
@@ -189,7 +190,7 @@ fn owner(observer: &Observer, text: &str) -> Response<Body> {
     }
 }
 
-pub(crate) fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(body::full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -215,7 +216,7 @@ fn store_readiness(store: Option<&RedisStore>) -> Response<Body> {
     }
 }
 
-pub(crate) fn json(status: StatusCode, text: &'static str) -> Response<Body> {
+fn json(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     response.headers_mut().insert(

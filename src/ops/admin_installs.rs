@@ -4,7 +4,6 @@
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
-use super::admin::{json, json_value, AdminState};
 use super::admin_auth;
 use crate::oauth::broker::{Broker, BrokerError};
 use crate::oauth::InstallKey;
@@ -15,21 +14,28 @@ pub(crate) const PREFIX: &str = "/admin/installs";
 /// An import body is one small JSON object.
 const MAX_IMPORT_BYTES: usize = 16 * 1024;
 
-pub(crate) async fn handle<B>(state: &AdminState, request: Request<B>) -> Response<Body>
+/// Answers a call under `/admin/installs`; `admin_token` is the digest of `[admin]
+/// token_sha256`, which the changing calls must present.
+pub(crate) async fn handle<B>(
+    broker: Option<&Broker>,
+    admin_token: Option<[u8; 32]>,
+    request: Request<B>,
+) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::proxy::body::BoxError>,
 {
-    let Some(broker) = &state.broker else {
-        return json(
+    let Some(broker) = broker else {
+        return error(
             StatusCode::NOT_FOUND,
-            r#"{"status":"error","message":"the token broker is off: configure an app in [[apps]] to hold installs","category":"OBJECT_NOT_FOUND"}"#,
+            "OBJECT_NOT_FOUND",
+            "the token broker is off: configure an app in [[apps]] and a secret key (HUBGATE_SECRET_KEY or [oauth] key_file) to hold installs",
         );
     };
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     if method != Method::GET && method != Method::HEAD {
-        if let Err(refused) = authorized(state, request.headers()).await {
+        if let Some(refused) = refusal(admin_token.as_ref(), request.headers()) {
             return refused;
         }
     }
@@ -52,10 +58,10 @@ where
     }
 }
 
-async fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let token = state.reloader.admin_token_digest().await;
-    admin_auth::authorize(headers, token.as_ref()).map_err(|refusal| {
-        let mut response = json(refusal.status(), refusal.body());
+/// The answer refusing a changing call `admin_auth` does not let through, if any.
+fn refusal(token: Option<&[u8; 32]>, headers: &HeaderMap) -> Option<Response<Body>> {
+    admin_auth::authorize(headers, token).err().map(|refusal| {
+        let mut response = json_response(refusal.status(), refusal.body().to_string());
         if let Some(challenge) = refusal.challenge() {
             response
                 .headers_mut()
@@ -168,4 +174,18 @@ fn error(status: StatusCode, category: &str, message: &str) -> Response<Body> {
         status,
         &serde_json::json!({"status": "error", "message": message, "category": category}),
     )
+}
+
+fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json_response(status, value.to_string())
+}
+
+fn json_response(status: StatusCode, text: String) -> Response<Body> {
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response
 }

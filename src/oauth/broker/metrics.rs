@@ -3,7 +3,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use super::{Install, InstallStatus};
+use crate::oauth::{Install, InstallStatus};
 use crate::ops::metrics::Metrics;
 
 /// Every `outcome` label of `hubgate_oauth_refreshes_total`.
