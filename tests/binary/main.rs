@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod apps_config;
 mod cli;
 mod config_docs;
 mod deploy_files;

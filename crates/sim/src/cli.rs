@@ -40,7 +40,7 @@ pub struct SimArgs {
     /// Each refresh issues a new refresh token and invalidates the redeemed one.
     #[arg(long)]
     pub rotate_refresh_tokens: bool,
-    /// Switch off `GET /oauth/v1/access-tokens/{token}`, as HubSpot does on 2027-02-16.
+    /// Switch off the `/oauth/v1/...` routes, as HubSpot does on 2027-02-16.
     #[arg(long)]
     pub no_v1_oauth: bool,
     /// PEM certificate chain; serves HTTPS together with --tls-key.

@@ -337,6 +337,30 @@ mod tests {
         assert_eq!(cfg.search_limit, 5);
         assert_eq!(cfg.token_registry().len(), 5);
         assert!(SimConfig::from_toml_str("bogus = 1").is_err());
+        let oauth = SimConfig::from_toml_str(
+            r#"
+            generate_tokens = 1
+            [[apps]]
+            app_id = 77
+            client_id = "c77"
+            client_secret = "s77"
+            [oauth]
+            rotate_refresh_tokens = true
+            v1_oauth = false
+            "#,
+        )
+        .expect("valid OAuth config");
+        assert!(oauth.oauth.rotate_refresh_tokens && !oauth.oauth.v1_oauth);
+        let apps: Vec<u64> = oauth.app_registry().iter().map(|a| a.app_id).collect();
+        assert_eq!(apps, [3001, 77]);
+        assert_eq!(
+            oauth.apps[0].redirect_uri,
+            crate::oauth::GENERATED_REDIRECT_URI
+        );
+        assert!(SimConfig::from_toml_str("[oauth]\ntoken_error_rate = 3.0").is_err());
+        let twice = "[[apps]]\napp_id = 1\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                     [[apps]]\napp_id = 2\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+        assert!(SimConfig::from_toml_str(twice).is_err());
         assert!(SimConfig::from_toml_str("[faults]\nerror_rate = 2.0").is_err());
     }
 }

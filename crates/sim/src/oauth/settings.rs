@@ -49,7 +49,7 @@ pub struct OauthSettings {
     pub code_lifetime_s: u64,
     /// Each refresh answers a new refresh token and invalidates the redeemed one.
     pub rotate_refresh_tokens: bool,
-    /// Whether `GET /oauth/v1/access-tokens/{token}` still answers (HubSpot: until 2027-02-16).
+    /// Whether the `/oauth/v1/...` routes still answer (HubSpot: until 2027-02-16).
     pub v1_oauth: bool,
     /// Token endpoint calls per `token_rate_window_ms`, all together; 0 is unlimited.
     pub token_rate_limit: u32,

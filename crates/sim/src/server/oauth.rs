@@ -152,7 +152,8 @@ fn authorize(shared: &Shared, query: Option<&str>) -> Response<Body> {
         Instant::now(),
     ) {
         Ok(code) => {
-            let mut location = format!("{redirect_uri}?code={code}");
+            let joiner = if redirect_uri.contains('?') { '&' } else { '?' };
+            let mut location = format!("{redirect_uri}{joiner}code={code}");
             let state = get("state");
             if !state.is_empty() {
                 location.push_str(&format!("&state={}", encode(&state)));

@@ -356,7 +356,14 @@ async fn without_v1_oauth_only_dated_introspection_knows_tokens() {
     let path = format!("/oauth/v1/access-tokens/{OAUTH}");
     assert_eq!(c.call("GET", &path, None, None).await.status, 200);
     set_oauth(&c, json!({ "v1_oauth": false })).await;
-    assert_eq!(c.call("GET", &path, None, None).await.status, 404);
+    let gone = c.call("GET", &path, None, None).await;
+    assert_eq!(gone.status, 404);
+    assert!(
+        !String::from_utf8_lossy(&gone.body).contains(OAUTH),
+        "the token is not echoed"
+    );
+    let v1_token = form(&c, "/oauth/v1/token", &[("grant_type", "refresh_token")]).await;
+    assert_eq!(v1_token.status, 404);
     let info = introspect(&c, OAUTH).await;
     assert_eq!(info["active"], true);
     assert_eq!(info["hub_id"], PORTAL);
