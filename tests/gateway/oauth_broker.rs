@@ -424,3 +424,112 @@ async fn keyed_callers_use_only_the_portals_their_entry_lists() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
     assert_eq!(json(&body)["category"], "HUBGATE_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn a_failing_token_endpoint_is_waited_out_while_the_token_still_works() {
+    let _turn = heavy_turn().await;
+    let sim = oauth_sim(12, false).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| broker_config(config, &sim, &files))
+        .await;
+    let refresh_token = mint_refresh_token(&sim, 1007).await;
+    import(&gateway, &refresh_token).await;
+    let (before, _) = sim_install_stats(&sim, 1007).await;
+    // The refresh due at 9 s meets a token endpoint answering 503 twice: the broker backs
+    // off (at most 0.5 s, then 1 s) and serves the old token meanwhile.
+    let (status, _, body) = post_json(
+        &format!("{}/__sim/oauth", sim.base_url()),
+        serde_json::json!({"token_fail_next": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let started = tokio::time::Instant::now();
+    let mut failures = 0;
+    while started.elapsed() < Duration::from_secs(13) {
+        let (status, body) = brokered(gateway.url("/crm/v3/objects/contacts"), 1007).await;
+        if status != StatusCode::OK {
+            failures += 1;
+            eprintln!("brokered call answered {status}: {body:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, _, stats) = get(&format!("{}/__sim/stats", sim.base_url())).await;
+    let injected = json(&stats)["oauth"]["token_errors"]["injected"]
+        .as_u64()
+        .unwrap_or(0);
+    let (after, _) = sim_install_stats(&sim, 1007).await;
+    let metrics = gateway.metrics().await;
+    println!(
+        "{injected} token endpoint 503s waited out; {} refreshes, {failures} failed calls; broker outcomes unavailable {}",
+        after - before,
+        metric_sum(&metrics, "hubgate_oauth_refreshes_total{outcome=\"unavailable\"")
+    );
+    assert_eq!(injected, 2, "every injected failure was met");
+    assert!(
+        after > before,
+        "the refresh got through once the endpoint recovered"
+    );
+    assert_eq!(
+        failures, 0,
+        "callers were served the still-valid token meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn changing_installs_needs_the_admin_token_and_own_tokens_pass_untouched() {
+    let sim = oauth_sim(1800, false).await;
+    let files = InstallFiles::new();
+    let gateway = sim
+        .gateway(|config| {
+            broker_config(config, &sim, &files);
+            config.admin.token_sha256 = hubgate::config::key_sha256("admin-secret");
+        })
+        .await;
+    let refresh_token = mint_refresh_token(&sim, 1008).await;
+    let (status, _, _) = post_json(
+        &gateway.admin_url("/admin/installs"),
+        serde_json::json!({"app_id": APP_ID, "refresh_token": refresh_token}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no admin token, no import"
+    );
+    let (status, _, body) = send(
+        Request::post(gateway.admin_url("/admin/installs"))
+            .header(header::AUTHORIZATION, "Bearer admin-secret")
+            .body(Full::new(Bytes::from(
+                serde_json::json!({"app_id": APP_ID, "refresh_token": refresh_token}).to_string(),
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body:?}");
+    let (status, _, _) = send(
+        Request::delete(gateway.admin_url(&format!("/admin/installs/{APP_ID}/1008")))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no admin token, no revoke"
+    );
+    // A caller's own credential wins over the portal header: it reaches HubSpot as sent.
+    let (status, _, _) = send(
+        Request::get(gateway.url("/crm/v3/objects/contacts"))
+            .header("x-hubgate-portal", "1008")
+            .header(header::AUTHORIZATION, "Bearer not-a-token-hubspot-knows")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "HubSpot's own 401 for the caller's token"
+    );
+}

@@ -156,8 +156,7 @@ impl Broker {
         } else {
             install
         };
-        usable_token(&install, self.inner.clock.unix_ms())
-            .ok_or_else(|| BrokerError::of_key(&key, install.status == InstallStatus::NeedsReauth))
+        usable_token(&install, self.inner.clock.unix_ms()).ok_or_else(|| no_token(&key, &install))
     }
 
     /// After HubSpot answered `EXPIRED_AUTHENTICATION` to `stale`: a new token, refreshing
@@ -170,8 +169,7 @@ impl Broker {
         let install = self
             .refresh_when(key, Need::Replaces(stale.to_string()))
             .await?;
-        usable_token(&install, self.inner.clock.unix_ms())
-            .ok_or_else(|| BrokerError::of_key(&key, install.status == InstallStatus::NeedsReauth))
+        usable_token(&install, self.inner.clock.unix_ms()).ok_or_else(|| no_token(&key, &install))
     }
 
     /// The stored install, refused when absent or waiting for re-authorization.
@@ -304,6 +302,12 @@ pub(super) enum Need {
 }
 
 impl Need {
+    /// Whether, while a sibling refreshes, the current token may be served as it is: yes
+    /// unless it has expired, or HubSpot already called it expired.
+    fn served_meanwhile(&self, install: &Install, now: i64) -> bool {
+        !matches!(self, Need::Replaces(_)) && usable_token(install, now).is_some()
+    }
+
     fn holds(&self, install: &Install, now: i64) -> bool {
         match self {
             Need::Due { version } => install.version == *version,
@@ -313,6 +317,18 @@ impl Need {
             }
         }
     }
+}
+
+/// Why `install` has no token to hand out: it needs re-authorization, or its token ran
+/// out while the token endpoint kept failing (the broker is backing off).
+fn no_token(key: &InstallKey, install: &Install) -> BrokerError {
+    if install.status == InstallStatus::NeedsReauth {
+        return BrokerError::of_key(key, true);
+    }
+    BrokerError::Token(TokenError::Unavailable {
+        reason: "the access token expired and the token endpoint has not answered a refresh yet; hubgate keeps trying".into(),
+        retry_after: None,
+    })
 }
 
 /// The access token of `install` if it is still valid at `now`.

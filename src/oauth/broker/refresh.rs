@@ -13,7 +13,7 @@ use crate::oauth::token_endpoint::TokenError;
 /// How often a replica waiting on another's refresh reads the install again.
 const WAIT_POLL: Duration = Duration::from_millis(50);
 /// Backoff after the token endpoint fails: full jitter up to this, doubling from `BASE`.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// The lock outlives a token call by this much, so it never expires under a live refresh.
 const LOCK_SLACK: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ impl Broker {
         let give_up_at = clock.unix_ms() + 2 * self.lock_ttl().as_millis() as i64;
         loop {
             let install = self.read(key).await?;
-            if !needed.holds(&install, clock.unix_ms()) || self.backing_off(key, &install) {
+            if !needed.holds(&install, clock.unix_ms()) || self.backing_off(key) {
                 return Ok(install);
             }
             if let Some(lock) = store
@@ -75,19 +75,17 @@ impl Broker {
                 }
                 return refreshed;
             }
-            // Another replica is refreshing: wait for its answer to land instead of
-            // redeeming the same refresh token a second time.
-            let seen = install.version;
-            loop {
-                tokio::time::sleep(WAIT_POLL).await;
-                let now = self.read(key).await?;
-                if now.version != seen || clock.unix_ms() > give_up_at {
-                    break;
-                }
+            // Another replica is refreshing. With a token that still works there is
+            // nothing to wait for: its answer lands in the store for the next call.
+            if needed.served_meanwhile(&install, clock.unix_ms()) {
+                return Ok(install);
             }
+            // Otherwise wait for its answer (or its lock to go) instead of redeeming the
+            // same refresh token a second time.
             if clock.unix_ms() > give_up_at {
-                return self.read(key).await;
+                return Ok(install);
             }
+            tokio::time::sleep(WAIT_POLL).await;
         }
     }
 
@@ -168,13 +166,10 @@ impl Broker {
         }
     }
 
-    /// Whether the token endpoint is backing off for `key` while its token still works;
-    /// an expired token always gets a try.
-    fn backing_off(&self, key: InstallKey, install: &Install) -> bool {
+    /// Whether the token endpoint is backing off for `key`: calls meanwhile get the token
+    /// while it works, else 503, and never an extra token call each.
+    fn backing_off(&self, key: InstallKey) -> bool {
         let now = self.inner.clock.unix_ms();
-        if install.access_expires_at_unix_ms <= now {
-            return false;
-        }
         let backoff = self.inner.backoff.lock().unwrap_or_else(|e| e.into_inner());
         backoff.get(&key).is_some_and(|&(until, _)| until > now)
     }
