@@ -117,7 +117,7 @@ pub struct TokenCalls {
 pub struct TokenErrors {
     pub invalid_grant: u64,
     pub invalid_client: u64,
-    /// A missing field, an unsupported grant type, a body that is not a form.
+    /// A missing or unsupported grant type.
     pub invalid_request: u64,
     pub rate_limited: u64,
     /// `token_fail_next` and `token_error_rate`.

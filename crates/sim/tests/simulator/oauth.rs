@@ -383,3 +383,23 @@ async fn without_v1_oauth_only_dated_introspection_knows_tokens() {
         "another app's credentials do not see the token"
     );
 }
+
+#[tokio::test]
+async fn the_rust_handle_installs_and_steers_the_oauth_server() {
+    let (sim, c) = start(config()).await;
+    assert!(sim.oauth_install(9999, 1, &[]).is_err(), "unknown app");
+    sim.set_oauth(hubgate_sim::OauthSettings {
+        rotate_refresh_tokens: true,
+        ..sim.oauth_settings()
+    });
+    let grant = sim
+        .oauth_install(OAUTH_APP, 8001, &["oauth"])
+        .expect("install");
+    assert_eq!(grant.scopes, ["oauth"]);
+    let r = refresh(&c, &grant.refresh_token).await;
+    assert_ne!(r.json()["refresh_token"], grant.refresh_token.as_str());
+    let stats = sim.stats().oauth;
+    let install = stats.install(OAUTH_APP, 8001).expect("install stats");
+    assert_eq!((install.refreshes, install.access_tokens_issued), (1, 2));
+    assert_eq!(stats.token_calls.refresh_token, 1);
+}
