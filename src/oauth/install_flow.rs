@@ -312,3 +312,16 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_decode_or_refuse() {
+        assert_eq!(decode("a%2Fb+c").as_deref(), Some("a/b c"));
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("%E2%82"), None, "not UTF-8");
+        assert_eq!(escape("<b>&\"").as_str(), "&lt;b&gt;&amp;&quot;");
+    }
+}

@@ -308,3 +308,19 @@ struct ErrorAnswer {
     status: Option<String>,
     message: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_escape_everything_but_unreserved_characters() {
+        assert_eq!(
+            form_encode(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "a b&c=d/é~")
+            ]),
+            "grant_type=refresh_token&refresh_token=a%20b%26c%3Dd%2F%C3%A9~"
+        );
+    }
+}
