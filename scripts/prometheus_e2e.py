@@ -253,7 +253,14 @@ def main():
             "search_limit = 2\nsearch_window_ms = 1000\nsearch_margin_ms = 20\ndaily_limit = 100000\n"
             "[queue]\nmax_wait_ms = 1500\n"
             '[log]\nlevel = "warn"\n'
+            # The token broker, for its panels and alerts: the simulator's generated app 3001.
+            '[[apps]]\napp_id = 3001\nclient_id = "sim-client-3001"\nclient_secret = "sim-secret-3001"\n'
+            'redirect_uri = "http://127.0.0.1/oauth/callback"\n'
+            f'[oauth]\nstore_path = "{os.path.join(work, "installs.redb")}"\n'
+            f'key_file = "{os.path.join(work, "secret.key")}"\n'
         )
+    with open(os.path.join(work, "secret.key"), "w") as f:
+        f.write(os.urandom(32).hex())
     with open(os.path.join(work, "prometheus.yml"), "w") as f:
         f.write(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -277,6 +284,19 @@ def main():
         wait_for(f"http://{sim}/__sim/health", "the simulator")
         spawn([binary, "--config", os.path.join(work, "hubgate.toml")])
         wait_for(f"http://{admin}/readyz", "hubgate")
+        # One brokered install, imported with a refresh token the simulator mints.
+        status, grant = http(
+            f"http://{sim}/__sim/oauth/install", "POST",
+            json.dumps({"app_id": 3001, "hub_id": 1001}).encode(),
+            {"content-type": "application/json"},
+        )
+        assert status == 200, (status, grant)
+        status, answer = http(
+            f"http://{admin}/admin/installs", "POST",
+            json.dumps({"app_id": 3001, "refresh_token": json.loads(grant)["refresh_token"]}).encode(),
+            {"content-type": "application/json"},
+        )
+        assert status == 201, (status, answer)
         spawn([
             prometheus,
             f"--config.file={os.path.join(work, 'prometheus.yml')}",

@@ -37,7 +37,18 @@ listen = "127.0.0.1:$proxy_port"
 admin_listen = "127.0.0.1:$admin_port"
 [upstream]
 base_url = "http://127.0.0.1:$sim_port"
+# The token broker, for the brokered runs: the simulator's generated app 3001.
+[[apps]]
+app_id = 3001
+client_id = "sim-client-3001"
+client_secret_env = "SIM_APP_SECRET"
+redirect_uri = "http://127.0.0.1/oauth/callback"
+[oauth]
+store_path = "$work/installs.redb"
+key_file = "$work/secret.key"
 TOML
+"$sdk/venv/bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$work/secret.key"
+export SIM_APP_SECRET=sim-secret-3001
 "$bin" --config "$work/hubgate.toml" >"$work/hubgate.log" 2>&1 &
 pids+=($!)
 
@@ -56,10 +67,25 @@ export HUBGATE_URL="http://127.0.0.1:$proxy_port"
 run python env HUBSPOT_TOKEN=pat-na1-sim-1 "$sdk/venv/bin/python" tests/sdk/python_sdk.py
 run node env HUBSPOT_TOKEN=pat-na1-sim-2 NODE_PATH="$sdk/node/node_modules" node tests/sdk/node_sdk.cjs
 
+# Brokered: an install imported with a refresh token the simulator mints, then both SDKs
+# with no token at all and X-Hubgate-Portal as their one extra header.
+"$sdk/venv/bin/python" - "$sim_port" "$admin_port" <<'PY'
+import json, sys, urllib.request
+sim, admin = sys.argv[1], sys.argv[2]
+def post(url, body):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=10))
+grant = post(f"http://127.0.0.1:{sim}/__sim/oauth/install", {"app_id": 3001, "hub_id": 4242})
+post(f"http://127.0.0.1:{admin}/admin/installs", {"app_id": 3001, "refresh_token": grant["refresh_token"]})
+PY
+export HUBGATE_PORTAL=4242
+run python-brokered "$sdk/venv/bin/python" tests/sdk/python_brokered.py
+run node-brokered env NODE_PATH="$sdk/node/node_modules" node tests/sdk/node_brokered.cjs
+
 # The calls must really have gone caller -> hubgate -> simulator (not counting hubgate's own
-# token lookups).
+# token lookups and refreshes).
 forwarded=$(fetch "http://127.0.0.1:$admin_port/metrics" | awk '/^hubgate_requests_total\{outcome="forwarded"\}/ {print $2}')
-received=$(fetch "http://127.0.0.1:$sim_port/__sim/stats" | "$sdk/venv/bin/python" -c 'import json,sys; s = json.load(sys.stdin); print(s["totals"]["requests"] - s["introspection"]["total"])')
+received=$(fetch "http://127.0.0.1:$sim_port/__sim/stats" | "$sdk/venv/bin/python" -c 'import json,sys; s = json.load(sys.stdin); print(s["totals"]["requests"] - s["introspection"]["total"] - sum(s["oauth"]["token_calls"].values()))')
 echo "hubgate forwarded ${forwarded:-0} calls; the simulator received $received API calls"
 if [ "${forwarded:-0}" -lt 20 ] || [ "${forwarded:-0}" != "$received" ]; then
   failed=$((failed + 1)); echo "sdk: traffic did not flow through hubgate to the simulator" >&2

@@ -167,7 +167,15 @@ fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigErrors> {
 
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let warnings = config::ConfigErrors {
+                file: path.to_path_buf(),
+                problems: Config::locate(&text, config.warnings()),
+            };
+            for line in warnings.lines() {
+                eprintln!("warning: {line}");
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
@@ -191,6 +199,9 @@ fn run_gateway(args: RunArgs) -> ExitCode {
     telemetry::init(&config.log);
     if path.is_none() {
         tracing::warn!("no ./config.toml found: running with built-in defaults");
+    }
+    for warning in config.warnings() {
+        tracing::warn!(key = %warning.key, "{}", warning.message);
     }
     with_runtime(async move {
         let listeners = Listeners::bind(&config).await?;

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::connection::{self, Activity, CallerIo, ConnectionCap, Counted};
+use crate::oauth::open_installs;
 use crate::ops::admin::{self, AdminState};
 use crate::ops::budget_metrics::BudgetCollector;
 use crate::ops::metrics::Metrics;
@@ -85,6 +86,20 @@ async fn serve(
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP (config reload): {e}"))?;
+    // Held until the gateway stops: the embedded database's file stays locked to this
+    // process for as long as it may write installs.
+    let installs = open_installs(&config, false, |name| std::env::var(name).ok()).await?;
+    if let Some(opened) = &installs {
+        tracing::info!(
+            store = opened.kind,
+            installs = opened.count,
+            "OAuth installs loaded"
+        );
+    } else if !config.apps.is_empty() {
+        tracing::warn!(
+            "the OAuth token broker is off: [[apps]] are configured but no secret key is set to seal their installs; set HUBGATE_SECRET_KEY or [oauth] key_file to turn it on"
+        );
+    }
     let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
     let stack::Stack {
         service,
@@ -92,7 +107,12 @@ async fn serve(
         last_send,
         shared_store,
         live,
-    } = stack::build(&config, &metrics)?;
+        broker,
+    } = stack::build(
+        &config,
+        &metrics,
+        installs.as_ref().map(|opened| opened.store.clone()),
+    )?;
     // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
     let observer = Observer::new(
         pacer,
@@ -109,12 +129,16 @@ async fn serve(
     )?;
     #[cfg(unix)]
     let hangup_task = tokio::spawn(reload_on_hangup(hangups, reloader.clone()));
+    let refresher = broker
+        .clone()
+        .map(|broker| tokio::spawn(broker.run_refresher()));
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         observer,
         store: shared_store,
+        broker,
         reloader: reloader.clone(),
     };
 
@@ -210,6 +234,9 @@ async fn serve(
         tracing::warn!("shutdown grace elapsed with calls still in flight; closing them");
     }
     admin_task.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     tracing::info!("hubgate stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! - `proxy`: the request path's layers and the stack that assembles them;
 //! - `pace`: the pacing layer, the pacer and its lanes, retries, the clock;
 //! - `store`: where budget state lives (memory or Redis);
+//! - `oauth`: OAuth installs and their tokens, where they live, encrypted at rest;
 //! - `ops`: admin listener, metrics, budget views, reload, logging, redaction;
 //! - `connection`: one caller connection around hyper (its cap and socket timeouts);
 //! - `gateway`: runs all of it on two listeners; `cli` and `load` are the commands.
@@ -21,6 +22,7 @@ mod connection;
 mod gateway;
 pub mod hubspot;
 pub mod load;
+pub mod oauth;
 pub mod ops;
 pub mod pace;
 pub mod proxy;

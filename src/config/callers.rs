@@ -28,6 +28,10 @@ pub struct CallerConfig {
     /// require_caller_key` is on: `high` jumps every queue, so it is given, not taken.
     #[serde(default = "default_priorities")]
     pub priorities: Vec<String>,
+    /// The portals (hub ids) whose installs this caller may use through the token broker
+    /// (`X-Hubgate-Portal`) when `[inbound] require_caller_key` is on; none by default.
+    #[serde(default)]
+    pub portals: Vec<u64>,
 }
 
 fn one() -> u32 {
@@ -192,6 +196,7 @@ mod tests {
             max_rps: None,
             key_sha256: key.map(key_sha256),
             priorities: default_priorities(),
+            portals: Vec::new(),
         }
     }
 

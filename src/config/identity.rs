@@ -41,7 +41,13 @@ pub struct IdentityConfig {
     pub introspection_per_second: u32,
     /// Limit for one introspection, pacing wait included.
     pub introspection_timeout_ms: u64,
+    /// Whether an OAuth token no `[[apps]]` entry's dated introspection knows is looked up
+    /// with HubSpot's v1 token-info route, which HubSpot switches off on 2027-02-16.
+    pub v1_introspection: bool,
 }
+
+/// The day HubSpot switches the v1 OAuth API off (its changelog's v1 OAuth deprecation).
+pub const V1_OAUTH_SUNSET: &str = "2027-02-16";
 
 impl Default for IdentityConfig {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for IdentityConfig {
             max_proven_hapikeys: 10_000,
             introspection_per_second: 20,
             introspection_timeout_ms: 5_000,
+            v1_introspection: true,
         }
     }
 }
@@ -83,6 +90,21 @@ impl IdentityConfig {
             if zero {
                 problems.add(key, "must be greater than 0");
             }
+        }
+    }
+}
+
+impl IdentityConfig {
+    pub(crate) fn warnings(&self, problems: &mut Problems) {
+        if self.v1_introspection {
+            problems.add(
+                "identity.v1_introspection",
+                format!(
+                    "OAuth tokens no [[apps]] entry knows are looked up with GET \
+                     /oauth/v1/access-tokens, which HubSpot switches off on {V1_OAUTH_SUNSET}; \
+                     list every OAuth app in [[apps]] and set v1_introspection = false"
+                ),
+            );
         }
     }
 }

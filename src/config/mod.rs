@@ -10,6 +10,8 @@ mod budgets;
 mod callers;
 mod identity;
 mod locate;
+mod oauth;
+mod oauth_store;
 mod problems;
 mod retry;
 mod server;
@@ -29,7 +31,9 @@ pub use callers::{
     caller_name_problem, default_priorities, key_digest, key_sha256, CallerConfig, InboundConfig,
 };
 pub(crate) use identity::check_credentials;
-pub use identity::{credential_digest, IdentityConfig, StaticCredential};
+pub use identity::{credential_digest, IdentityConfig, StaticCredential, V1_OAUTH_SUNSET};
+pub use oauth::AppConfig;
+pub use oauth_store::OAuthStoreConfig;
 pub use problems::{ConfigErrors, Problem, Problems};
 pub use retry::RetryConfig;
 pub use server::ServerConfig;
@@ -55,10 +59,14 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Private-app tokens known in advance, resolved without asking HubSpot.
     pub credentials: Vec<StaticCredential>,
+    /// OAuth apps whose client credentials hubgate holds (introspection, refresh).
+    pub apps: Vec<AppConfig>,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     /// Where budget state lives: this process, or Redis shared by every replica.
     pub store: StoreConfig,
+    /// OAuth installs: where they persist, and the key that seals them at rest.
+    pub oauth: OAuthStoreConfig,
 }
 
 /// What `/metrics` exports.
@@ -148,11 +156,13 @@ impl Config {
         self.upstream.check(&mut problems);
         self.budgets.check(&mut problems);
         self.store.check(&mut problems);
+        self.oauth.check(&mut problems);
         self.identity.check(&mut problems);
         self.retry.check(&mut problems);
         callers::check_callers(&self.callers, &mut problems);
         self.inbound.check(&self.callers, &mut problems);
         identity::check_credentials(&self.credentials, &mut problems);
+        oauth::check_apps(&self.apps, &mut problems);
         self.lanes.check(&mut problems);
         self.queue.check(&mut problems);
         if self.metrics.max_owner_series == 0 || self.metrics.max_owner_series > 100_000 {
@@ -180,6 +190,24 @@ impl Config {
             );
         }
         problems.into_vec()
+    }
+
+    /// What is allowed but unwise, for `check-config` and the start-up log: a client secret
+    /// written in the file, the v1 OAuth lookup HubSpot switches off on 2027-02-16.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
+        oauth::app_warnings(&self.apps, &mut problems);
+        self.identity.warnings(&mut problems);
+        problems.into_vec()
+    }
+
+    /// `problems` of the TOML `text`, each given the line of its key.
+    pub fn locate(text: &str, mut problems: Vec<Problem>) -> Vec<Problem> {
+        let locator = locate::KeyLocator::new(text);
+        for p in &mut problems {
+            p.line = p.line.or_else(|| locator.line_of(&p.key));
+        }
+        problems
     }
 
     /// The upstream target; only valid configs reach the gateway, so this cannot fail there.

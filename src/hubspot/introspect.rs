@@ -25,7 +25,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The path that asks HubSpot about an OAuth token, the token percent-encoded as one
 /// segment whatever bytes it holds.
 pub fn oauth_introspection_path(token: &str) -> String {
-    format!("/oauth/v1/access-tokens/{}", encode_segment(token))
+    format!("/oauth/v1/access-tokens/{}", encode_component(token))
 }
 
 /// What an introspection answer concluded.
@@ -35,6 +35,9 @@ pub(crate) enum Answer {
     Owner { owner: Owner, ttl: Duration },
     /// HubSpot refused the token (a 4xx other than 408 and 429).
     Invalid(StatusCode),
+    /// No `[[apps]]` entry's dated introspection knows the token, and the v1 lookup is off:
+    /// its owner cannot be learned.
+    Unclaimed,
 }
 
 /// The request asking `target` (HubSpot's base URL) who owns `token`.
@@ -144,7 +147,7 @@ struct TokenInfo {
 /// An id or duration as HubSpot may send it: a JSON number, or a string of digits.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Number {
+pub(crate) enum Number {
     Int(u64),
     Float(f64),
     Text(String),
@@ -153,7 +156,7 @@ enum Number {
 }
 
 impl Number {
-    fn into_u64(self) -> Option<u64> {
+    pub(crate) fn into_u64(self) -> Option<u64> {
         match self {
             Number::Int(n) => Some(n),
             Number::Float(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => {
@@ -166,8 +169,8 @@ impl Number {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, so any token is one path
-/// segment.
-fn encode_segment(s: &str) -> String {
+/// segment or one form value.
+pub(crate) fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -198,8 +201,8 @@ mod tests {
 
     #[test]
     fn segments_are_encoded() {
-        assert_eq!(encode_segment("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
-        assert_eq!(encode_segment("CKm-._~9"), "CKm-._~9");
+        assert_eq!(encode_component("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
+        assert_eq!(encode_component("CKm-._~9"), "CKm-._~9");
     }
 
     #[tokio::test]

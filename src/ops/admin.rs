@@ -8,10 +8,12 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::admin_auth;
+use super::admin_installs;
 use super::metrics::Metrics;
 use super::observe::{Cursor, Observer};
 use super::reload::Reloader;
 use crate::hubspot::Owner;
+use crate::oauth::broker::Broker;
 use crate::proxy::body::{self, Body};
 use crate::store::{RedisStore, StoreHealth};
 
@@ -27,12 +29,22 @@ pub(crate) struct AdminState {
     pub(crate) store: Option<RedisStore>,
     /// `POST /admin/reload`.
     pub(crate) reloader: Reloader,
+    /// `/admin/installs`, when `[[apps]]` configures the token broker.
+    pub(crate) broker: Option<Broker>,
 }
 
 pub(crate) async fn handle<B>(
     state: AdminState,
     request: Request<B>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::proxy::body::BoxError>,
+{
+    if request.uri().path().starts_with(admin_installs::PREFIX) {
+        let token = state.reloader.admin_token_digest().await;
+        return Ok(admin_installs::handle(state.broker.as_ref(), token, request).await);
+    }
     if request.uri().path() == "/admin/reload" {
         return Ok(reload(&state.reloader, request.method(), request.headers()).await);
     }

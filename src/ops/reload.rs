@@ -22,10 +22,11 @@ use crate::config::{Config, ConfigErrors};
 use crate::proxy::stack::LiveSettings;
 
 /// Keys (dotted paths; a table covers every key in it) a running gateway cannot change:
-/// the sockets and connection bounds are set when listening starts, the upstream client
-/// and the budget store are built once, the replay buffer's size with the stack, metric
-/// series bounds are fixed at registration, and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 18] = [
+/// the sockets and connection bounds are set when listening starts, the upstream client,
+/// the budget and install stores, the OAuth apps' credentials and the token broker are
+/// built once, the replay buffer's size with the stack, metric series bounds are fixed at
+/// registration, and the log format with the subscriber.
+pub(crate) const NEEDS_RESTART: [&str; 20] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -42,6 +43,8 @@ pub(crate) const NEEDS_RESTART: [&str; 18] = [
     "retry.max_buffered_bytes",
     "upstream",
     "store",
+    "apps",
+    "oauth",
     "metrics.max_owner_series",
     "log.format",
 ];
@@ -376,6 +379,7 @@ mod tests {
             max_rps: None,
             key_sha256: None,
             priorities: crate::config::default_priorities(),
+            portals: Vec::new(),
         });
         let (effective, changed, needs_restart) = merge(&running, &new).unwrap();
         assert_eq!(changed, ["budgets.burst_limit", "callers", "log.level"]);

@@ -8,7 +8,7 @@ mod closing;
 mod layer;
 mod learn;
 pub mod pacer;
-mod replay;
+pub(crate) mod replay;
 mod retry;
 
 pub use closing::LastSend;

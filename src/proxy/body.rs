@@ -37,6 +37,22 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A small body read whole: `None` once it passes `max` bytes or fails. Read by hand
+/// rather than through `http_body_util::Limited`, whose error conversion trips rustc's
+/// higher-ranked `Send` check in async callers (rust-lang/rust#64552).
+pub async fn read_at_most(mut body: Body, max: usize) -> Option<Bytes> {
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            kept.extend_from_slice(&data);
+            if kept.len() > max {
+                return None;
+            }
+        }
+    }
+    Some(kept.freeze())
+}
+
 pin_project_lite::pin_project! {
     /// A body that fails with [`BodyStalled`] when, while it is being read, nothing arrives
     /// for `idle`: a stalled upload or a stalled upstream answer ends its call instead of

@@ -70,6 +70,8 @@ pub struct Callers {
     /// The priorities each caller may ask for; consulted only when keys are required,
     /// since without a key any call can claim any name.
     priorities: HashMap<String, Vec<Priority>>,
+    /// The portals whose brokered installs each caller may use, when keys are required.
+    portals: HashMap<String, Vec<u64>>,
 }
 
 /// What `[inbound] require_caller_key` checks.
@@ -138,6 +140,10 @@ impl Callers {
                 (c.name.clone(), allowed)
             })
             .collect();
+        let portals = config
+            .iter()
+            .map(|c| (c.name.clone(), c.portals.clone()))
+            .collect();
         let keys = inbound.require_caller_key.then(|| CallerKeys {
             header: HeaderName::from_bytes(inbound.key_header.as_bytes())
                 .unwrap_or_else(|_| HeaderName::from_static("x-hubgate-key")),
@@ -152,7 +158,16 @@ impl Callers {
             caps,
             keys,
             priorities,
+            portals,
         }
+    }
+
+    /// Whether the keyed caller `name` may use the brokered install in `portal`: only the
+    /// portals its `[[callers]]` entry lists, since a key is what stands for the caller.
+    pub(crate) fn may_use_portal(&self, name: &str, portal: u64) -> bool {
+        self.portals
+            .get(name)
+            .is_some_and(|portals| portals.contains(&portal))
     }
 
     /// When keys are required: the caller whose key the call presents, with the key header
@@ -360,6 +375,7 @@ mod tests {
             max_rps: Some(max_rps),
             key_sha256: None,
             priorities: crate::config::default_priorities(),
+            portals: Vec::new(),
         }
     }
 
@@ -370,6 +386,7 @@ mod tests {
             max_rps: None,
             key_sha256: key.map(key_sha256),
             priorities: crate::config::default_priorities(),
+            portals: Vec::new(),
         }
     }
 

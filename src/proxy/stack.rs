@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -20,6 +20,11 @@ use super::respond::RespondLayer;
 use super::upstream;
 use crate::config::Config;
 use crate::hubspot::Classifier;
+use crate::oauth::broker::Broker;
+use crate::oauth::brokered::BrokerLayer;
+use crate::oauth::install_flow::{InstallFlow, InstallFlowLayer};
+use crate::oauth::setup as oauth_setup;
+use crate::oauth::InstallStore;
 use crate::ops::metrics::Metrics;
 use crate::pace::clock::Clock;
 use crate::pace::pacer::{FairWindows, HighReserve, Pacer, PacerConfig};
@@ -41,6 +46,9 @@ pub(crate) struct Stack {
     pub(crate) shared_store: Option<RedisStore>,
     /// What a reload changes in place.
     pub(crate) live: LiveSettings,
+    /// The token broker, when `[[apps]]` configures any app: admin's `/admin/installs`
+    /// and the background refresher use it.
+    pub(crate) broker: Option<Broker>,
 }
 
 /// The settings of the running request path that a reload replaces, with nothing rebuilt:
@@ -75,7 +83,12 @@ impl LiveSettings {
 }
 
 /// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
-pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack> {
+/// `installs` is the opened install store; without it the token broker is off.
+pub(crate) fn build(
+    config: &Config,
+    metrics: &Metrics,
+    installs: Option<Arc<dyn InstallStore>>,
+) -> anyhow::Result<Stack> {
     let target = config
         .upstream_target()
         .map_err(|e| anyhow::anyhow!("[upstream] base_url: {e}"))?;
@@ -87,9 +100,10 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         body_idle_timeout: config.server.body_idle_timeout(),
         body_read_timeout: config.server.body_read_timeout(),
     };
-    let resolver = IdentityResolver::new(
+    let resolver = IdentityResolver::with_apps(
         &config.identity,
         &config.credentials,
+        &config.apps,
         client.clone(),
         target.clone(),
         metrics.clone(),
@@ -106,10 +120,11 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         Callers::new(&config.callers, &config.inbound),
     )));
     let last_send = LastSend::default();
+    let replay_buffer = ReplayBuffer::new(config.retry.max_buffered_bytes);
     let pace = PaceLayer::new(PaceShared {
         pacer: pacer.clone(),
         last_send: last_send.clone(),
-        replay_buffer: ReplayBuffer::new(config.retry.max_buffered_bytes),
+        replay_buffer: replay_buffer.clone(),
         policy: pacing.clone(),
         clock,
         metrics: metrics.clone(),
@@ -126,6 +141,20 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         Duration::from_millis(config.upstream.body_idle_timeout_ms),
         metrics.clone(),
     )?;
+    // hubgate's own token calls take the paced path, so they spend the token budget
+    // callers' token calls spend.
+    let paced = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(pace.clone())
+            .service(forward.clone()),
+    );
+    let broker = match installs {
+        Some(installs) => oauth_setup::build_broker(config, installs, paced, clock, metrics)?,
+        None => None,
+    };
+    let install_flow = broker
+        .clone()
+        .map(|broker| InstallFlow::new(broker, config.oauth.authorize_url.clone(), clock));
     let service = ServiceBuilder::new()
         // Outermost: a call gets its id (the caller's X-Request-Id, or a new one) before
         // anything can answer it, so even hubgate's own errors carry it.
@@ -137,9 +166,18 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         // Cheap refusals first, before later layers (identity, budgets, retries) spend
         // lookups or budget on a call that cannot be served.
         .layer(GuardLayer::new(limits))
+        // A browser in the install flow carries no caller key and calls no HubSpot API.
+        .layer(InstallFlowLayer::new(install_flow))
         // Who may call at all, before identity: an unknown caller must not make hubgate
         // ask HubSpot about its token, nor spend any owner's budget.
         .layer(AuthLayer::new(pacing.clone()))
+        // After the caller is known (its portals decide which installs it may use) and
+        // before identity, which a brokered call skips: the broker names its owner.
+        .layer(BrokerLayer::new(
+            broker.clone(),
+            pacing.clone(),
+            replay_buffer,
+        ))
         // Names the quota owner before pacing needs it; a lookup may wait on HubSpot, so it
         // comes after the cheap refusals.
         .layer(IdentifyLayer::new(resolver))
@@ -154,6 +192,7 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         last_send,
         shared_store,
         live,
+        broker,
     })
 }
 

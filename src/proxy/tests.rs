@@ -157,6 +157,7 @@ fn callers_requiring_a_key() -> Arc<ArcSwap<PacePolicy>> {
         max_rps: None,
         key_sha256: Some(key_sha256("secret-key")),
         priorities: crate::config::default_priorities(),
+        portals: Vec::new(),
     }];
     let inbound = InboundConfig {
         require_caller_key: true,

@@ -6,9 +6,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod apps_config;
 mod cli;
 mod config_docs;
 mod deploy_files;
+mod installs;
 mod layout;
 mod load;
 mod no_secrets;

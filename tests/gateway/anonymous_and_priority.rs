@@ -168,6 +168,7 @@ async fn invented_caller_ids_share_one_peers_share_of_the_anonymous_budget() {
             max_rps: None,
             key_sha256: None,
             priorities: default_priorities(),
+            portals: Vec::new(),
         }];
     })
     .await;
@@ -205,6 +206,7 @@ fn keyed_callers(config: &mut Config) {
             max_rps: None,
             key_sha256: Some(key_sha256(BATCH_KEY)),
             priorities: default_priorities(),
+            portals: Vec::new(),
         },
         CallerConfig {
             name: "ops".into(),
@@ -212,6 +214,7 @@ fn keyed_callers(config: &mut Config) {
             max_rps: None,
             key_sha256: Some(key_sha256(OPS_KEY)),
             priorities: vec!["high".into(), "normal".into()],
+            portals: Vec::new(),
         },
     ];
 }

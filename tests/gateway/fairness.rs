@@ -195,6 +195,7 @@ async fn a_capped_caller_is_refused_beyond_its_rate_and_others_are_not() {
                 max_rps: Some(5),
                 key_sha256: None,
                 priorities: hubgate::config::default_priorities(),
+                portals: Vec::new(),
             }];
         })
         .await;

@@ -36,6 +36,7 @@ fn require_keys(config: &mut Config) {
             max_rps: Some(1),
             key_sha256: Some(key_sha256(SYNC_KEY)),
             priorities: hubgate::config::default_priorities(),
+            portals: Vec::new(),
         },
         CallerConfig {
             name: "web".into(),
@@ -43,6 +44,7 @@ fn require_keys(config: &mut Config) {
             max_rps: None,
             key_sha256: Some(key_sha256(WEB_KEY)),
             priorities: hubgate::config::default_priorities(),
+            portals: Vec::new(),
         },
     ];
 }

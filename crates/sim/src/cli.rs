@@ -34,6 +34,15 @@ pub struct SimArgs {
     /// Daily limit per portal for private apps; 0 disables it.
     #[arg(long)]
     pub daily_limit: Option<u64>,
+    /// Seconds an access token issued by the token endpoint lives [default: 1800].
+    #[arg(long)]
+    pub access_token_lifetime: Option<u64>,
+    /// Each refresh issues a new refresh token and invalidates the redeemed one.
+    #[arg(long)]
+    pub rotate_refresh_tokens: bool,
+    /// Switch off the `/oauth/v1/...` routes, as HubSpot does on 2027-02-16.
+    #[arg(long)]
+    pub no_v1_oauth: bool,
     /// PEM certificate chain; serves HTTPS together with --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -63,6 +72,15 @@ impl SimArgs {
         }
         if let Some(v) = self.daily_limit {
             cfg.daily_limit = v;
+        }
+        if let Some(v) = self.access_token_lifetime {
+            cfg.oauth.access_token_lifetime_s = v;
+        }
+        if self.rotate_refresh_tokens {
+            cfg.oauth.rotate_refresh_tokens = true;
+        }
+        if self.no_v1_oauth {
+            cfg.oauth.v1_oauth = false;
         }
         if let Some(v) = &self.tls_cert {
             cfg.tls_cert_file = Some(v.clone());
@@ -147,12 +165,18 @@ mod tests {
             "0",
             "--listen",
             "127.0.0.1:0",
+            "--no-v1-oauth",
+            "--access-token-lifetime",
+            "5",
         ]);
         let cfg = cli.sim.to_config().expect("config");
         assert_eq!(cfg.burst_limit, 9);
         assert_eq!(cfg.search_limit, 2);
         assert_eq!(cfg.daily_limit, 0);
         assert_eq!(cfg.generate_tokens, 1);
+        assert!(!cfg.oauth.v1_oauth);
+        assert_eq!(cfg.oauth.access_token_lifetime_s, 5);
+        assert!(!cfg.oauth.rotate_refresh_tokens);
         assert!(Cli::try_parse_from(["x", "--tls-cert", "a.pem"]).is_err());
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::faults::Faults;
+use super::oauth::{OauthSettings, SimApp};
 use super::outside::OutsideConfig;
 
 /// Everything the simulator can be told at start-up. Every limit is data, never a constant,
@@ -39,6 +40,10 @@ pub struct SimConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Largest request body an API route buffers; echo streams and is not bounded by it.
     pub max_body_bytes: usize,
+    /// OAuth apps of the token endpoints; `generate_tokens` adds the generated tokens' apps.
+    pub apps: Vec<SimApp>,
+    /// How the token endpoints behave.
+    pub oauth: OauthSettings,
 }
 
 impl Default for SimConfig {
@@ -60,6 +65,8 @@ impl Default for SimConfig {
             tls_cert_file: None,
             tls_key_file: None,
             max_body_bytes: 32 * 1024 * 1024,
+            apps: Vec::new(),
+            oauth: OauthSettings::default(),
         }
     }
 }
@@ -88,7 +95,27 @@ impl SimConfig {
             self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
             "tls_cert_file and tls_key_file must be given together"
         );
+        self.oauth.validate()?;
+        let apps = self.app_registry();
+        for (i, app) in apps.iter().enumerate() {
+            anyhow::ensure!(
+                !apps[..i].iter().any(|a| a.client_id == app.client_id),
+                "apps: client_id {} is given twice",
+                app.client_id
+            );
+        }
         Ok(())
+    }
+
+    /// All OAuth apps: the generated tokens' (`sim-client-<app_id>`), then `[[apps]]`, which
+    /// replace generated ones of the same app id.
+    pub(crate) fn app_registry(&self) -> Vec<SimApp> {
+        let mut apps: Vec<SimApp> = (1..=u64::from(self.generate_tokens))
+            .map(|i| SimApp::generated(3000 + i))
+            .filter(|g| !self.apps.iter().any(|a| a.app_id == g.app_id))
+            .collect();
+        apps.extend(self.apps.iter().cloned());
+        apps
     }
 
     /// All known credentials, configured ones winning over generated ones with the same name.
@@ -310,6 +337,30 @@ mod tests {
         assert_eq!(cfg.search_limit, 5);
         assert_eq!(cfg.token_registry().len(), 5);
         assert!(SimConfig::from_toml_str("bogus = 1").is_err());
+        let oauth = SimConfig::from_toml_str(
+            r#"
+            generate_tokens = 1
+            [[apps]]
+            app_id = 77
+            client_id = "c77"
+            client_secret = "s77"
+            [oauth]
+            rotate_refresh_tokens = true
+            v1_oauth = false
+            "#,
+        )
+        .expect("valid OAuth config");
+        assert!(oauth.oauth.rotate_refresh_tokens && !oauth.oauth.v1_oauth);
+        let apps: Vec<u64> = oauth.app_registry().iter().map(|a| a.app_id).collect();
+        assert_eq!(apps, [3001, 77]);
+        assert_eq!(
+            oauth.apps[0].redirect_uri,
+            crate::oauth::GENERATED_REDIRECT_URI
+        );
+        assert!(SimConfig::from_toml_str("[oauth]\ntoken_error_rate = 3.0").is_err());
+        let twice = "[[apps]]\napp_id = 1\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                     [[apps]]\napp_id = 2\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+        assert!(SimConfig::from_toml_str(twice).is_err());
         assert!(SimConfig::from_toml_str("[faults]\nerror_rate = 2.0").is_err());
     }
 }

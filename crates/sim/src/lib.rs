@@ -15,7 +15,9 @@
 //! - API routes need `Authorization: Bearer <token>` (or `?hapikey=` for `[[hapikeys]]`) and
 //!   are rate limited: burst per (app, portal), CRM search per portal, daily per portal for
 //!   private apps; `exempt` rules (config) lift the burst and optionally the daily window.
-//! - `/oauth/*` (introspection) needs no credentials and is never rate limited.
+//! - `/oauth/*` (introspection, and HubSpot's 2026 OAuth server: the authorize stub, the token
+//!   endpoint, dated introspection and revocation) needs no bearer token and is outside the
+//!   API's rate limits; the token endpoint has a limit and failures of its own (`oauth`).
 //! - `/__sim/echo/...`, `/__sim/bytes/{n}`, `/__sim/stats`, `/__sim/reset`,
 //!   `/__sim/faults`, `/__sim/outside`, `/__sim/health` control and observe the simulator;
 //!   they are exempt from auth, limits and faults.
@@ -28,8 +30,9 @@
 //! - `config`, `faults`, `outside`, `stats`: the public data types (config file, injected
 //!   faults, outside consumers, `/__sim/stats`).
 //! - `limits`: HubSpot's windows and counters; `clock`: the one wall-clock read.
+//! - `oauth`: the OAuth server's apps, settings, installs and tokens.
 //! - `server`: accept loop and TLS, with one module per kind of answer (`routes`, `auth`,
-//!   `rate_limit_answers`, `introspection`, `control`, `echo`, `outside`).
+//!   `rate_limit_answers`, `introspection`, `oauth`, `control`, `echo`, `outside`).
 //! - `crm`: the in-memory CRM, one module per endpoint family.
 //! - `http_util`: response builders, HubSpot error bodies and query parsing shared by both.
 
@@ -40,6 +43,7 @@ mod crm;
 mod faults;
 mod http_util;
 mod limits;
+mod oauth;
 mod outside;
 mod server;
 mod simulator;
@@ -51,9 +55,10 @@ pub use config::{
     default_exempt, generated_tokens, ExemptRule, HapiKeyConfig, SimConfig, TokenConfig, TokenKind,
 };
 pub use faults::Faults;
+pub use oauth::{OauthGrant, OauthSettings, SimApp, GENERATED_REDIRECT_URI};
 pub use outside::{OutsideConfig, OutsidePattern};
 pub use simulator::Simulator;
 pub use stats::{
-    DailyStats, IntrospectionStats, OwnerStats, RateLimitedCounts, SearchStats, SimLimits,
-    SimStats, Totals,
+    DailyStats, InstallStats, IntrospectionStats, OauthStats, OwnerStats, RateLimitedCounts,
+    SearchStats, SimLimits, SimStats, TokenCalls, TokenErrors, Totals,
 };

@@ -473,6 +473,7 @@ impl Limiter {
             daily,
             introspection: inner.introspection.clone(),
             totals,
+            oauth: Default::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::clock::unix_ms;
 use crate::config::SimConfig;
 use crate::faults::Faults;
+use crate::oauth::{OauthGrant, OauthSettings};
 use crate::outside::OutsideConfig;
 use crate::server::{self, Shared};
 use crate::stats::SimStats;
@@ -73,12 +74,43 @@ impl Simulator {
 
     /// Same data as `GET /__sim/stats`.
     pub fn stats(&self) -> SimStats {
-        self.shared.limiter.stats(unix_ms())
+        self.shared.stats(unix_ms())
     }
 
     /// Same as `POST /__sim/reset`: clears counters, windows and the CRM store.
     pub fn reset(&self) {
         self.shared.reset();
+    }
+
+    /// Same as `GET /__sim/oauth`.
+    pub fn oauth_settings(&self) -> OauthSettings {
+        self.shared.oauth.settings()
+    }
+
+    /// Replaces the OAuth settings whole (`POST /__sim/oauth` changes only the keys it names).
+    ///
+    /// # Panics
+    /// If `settings` is invalid: that is a mistake in the calling test.
+    pub fn set_oauth(&self, settings: OauthSettings) {
+        if let Err(e) = settings.validate() {
+            panic!("invalid OAuth settings {settings:?}: {e}");
+        }
+        self.shared.oauth.set_settings(settings);
+    }
+
+    /// Same as `POST /__sim/oauth/install`: installs `app_id` in `hub_id` as a finished
+    /// authorize flow would and returns the grant; `Err` names an unknown app.
+    pub fn oauth_install(
+        &self,
+        app_id: u64,
+        hub_id: u64,
+        scopes: &[&str],
+    ) -> anyhow::Result<OauthGrant> {
+        let scopes = scopes.iter().map(|s| s.to_string()).collect();
+        self.shared
+            .oauth
+            .install(app_id, hub_id, scopes, tokio::time::Instant::now())
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -101,6 +101,83 @@ pub struct SimLimits {
     pub search_window_ms: u64,
 }
 
+/// Token endpoint calls by `grant_type`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenCalls {
+    pub authorization_code: u64,
+    pub refresh_token: u64,
+    /// Any other or no grant type.
+    pub other: u64,
+}
+
+/// Token endpoint refusals by cause.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenErrors {
+    pub invalid_grant: u64,
+    pub invalid_client: u64,
+    /// A missing or unsupported grant type.
+    pub invalid_request: u64,
+    pub rate_limited: u64,
+    /// `token_fail_next` and `token_error_rate`.
+    pub injected: u64,
+}
+
+/// One install: an OAuth app in one portal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstallStats {
+    pub app_id: u64,
+    pub hub_id: u64,
+    /// False once revoked.
+    pub active: bool,
+    /// Refresh calls presenting one of its refresh tokens, current or spent.
+    pub refresh_attempts: u64,
+    /// Refresh calls that succeeded.
+    pub refreshes: u64,
+    /// Refresh calls presenting a token rotation or revocation had invalidated.
+    pub stale_refreshes: u64,
+    /// Most of its refreshes in flight at once.
+    pub max_concurrent_refreshes: u64,
+    pub access_tokens_issued: u64,
+}
+
+impl InstallStats {
+    pub(crate) fn new((app_id, hub_id): (u64, u64)) -> InstallStats {
+        InstallStats {
+            app_id,
+            hub_id,
+            active: true,
+            ..InstallStats::default()
+        }
+    }
+}
+
+/// The OAuth server's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OauthStats {
+    pub token_calls: TokenCalls,
+    pub token_errors: TokenErrors,
+    /// Dated introspection calls (`POST /oauth/{version}/token/introspect`).
+    pub introspections: u64,
+    pub revocations: u64,
+    /// Codes the authorize stub handed out.
+    pub authorizations: u64,
+    /// Most refreshes of one install in flight at once, over all installs.
+    pub max_concurrent_refreshes: u64,
+    pub installs: Vec<InstallStats>,
+}
+
+impl OauthStats {
+    pub fn install(&self, app_id: u64, hub_id: u64) -> Option<&InstallStats> {
+        self.installs
+            .iter()
+            .find(|i| i.app_id == app_id && i.hub_id == hub_id)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
     #[serde(default)]
@@ -110,6 +187,8 @@ pub struct SimStats {
     pub daily: Vec<DailyStats>,
     pub introspection: IntrospectionStats,
     pub totals: Totals,
+    #[serde(default)]
+    pub oauth: OauthStats,
 }
 
 impl SimStats {

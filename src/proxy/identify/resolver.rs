@@ -25,10 +25,11 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::apps::{Apps, Found};
 use super::cache::{BoundedTable, IdentityCache, Settled, Verdict};
 use super::turns::{TurnLine, Turns};
 use crate::config::{
-    credential_digest, IdentityConfig, Problems, StaticCredential, UpstreamTarget,
+    credential_digest, AppConfig, IdentityConfig, Problems, StaticCredential, UpstreamTarget,
 };
 use crate::hubspot::introspect::{self, Answer, MAX_OAUTH_TTL};
 use crate::hubspot::{Credential, Owner, TokenKind};
@@ -58,6 +59,8 @@ struct Inner {
     /// Hapikeys HubSpot accepted, until when that holds.
     proven: BoundedTable<Instant>,
     turns: Arc<Turns>,
+    /// `[[apps]]`: fixed at start-up, so their secrets are read once.
+    apps: Apps,
     client: UpstreamClient,
     target: UpstreamTarget,
     metrics: Metrics,
@@ -81,6 +84,8 @@ struct Settings {
     timeout: Duration,
     /// Lookups one caller may have waiting for a turn: what the pace serves in `timeout`.
     line_limit: usize,
+    /// Whether OAuth tokens no app's dated introspection knows are asked about on v1.
+    v1_introspection: bool,
 }
 
 impl Settings {
@@ -130,6 +135,7 @@ impl Settings {
             line_limit: (u64::from(per_second.get()) * config.introspection_timeout_ms)
                 .div_ceil(1000)
                 .max(1) as usize,
+            v1_introspection: config.v1_introspection,
         })
     }
 }
@@ -146,9 +152,23 @@ fn credential_hash(digest: &[u8; 32]) -> u64 {
 }
 
 impl IdentityResolver {
+    /// A resolver without `[[apps]]`: OAuth tokens are looked up on v1 only.
     pub fn new(
         config: &IdentityConfig,
         credentials: &[StaticCredential],
+        client: UpstreamClient,
+        target: UpstreamTarget,
+        metrics: Metrics,
+    ) -> anyhow::Result<IdentityResolver> {
+        Self::with_apps(config, credentials, &[], client, target, metrics)
+    }
+
+    /// A resolver that looks OAuth tokens up with the dated introspection of `apps`, whose
+    /// secrets are read now (an unreadable one is an error naming its entry).
+    pub fn with_apps(
+        config: &IdentityConfig,
+        credentials: &[StaticCredential],
+        apps: &[AppConfig],
         client: UpstreamClient,
         target: UpstreamTarget,
         metrics: Metrics,
@@ -163,6 +183,7 @@ impl IdentityResolver {
                 cache: IdentityCache::default(),
                 proven: BoundedTable::default(),
                 turns: Arc::default(),
+                apps: Apps::new(apps)?,
                 client,
                 target,
                 metrics,
@@ -324,7 +345,7 @@ impl Inner {
         let outcome = match tokio::time::timeout(settings.timeout, async {
             turn.await
                 .map_err(|_| "no turn to ask HubSpot (shutting down)".to_string())?;
-            self.introspect(token, settings.private_app_ttl).await
+            self.introspect(token, &settings).await
         })
         .await
         {
@@ -338,6 +359,13 @@ impl Inner {
             }
             Ok(Answer::Invalid(status)) => {
                 tracing::debug!(credential = %short_digest(digest), %status, "HubSpot rejected the token");
+                (Verdict::Invalid, settings.negative_ttl)
+            }
+            Ok(Answer::Unclaimed) => {
+                tracing::info!(
+                    credential = %short_digest(digest),
+                    "no [[apps]] entry's introspection knows this OAuth token and identity.v1_introspection is off; its calls go on without an owner (add its app to [[apps]])"
+                );
                 (Verdict::Invalid, settings.negative_ttl)
             }
             Err(why) => {
@@ -359,7 +387,29 @@ impl Inner {
         }
     }
 
-    async fn introspect(&self, token: &str, private_app_ttl: Duration) -> Result<Answer, String> {
+    /// Private-app tokens: their own lookup. OAuth tokens: the apps' dated introspection,
+    /// then, while `v1_introspection` is on, the v1 lookup.
+    async fn introspect(&self, token: &str, settings: &Settings) -> Result<Answer, String> {
+        let private_app_ttl = settings.private_app_ttl;
+        if TokenKind::of(token) == TokenKind::OAuth {
+            if !self.apps.is_empty() {
+                let found = self
+                    .apps
+                    .find_owner(token, &self.client, &self.target, &settings.pace)
+                    .await;
+                match found {
+                    Ok(Found::Owner { owner, ttl }) => return Ok(Answer::Owner { owner, ttl }),
+                    Ok(Found::NoApp) => {}
+                    Err(why) if !settings.v1_introspection => return Err(why),
+                    Err(why) => {
+                        tracing::debug!(error = %why, "dated introspection failed; trying v1");
+                    }
+                }
+            }
+            if !settings.v1_introspection {
+                return Ok(Answer::Unclaimed);
+            }
+        }
         let request = introspect::request(token, &self.target)?;
         let response = self
             .client

@@ -161,7 +161,7 @@ async fn dispatch(turns: Arc<Turns>) {
 }
 
 /// Waits for the pace on tokio's timer.
-async fn paced(pace: &DefaultDirectRateLimiter) {
+pub(super) async fn paced(pace: &DefaultDirectRateLimiter) {
     while let Err(not_until) = pace.check() {
         tokio::time::sleep(not_until.wait_time_from(pace.clock().now())).await;
     }

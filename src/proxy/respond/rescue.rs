@@ -9,6 +9,7 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::hubspot::error_body::ErrorBody;
 use crate::hubspot::TwoCredentials;
+use crate::oauth::brokered::BrokerRefusal;
 use crate::pace::{PaceError, Refusal};
 use crate::proxy::body::{self, Body, CallerBodyError};
 use crate::proxy::callers::CallerRefusal;
@@ -113,6 +114,31 @@ impl Answer {
                 CallerRefusal::PriorityNotAllowed { .. } => Answer {
                     category: "HUBGATE_FORBIDDEN",
                     ..Answer::caller_problem(StatusCode::FORBIDDEN)
+                },
+            });
+        }
+        if let Some(refusal) = error.downcast_ref::<BrokerRefusal>() {
+            return Some(match refusal {
+                BrokerRefusal::BadHeader(_) => Answer::caller_problem(StatusCode::BAD_REQUEST),
+                BrokerRefusal::PortalNotAllowed { .. } => Answer {
+                    category: "HUBGATE_FORBIDDEN",
+                    ..Answer::caller_problem(StatusCode::FORBIDDEN)
+                },
+                BrokerRefusal::UnknownInstall { .. } => Answer {
+                    category: "HUBGATE_UNKNOWN_INSTALL",
+                    ..Answer::caller_problem(StatusCode::NOT_FOUND)
+                },
+                BrokerRefusal::ReauthRequired { .. } => Answer {
+                    category: "HUBGATE_REAUTH_REQUIRED",
+                    outcome: Outcome::Unauthorized,
+                    ..Answer::caller_problem(StatusCode::UNAUTHORIZED)
+                },
+                BrokerRefusal::Unavailable(_) => Answer {
+                    retry: Some(RetryHint {
+                        after: Duration::from_secs(1),
+                        should_retry: true,
+                    }),
+                    ..Answer::upstream(StatusCode::SERVICE_UNAVAILABLE, "HUBGATE_TOKEN_UNAVAILABLE")
                 },
             });
         }

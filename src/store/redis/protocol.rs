@@ -8,7 +8,7 @@ use std::time::Duration;
 use hubgate_engine::{
     BudgetKey, BudgetSpec, DailyExhausted, Limits, Reservation, Tick, WindowSpec,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::keys::key_name;
@@ -91,30 +91,7 @@ impl Redis {
     /// A connection to `settings.url`, made lazily: a Redis that is down at start only makes
     /// the first reservation find it unreachable.
     pub(super) fn connect(settings: &RedisSettings) -> anyhow::Result<Redis> {
-        let client = match &settings.ca_file {
-            None => redis::Client::open(settings.url.as_str()),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("[store] ca_file: reading {}: {e}", path.display())
-                })?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(settings.url.as_str(), certificates)
-            }
-        }
-        .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.command_timeout))
-            // Reconnect attempts are cheap and the prober paces recovery; keep the manager's
-            // own backoff short so a returning Redis is used at once.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(settings.reconnect_interval);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
+        let conn = settings.connection()?;
         Ok(Redis {
             conn,
             prefix: settings.key_prefix.clone(),

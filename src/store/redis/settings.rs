@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
 use crate::config::StoreConfig;
 
 /// What a degraded store does with calls.
@@ -55,5 +57,36 @@ impl RedisSettings {
             reconnect_interval: Duration::from_millis(config.reconnect_interval_ms),
             ca_file: (!config.ca_file.is_empty()).then(|| config.ca_file.clone().into()),
         }
+    }
+}
+
+impl RedisSettings {
+    /// A connection to `url`, made lazily: a Redis that is down at start only makes the
+    /// first command find it unreachable. Budgets and OAuth installs each hold one.
+    pub fn connection(&self) -> anyhow::Result<ConnectionManager> {
+        let client = match &self.ca_file {
+            None => redis::Client::open(self.url.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("[store] ca_file: reading {}: {e}", path.display())
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(self.url.as_str(), certificates)
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            // Reconnect attempts are cheap and the prober paces recovery; keep the manager's
+            // own backoff short so a returning Redis is used at once.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(self.reconnect_interval);
+        ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))
     }
 }

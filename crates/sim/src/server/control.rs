@@ -1,5 +1,5 @@
 //! The `/__sim/*` routes that control and observe the simulator (stats, reset, faults,
-//! outside consumers, health) and dispatch to the fidelity routes. They are exempt from
+//! outside consumers, OAuth settings and installs, health) and dispatch to the fidelity routes. They are exempt from
 //! auth, limits and faults, so tests can always reach them.
 
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub(super) async fn sim_route(shared: &Arc<Shared>, req: Request<Incoming>) -> R
             Err(_) => json_response(400, &json!({ "message": "n must be a byte count" })),
         },
         (&Method::GET, ["stats"]) => {
-            let stats = shared.limiter.stats(unix_ms());
+            let stats = shared.stats(unix_ms());
             json_response(200, &serde_json::to_value(stats).unwrap_or(Value::Null))
         }
         (&Method::POST, ["reset"]) => {
@@ -60,12 +60,49 @@ pub(super) async fn sim_route(shared: &Arc<Shared>, req: Request<Incoming>) -> R
             }
             Err(resp) => resp,
         },
+        (&Method::GET, ["oauth"]) => json_response(
+            200,
+            &serde_json::to_value(shared.oauth.settings()).unwrap_or(Value::Null),
+        ),
+        (&Method::POST, ["oauth"]) => match sim_json::<Value>(req).await {
+            Ok(patch) => match shared.oauth.patch_settings(&patch) {
+                Ok(settings) => {
+                    json_response(200, &serde_json::to_value(settings).unwrap_or(Value::Null))
+                }
+                Err(e) => json_response(400, &json!({ "message": e.to_string() })),
+            },
+            Err(resp) => resp,
+        },
+        (&Method::POST, ["oauth", "install"]) => match sim_json::<InstallRequest>(req).await {
+            Ok(r) => match shared.oauth.install(
+                r.app_id,
+                r.hub_id,
+                r.scopes,
+                tokio::time::Instant::now(),
+            ) {
+                Ok(grant) => {
+                    json_response(200, &serde_json::to_value(grant).unwrap_or(Value::Null))
+                }
+                Err(e) => json_response(400, &json!({ "message": e })),
+            },
+            Err(resp) => resp,
+        },
         (&Method::GET, ["health"]) => json_response(200, &json!({ "status": "ok" })),
         _ => json_response(
             404,
             &json!({ "message": format!("unknown simulator route {method} {path}") }),
         ),
     }
+}
+
+/// `POST /__sim/oauth/install`'s body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallRequest {
+    app_id: u64,
+    hub_id: u64,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 /// Control routes answer in plain `{"message"}` bodies, not HubSpot's shape: they are the

@@ -1,14 +1,18 @@
-//! The `/oauth/*` token introspection endpoints the gateway uses to learn who a token bills.
-//! They need no credentials and are never rate limited, but every call is counted.
+//! The `/oauth/*` token introspection endpoints the gateway uses to learn who a token bills,
+//! and the dispatch of the rest of `/oauth/*` to the OAuth server (`oauth`). They need no
+//! bearer token and are never rate limited, but every call is counted.
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use super::oauth::{dated_introspection, is_oauth_flow, oauth_flow};
 use super::state::Shared;
+use crate::clock::{iso_ms, unix_ms};
 use crate::config::TokenKind;
-use crate::http_util::{hs_error, json_response, parse_query, read_body, route_not_found, Body};
+use crate::http_util::{hs_error, json_response, read_body, route_not_found, Body};
 use crate::limits::IntrospectionKind;
+use crate::oauth::AccessLookup;
 
 /// Counts an introspection call at arrival, so calls that faults later fail still count.
 pub(super) fn count_introspection(shared: &Shared, req: &Request<Incoming>, segs: &[&str]) {
@@ -35,6 +39,14 @@ pub(super) async fn introspect(
     corr: &str,
 ) -> Response<Body> {
     let method = req.method().clone();
+    if segs.get(1) == Some(&"v1") && !shared.oauth.settings().v1_oauth {
+        // Every v1 OAuth route is gone, as from 2027-02-16; a token in the path is not echoed.
+        let shown: Vec<&str> = segs.iter().take(3).copied().collect();
+        return json_response(404, &route_not_found(corr, method.as_str(), &shown));
+    }
+    if is_oauth_flow(&method, segs) {
+        return oauth_flow(shared, req, segs, corr).await;
+    }
     match (&method, segs) {
         (&Method::GET, ["oauth", "v1", "access-tokens", token]) => {
             oauth_access_token(shared, token, corr)
@@ -47,11 +59,7 @@ pub(super) async fn introspect(
             private_app_token_info(shared, &body, corr)
         }
         (&Method::POST, ["oauth", _, "token", "introspect"]) => {
-            let body = match read_body(req, shared.config.max_body_bytes, corr).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            token_introspect(shared, &body)
+            dated_introspection(shared, req, corr).await
         }
         _ => json_response(404, &route_not_found(corr, method.as_str(), segs)),
     }
@@ -81,8 +89,55 @@ fn oauth_access_token(shared: &Shared, token: &str, corr: &str) -> Response<Body
                 "token_type": "access",
             }),
         ),
-        None => json_response(404, &hs_error(corr, "Token not found", "OBJECT_NOT_FOUND")),
+        None => issued_access_token(shared, token, corr),
     }
+}
+
+/// v1 metadata of an access token the OAuth server issued.
+fn issued_access_token(shared: &Shared, token: &str, corr: &str) -> Response<Body> {
+    match shared.oauth.access(token, tokio::time::Instant::now()) {
+        AccessLookup::Valid {
+            app_id,
+            hub_id,
+            scopes,
+            expires_in,
+        } => json_response(
+            200,
+            &json!({
+                "token": token,
+                "user": format!("sim-user-{hub_id}@example.com"),
+                "hub_domain": format!("sim-portal-{hub_id}.hubspot.com"),
+                "scopes": scopes,
+                "scope_to_scope_group_pks": [],
+                "trial_scopes": [],
+                "trial_scope_to_scope_group_pks": [],
+                "hub_id": hub_id,
+                "app_id": app_id,
+                "expires_in": expires_in.as_secs(),
+                "user_id": crate::oauth::user_id(hub_id),
+                "token_type": "access",
+            }),
+        ),
+        AccessLookup::Expired { ago } => expired_token(ago, corr),
+        AccessLookup::Unknown => {
+            json_response(404, &hs_error(corr, "Token not found", "OBJECT_NOT_FOUND"))
+        }
+    }
+}
+
+/// HubSpot's 401 for an access token past its expiry.
+pub(super) fn expired_token(ago: std::time::Duration, corr: &str) -> Response<Body> {
+    let mut body = hs_error(
+        corr,
+        &format!(
+            "The OAuth token used to make this call expired {} second(s) ago.",
+            ago.as_secs()
+        ),
+        "EXPIRED_AUTHENTICATION",
+    );
+    let expired_at = unix_ms() - ago.as_millis() as i64;
+    body["context"] = json!({ "expire time": [iso_ms(expired_at)] });
+    json_response(401, &body)
 }
 
 /// `POST /oauth/v2/private-apps/get/access-token-info` with `{"tokenKey": ...}`: private
@@ -128,32 +183,5 @@ fn private_app_token_info(shared: &Shared, body: &[u8], corr: &str) -> Response<
                 "INVALID_AUTHENTICATION",
             ),
         ),
-    }
-}
-
-/// `POST /oauth/{version}/token/introspect` with a form body (RFC 7662): any known token,
-/// and `{"active": false}` rather than an error for unknown ones.
-fn token_introspect(shared: &Shared, body: &[u8]) -> Response<Body> {
-    let form = parse_query(std::str::from_utf8(body).ok());
-    let token = form
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    shared.limiter.attribute_introspection(token);
-    match shared.tokens.get(token) {
-        Some(t) => json_response(
-            200,
-            &json!({
-                "active": true,
-                "app_id": t.app_id,
-                "hub_id": t.portal_id,
-                "user_id": t.user_id(),
-                "scopes": t.scopes(),
-                "expires_in": shared.config.access_token_expires_in,
-                "token_type": "access",
-            }),
-        ),
-        None => json_response(200, &json!({ "active": false })),
     }
 }

@@ -5,6 +5,7 @@ mod auth;
 mod control;
 mod echo;
 mod introspection;
+mod oauth;
 mod outside;
 mod rate_limit_answers;
 mod routes;

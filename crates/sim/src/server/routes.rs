@@ -1,7 +1,7 @@
 //! Request dispatch: `/__sim/*` to the control routes, everything else through the API
 //! pipeline: transit latency, the arrival queue, accounting at arrival (introspection,
 //! credentials, the rate-limit decision), answer latency, the drop/5xx roll, then the answer
-//! (introspection, 401, 429 or the CRM).
+//! (introspection and the OAuth server, 401, 429 or the CRM).
 
 use std::sync::Arc;
 
@@ -9,9 +9,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::auth::authenticate;
+use super::auth::{authenticate, Authenticated};
 use super::control::sim_route;
-use super::introspection::{count_introspection, introspect};
+use super::introspection::{count_introspection, expired_token, introspect};
 use super::rate_limit_answers::{set_rate_headers, too_many_requests};
 use super::state::Shared;
 use crate::clock::unix_ms;
@@ -48,6 +48,7 @@ pub(super) async fn handle(
 enum Plan {
     Introspection,
     Unauthorized,
+    Expired(std::time::Duration),
     Api { caller: Caller, decision: Decision },
 }
 
@@ -77,11 +78,15 @@ async fn api_route(
             Plan::Introspection
         } else {
             match authenticate(shared, &req) {
-                None => {
+                Authenticated::Unknown => {
                     shared.limiter.count(Counter::Unauthorized);
                     Plan::Unauthorized
                 }
-                Some(caller) => {
+                Authenticated::Expired(ago) => {
+                    shared.limiter.count(Counter::Unauthorized);
+                    Plan::Expired(ago)
+                }
+                Authenticated::Caller(caller) => {
                     let norm = crm::normalize(&raw_segments);
                     let class = classify(shared, &method, &raw_segments, &norm);
                     let decision = shared.limiter.check(&caller, class, arrived, unix_ms);
@@ -108,6 +113,7 @@ async fn api_route(
                 "INVALID_AUTHENTICATION",
             ),
         ),
+        Plan::Expired(ago) => expired_token(ago, &corr),
         Plan::Api { caller, decision } => {
             let mut resp = match decision.rejected {
                 Some(p) => too_many_requests(&caller, p, &corr),

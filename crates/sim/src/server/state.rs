@@ -1,5 +1,5 @@
 //! The state every connection shares: configuration, the credential registry, the limiter,
-//! the CRM store, the current faults, the arrival queue and the running outside consumers.
+//! the CRM store, the OAuth server, the current faults, the arrival queue and the running outside consumers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +11,8 @@ use crate::config::{ExemptRule, HapiKeyConfig, SimConfig, TokenConfig};
 use crate::crm::Crm;
 use crate::faults::Faults;
 use crate::limits::Limiter;
+use crate::oauth::Registry;
+use crate::stats::SimStats;
 
 pub(crate) struct Shared {
     pub(crate) config: SimConfig,
@@ -19,6 +21,7 @@ pub(crate) struct Shared {
     pub(crate) exempt: Vec<ExemptRule>,
     pub(crate) limiter: Limiter,
     pub(crate) crm: Crm,
+    pub(crate) oauth: Registry,
     faults: Mutex<Faults>,
     /// Outside consumers by (app, portal); see `outside::set_outside`.
     pub(super) outside: Mutex<HashMap<(u64, u64), tokio::task::JoinHandle<()>>>,
@@ -49,6 +52,7 @@ impl Shared {
             faults: Mutex::new(config.faults.clone()),
             limiter,
             crm: Crm::new(),
+            oauth: Registry::new(config.app_registry(), config.oauth.clone()),
             outside: Mutex::new(HashMap::new()),
             arrival_queue: tokio::sync::Mutex::new(None),
             runtime,
@@ -89,10 +93,20 @@ impl Shared {
         Some(last_end)
     }
 
-    /// Clears counters, windows and the CRM store; faults and outside consumers stay.
+    /// Clears counters, windows and the CRM store; faults, outside consumers, OAuth installs
+    /// and tokens stay.
     pub(crate) fn reset(&self) {
         self.limiter.reset();
         self.crm.reset();
+        self.oauth.reset_counters();
+    }
+
+    /// What `/__sim/stats` reports.
+    pub(crate) fn stats(&self, unix_ms: i64) -> SimStats {
+        SimStats {
+            oauth: self.oauth.stats(),
+            ..self.limiter.stats(unix_ms)
+        }
     }
 
     /// The burst limit of an owner: a token override wins, since HubSpot tiers are per app.

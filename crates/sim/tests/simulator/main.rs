@@ -5,6 +5,7 @@ mod api;
 mod echo;
 mod faults;
 mod limits;
+mod oauth;
 mod outside;
 mod support;
 mod tls;
