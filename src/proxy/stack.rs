@@ -107,6 +107,8 @@ pub(crate) fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<Stack>
         policy: pacing.clone(),
         clock,
         metrics: metrics.clone(),
+        batches: Default::default(),
+        in_flight: Default::default(),
     });
     let live = LiveSettings {
         pacer: pacer.clone(),
@@ -169,6 +171,7 @@ fn pace_policy(config: &Config, callers: Callers) -> PacePolicy {
         search_pause: Duration::from_millis(config.budgets.search_window_ms),
         retry: config.retry.clone(),
         callers,
+        coalesce: config.coalesce.clone(),
     }
 }
 
