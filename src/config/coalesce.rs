@@ -17,6 +17,10 @@ pub struct CoalesceConfig {
     pub identical_gets: bool,
     /// Most reads carried by one batch read (50 with `propertiesWithHistory` whatever this says).
     pub max_batch: usize,
+    /// Reads go alone while more than this share (percent) of an owner's burst window is
+    /// free; below it they gather for one slot interval and ride batch reads. 0: only reads
+    /// that would wait for a slot are merged.
+    pub gather_below_free_percent: u32,
 }
 
 impl Default for CoalesceConfig {
@@ -25,12 +29,19 @@ impl Default for CoalesceConfig {
             reads: false,
             identical_gets: false,
             max_batch: HUBSPOT_MAX_BATCH,
+            gather_below_free_percent: 50,
         }
     }
 }
 
 impl CoalesceConfig {
     pub(crate) fn check(&self, problems: &mut Problems) {
+        if self.gather_below_free_percent > 100 {
+            problems.add(
+                "coalesce.gather_below_free_percent",
+                "is a percentage of the burst window, 0 to 100",
+            );
+        }
         if !(1..=HUBSPOT_MAX_BATCH).contains(&self.max_batch) {
             problems.add(
                 "coalesce.max_batch",

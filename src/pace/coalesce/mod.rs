@@ -57,6 +57,8 @@ pub(crate) struct Batch {
     /// Readers whose caller still waits; the batch stops waiting when none does.
     waiting: AtomicUsize,
     pub(crate) emptied: Notify,
+    /// Signalled when the batch holds as many readers as one batch read carries.
+    pub(crate) full: Notify,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ impl Batches {
                     readers: Mutex::new(Vec::new()),
                     waiting: AtomicUsize::new(0),
                     emptied: Notify::new(),
+                    full: Notify::new(),
                 });
                 batches.insert(read.key.clone(), batch.clone());
                 (batch.clone(), Some(batch))
@@ -117,6 +120,7 @@ impl Batches {
         });
         if readers.len() >= cap {
             batches.remove(&read.key);
+            batch.full.notify_one();
         }
         drop(readers);
         batch.waiting.fetch_add(1, Ordering::AcqRel);

@@ -34,7 +34,10 @@ impl PaceShared {
                     max_wait: call.max_wait,
                     retry: false,
                 };
-                match self.pacer.admit_now(&ask) {
+                let keep_free = self
+                    .pacer
+                    .burst_share(pacing.coalesce.gather_below_free_percent);
+                match self.pacer.admit_now(&ask, keep_free) {
                     Some(Ok(waited)) => return Coalesced::Admitted(waited),
                     Some(Err(refusal)) => {
                         return Coalesced::Answered(Err(self.refused(call.owner, refusal).into()))
@@ -113,6 +116,16 @@ impl PaceShared {
             version,
         } = first;
         let (owner, keys, seat) = (ask.owner, ask.keys.clone(), ask.seat);
+        if pacing.coalesce.gather_below_free_percent > 0 {
+            // The budget is tight: one batch per slot interval keeps the owner's sends at
+            // the rate slots free, so each carries the readers of a whole interval instead
+            // of the window's last slots going one read each.
+            let gather = self.pacer.burst_slot_interval();
+            tokio::select! {
+                () = tokio::time::sleep(gather) => {}
+                () = batch.full.notified() => {}
+            }
+        }
         let admit = self.pacer.admit(ask);
         tokio::pin!(admit);
         let verdict = loop {

@@ -238,19 +238,41 @@ impl Pacer {
 
 impl Pacer {
     /// Reserves for the call only if it can go at once (its lane is empty and every budget
-    /// has a free slot without I/O), or says why it never will; `None` when it would wait.
-    /// Nothing is queued: what would wait is the caller's to place (a coalesced read joins
-    /// a batch instead).
-    pub fn admit_now(&self, ask: &Ask) -> Option<Result<Duration, Refusal>> {
+    /// has more than `keep_free` free slots without I/O), or says why it never will; `None`
+    /// when it would wait. Nothing is queued: what would wait is the caller's to place (a
+    /// coalesced read joins a batch instead).
+    pub fn admit_now(&self, ask: &Ask, keep_free: usize) -> Option<Result<Duration, Refusal>> {
         let inner = &self.inner;
         let (now, unix_ms) = (inner.clock.now(), inner.clock.unix_ms());
         let lane = inner.lane(ask.owner, LaneKind::of(&ask.keys));
+        if keep_free > 0
+            && !inner
+                .store
+                .estimate_wait(&ask.keys, now, unix_ms, keep_free)
+                .is_ok_and(|wait| wait.is_zero())
+        {
+            return None;
+        }
         let at_once = inner.try_at_once(&mut lock(&lane.state), ask.seat, &ask.keys, now, unix_ms);
         if matches!(at_once, Some(Ok(_))) && !ask.retry {
             use tower::retry::budget::Budget;
             lane.retry_budget.load().deposit();
         }
         at_once
+    }
+}
+
+impl Pacer {
+    /// `percent` of the burst window's slots (`budgets.burst_limit` less the margin).
+    pub fn burst_share(&self, percent: u32) -> usize {
+        let (limit, _) = self.inner.config.load().fair_windows.burst;
+        (u64::from(limit) * u64::from(percent) / 100) as usize
+    }
+
+    /// The burst window's slot interval: how often a slot frees when calls go at the limit.
+    pub fn burst_slot_interval(&self) -> Duration {
+        let (limit, window) = self.inner.config.load().fair_windows.burst;
+        window / limit.max(1)
     }
 }
 
