@@ -376,3 +376,113 @@ async fn nothing_is_coalesced_while_the_budget_is_free() {
         "latency unchanged: {medians:?}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_draws_a_429_is_retried_and_readers_that_left_are_not_asked_for() {
+    let batch_inputs = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    let seen = batch_inputs.clone();
+    let addr = upstream(move |request: Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let path = request.uri().path().to_string();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            if !path.ends_with("/batch/read") {
+                let id = path.rsplit('/').next().unwrap_or_default().to_string();
+                return Response::new(Full::new(Bytes::from(
+                    json!({ "id": id, "properties": {} }).to_string(),
+                )));
+            }
+            let ids: Vec<String> = json(&body)["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect();
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(ids.clone());
+                seen.len() == 1
+            };
+            if first {
+                return Response::builder()
+                    .status(429)
+                    .body(Full::new(Bytes::from_static(
+                        br#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","correlationId":"c","policyName":"TEN_SECONDLY_ROLLING"}"#,
+                    )))
+                    .unwrap();
+            }
+            // HubSpot's order is not the inputs': reversed here.
+            let results: Vec<Value> = ids
+                .iter()
+                .rev()
+                .filter(|id| id.as_str() != "999")
+                .map(|id| json!({ "id": id, "properties": { "email": format!("{id}@x") }, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z", "archived": false }))
+                .collect();
+            Response::builder()
+                .status(207)
+                .body(Full::new(Bytes::from(
+                    json!({ "status": "COMPLETE", "results": results, "numErrors": 1, "errors": [{ "status": "error", "category": "OBJECT_NOT_FOUND", "context": { "ids": ["999"] } }] })
+                        .to_string(),
+                )))
+                .unwrap()
+        }
+    })
+    .await;
+    let gateway = Gateway::start(&format!("http://{addr}"), |c| {
+        c.budgets.anonymous_limit = 1;
+        c.budgets.anonymous_window_ms = 300;
+        c.budgets.idle_ttl_ms = 500;
+        c.retry.base_delay_ms = 10;
+        c.retry.max_delay_ms = 50;
+        c.coalesce.reads = true;
+    })
+    .await;
+    // Spends the window's one slot, so the reads below wait and ride a batch.
+    let (status, headers, _) = get(&gateway.url("/crm/v3/objects/contacts/1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(coalesced(&headers).is_none());
+    let mut readers = Vec::new();
+    for id in (600..606).chain([999]) {
+        let url = gateway.url(&format!("/crm/v3/objects/contacts/{id}?properties=email"));
+        readers.push((id, tokio::spawn(async move { get(&url).await })));
+    }
+    let hurried = {
+        let request = Request::get(gateway.url("/crm/v3/objects/contacts/888?properties=email"))
+            .header("x-hubgate-deadline-ms", "30")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        tokio::spawn(async move { send(request).await })
+    };
+    let gone = {
+        let url = gateway.url("/crm/v3/objects/contacts/777?properties=email");
+        tokio::spawn(async move { get(&url).await })
+    };
+    // Long enough for the caller to be queued in the batch, far shorter than its wait.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    gone.abort();
+    let (status, _, body) = hurried.await.unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body:?}");
+    assert_eq!(json(&body)["policyName"], "HUBGATE_DEADLINE");
+    for (id, reader) in readers {
+        let (status, headers, body) = reader.await.unwrap();
+        let body = json(&body);
+        if id == 999 {
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body["message"], "resource not found");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["id"], id.to_string());
+            assert_eq!(body["properties"]["email"], format!("{id}@x"));
+            assert_eq!(headers["x-hubgate-retries"], "1");
+        }
+        assert_eq!(coalesced(&headers), Some(7));
+    }
+    let sent = batch_inputs.lock().unwrap().clone();
+    println!("batch reads sent: {sent:?}");
+    assert_eq!(sent.len(), 2, "the 429 was retried once");
+    for ids in &sent {
+        assert_eq!(ids.len(), 7);
+        assert!(!ids.contains(&"888".to_string()) && !ids.contains(&"777".to_string()));
+    }
+    gateway.assert_settles(Duration::from_secs(5)).await;
+}

@@ -34,10 +34,15 @@ impl PaceShared {
                     max_wait: call.max_wait,
                     retry: false,
                 };
-                let keep_free = self
+                let tight = self
                     .pacer
-                    .burst_share(pacing.coalesce.gather_below_free_percent);
-                match self.pacer.admit_now(&ask, keep_free) {
+                    .is_tight(&call.keys, pacing.coalesce.gather_below_free_percent);
+                let at_once = if tight {
+                    None
+                } else {
+                    self.pacer.admit_now(&ask)
+                };
+                match at_once {
                     Some(Ok(waited)) => return Coalesced::Admitted(waited),
                     Some(Err(refusal)) => {
                         return Coalesced::Answered(Err(self.refused(call.owner, refusal).into()))

@@ -21,7 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use hubgate_engine::{
-    CallerId, FairQueue, Limits, Priority, RejectReason, Reservation, Seat, Tick,
+    BudgetKey, CallerId, FairQueue, Limits, Priority, RejectReason, Reservation, Seat, Tick,
 };
 use tokio::sync::{oneshot, Notify};
 
@@ -238,21 +238,13 @@ impl Pacer {
 
 impl Pacer {
     /// Reserves for the call only if it can go at once (its lane is empty and every budget
-    /// has more than `keep_free` free slots without I/O), or says why it never will; `None`
-    /// when it would wait. Nothing is queued: what would wait is the caller's to place (a
-    /// coalesced read joins a batch instead).
-    pub fn admit_now(&self, ask: &Ask, keep_free: usize) -> Option<Result<Duration, Refusal>> {
+    /// has a free slot without I/O), or says why it never will; `None` when it would wait.
+    /// Nothing is queued: what would wait is the caller's to place (a coalesced read joins
+    /// a batch instead).
+    pub fn admit_now(&self, ask: &Ask) -> Option<Result<Duration, Refusal>> {
         let inner = &self.inner;
         let (now, unix_ms) = (inner.clock.now(), inner.clock.unix_ms());
         let lane = inner.lane(ask.owner, LaneKind::of(&ask.keys));
-        if keep_free > 0
-            && !inner
-                .store
-                .estimate_wait(&ask.keys, now, unix_ms, keep_free)
-                .is_ok_and(|wait| wait.is_zero())
-        {
-            return None;
-        }
         let at_once = inner.try_at_once(&mut lock(&lane.state), ask.seat, &ask.keys, now, unix_ms);
         if matches!(at_once, Some(Ok(_))) && !ask.retry {
             use tower::retry::budget::Budget;
@@ -263,10 +255,19 @@ impl Pacer {
 }
 
 impl Pacer {
-    /// `percent` of the burst window's slots (`budgets.burst_limit` less the margin).
-    pub fn burst_share(&self, percent: u32) -> usize {
-        let (limit, _) = self.inner.config.load().fair_windows.burst;
-        (u64::from(limit) * u64::from(percent) / 100) as usize
+    /// Whether any window `keys` spend has at most `percent` of its slots left now (a
+    /// budget never used yet has them all).
+    pub fn is_tight(&self, keys: &Keys, percent: u32) -> bool {
+        let inner = &self.inner;
+        let (now, unix_ms) = (inner.clock.now(), inner.clock.unix_ms());
+        keys.iter()
+            .filter(|key| !matches!(key, BudgetKey::Daily { .. }))
+            .filter_map(|key| inner.store.view(key, now, unix_ms))
+            .any(|view| {
+                view.limit > 0
+                    && u128::from(view.remaining) * 100
+                        <= u128::from(view.limit) * u128::from(percent)
+            })
     }
 
     /// The burst window's slot interval: how often a slot frees when calls go at the limit.
