@@ -486,3 +486,58 @@ async fn a_batch_that_draws_a_429_is_retried_and_readers_that_left_are_not_asked
     }
     gateway.assert_settles(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_reload_turns_identical_get_sharing_on_in_place() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let addr = upstream(move |_request: Request<hyper::body::Incoming>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            // Keeps the ten identical GETs of a round in flight together.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Response::new(Full::new(Bytes::from_static(b"{\"results\":[]}")))
+        }
+    })
+    .await;
+    let text = |on: bool| {
+        format!("[upstream]\nbase_url = \"http://{addr}\"\n\n[coalesce]\nidentical_gets = {on}\n")
+    };
+    let file = ConfigFile::new(&text(false));
+    let gateway = Gateway::start_from_file(file.path()).await;
+    let round = || async {
+        let before = hits.load(Ordering::SeqCst);
+        let calls: Vec<_> = (0..10)
+            .map(|_| {
+                let url = gateway.url("/crm/v3/objects/contacts?limit=1");
+                tokio::spawn(async move { get(&url).await })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().0, StatusCode::OK);
+        }
+        hits.load(Ordering::SeqCst) - before
+    };
+    let off = round().await;
+    file.write(&text(true));
+    let (status, _, body) = send(
+        Request::post(format!("http://{}/admin/reload", gateway.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        json(&body)["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "coalesce.identical_gets"),
+        "{}",
+        json(&body)
+    );
+    let on = round().await;
+    println!("upstream calls for 10 identical GETs: {off} before the reload, {on} after");
+    assert_eq!(off, 10);
+    assert_eq!(on, 1);
+}
