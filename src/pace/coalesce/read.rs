@@ -110,7 +110,11 @@ pub(crate) fn single_read(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<Read> {
-    if method != Method::GET || headers.contains_key(http::header::CONTENT_LENGTH) {
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+    if method != Method::GET || has_body {
         return None;
     }
     let mut segments = uri.path().strip_prefix('/')?.split('/');
