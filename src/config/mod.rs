@@ -8,6 +8,7 @@
 mod admin;
 mod budgets;
 mod callers;
+mod coalesce;
 mod identity;
 mod locate;
 mod oauth;
@@ -30,6 +31,7 @@ pub use budgets::{
 pub use callers::{
     caller_name_problem, default_priorities, key_digest, key_sha256, CallerConfig, InboundConfig,
 };
+pub use coalesce::{CoalesceConfig, HUBSPOT_MAX_BATCH};
 pub(crate) use identity::check_credentials;
 pub use identity::{credential_digest, IdentityConfig, StaticCredential, V1_OAUTH_SUNSET};
 pub use oauth::AppConfig;
@@ -52,6 +54,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub retry: RetryConfig,
     pub lanes: LanesConfig,
+    /// Reads merged into batch reads, identical GETs into one call.
+    pub coalesce: CoalesceConfig,
     /// Callers known by name: keys, weights for fair sharing, optional rate caps.
     pub callers: Vec<CallerConfig>,
     /// Who may call: off by default; when on, only callers presenting a known key.
@@ -165,6 +169,7 @@ impl Config {
         oauth::check_apps(&self.apps, &mut problems);
         self.lanes.check(&mut problems);
         self.queue.check(&mut problems);
+        self.coalesce.check(&mut problems);
         if self.metrics.max_owner_series == 0 || self.metrics.max_owner_series > 100_000 {
             problems.add(
                 "metrics.max_owner_series",

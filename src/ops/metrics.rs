@@ -40,6 +40,12 @@ struct Inner {
     retries_total: FixedLabels<IntCounter>,
     /// Time calls waited for budget before being sent, by priority lane.
     queue_wait_seconds: FixedLabels<Histogram>,
+    /// Calls answered from another call's upstream answer, by how they were coalesced.
+    coalesced_total: FixedLabels<IntCounter>,
+    /// Reads carried by each batch read.
+    coalesced_batch_size: Histogram,
+    /// Upstream calls coalescing did not have to make.
+    upstream_calls_saved_total: IntCounter,
     /// Owner label pairs that have their own `upstream_rate_limited_total` series; counters
     /// never lose a series, so once full every new owner counts under "other".
     rate_limited_owners: Mutex<HashSet<(String, String)>>,
@@ -105,6 +111,9 @@ pub const RETRY_REASONS: [&str; 6] = [
     "upstream_failure",
     "timeout",
 ];
+
+/// Every `kind` label of `hubgate_coalesced_calls_total`.
+pub const COALESCED_KINDS: [&str; 2] = ["batch_read", "identical_get"];
 
 /// Every `result` label of `hubgate_identity_lookups_total`.
 pub const IDENTITY_RESULTS: [&str; 7] = [
@@ -196,8 +205,35 @@ impl Metrics {
             &["lane"],
         )
         .expect("static metric definition");
+        let coalesced_total = IntCounterVec::new(
+            Opts::new(
+                "hubgate_coalesced_calls_total",
+                "Calls answered from an upstream call they shared, by kind: batch_read (a \
+                 single-record read carried by a batch read) or identical_get (a copy of an \
+                 identical GET's answer).",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        let coalesced_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "hubgate_coalesced_batch_size",
+                "Reads carried by each batch read hubgate sent in their place.",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]),
+        )
+        .expect("static metric definition");
+        let upstream_calls_saved_total = IntCounter::new(
+            "hubgate_upstream_calls_saved_total",
+            "Upstream calls coalescing did not make: reads in a batch beyond the first, and \
+             copies of an identical GET's answer.",
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(coalesced_total.clone()),
+            Box::new(coalesced_batch_size.clone()),
+            Box::new(upstream_calls_saved_total.clone()),
             Box::new(requests_in_flight.clone()),
             Box::new(upstream_responses_total.clone()),
             Box::new(upstream_duration_seconds.clone()),
@@ -240,6 +276,12 @@ impl Metrics {
                     queue_wait_seconds.with_label_values(&[label])
                 })
                 .at_zero(),
+                coalesced_total: FixedLabels::new(COALESCED_KINDS, move |label| {
+                    coalesced_total.with_label_values(&[label])
+                })
+                .at_zero(),
+                coalesced_batch_size,
+                upstream_calls_saved_total,
                 rate_limited_owners: Mutex::default(),
                 max_owner_series: max_owner_series.max(1),
             }),
@@ -292,6 +334,25 @@ impl Metrics {
     /// A call sent again; `reason` is one of [`RETRY_REASONS`].
     pub fn count_retry(&self, reason: &'static str) {
         self.inner.retries_total.get(reason).inc();
+    }
+
+    /// A batch read answered `readers` single-record reads.
+    pub fn observe_batch(&self, readers: usize) {
+        let inner = &self.inner;
+        inner
+            .coalesced_total
+            .get("batch_read")
+            .inc_by(readers as u64);
+        inner.coalesced_batch_size.observe(readers as f64);
+        inner
+            .upstream_calls_saved_total
+            .inc_by(readers.saturating_sub(1) as u64);
+    }
+
+    /// A GET was answered with a copy of an identical GET's answer.
+    pub fn count_shared_get(&self) {
+        self.inner.coalesced_total.get("identical_get").inc();
+        self.inner.upstream_calls_saved_total.inc();
     }
 
     /// One resolved credential; `result` is one of [`IDENTITY_RESULTS`].

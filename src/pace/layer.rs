@@ -10,17 +10,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use hubgate_engine::Seat;
 use tower::{Layer, Service, ServiceExt};
 
 use super::clock::Clock;
 use super::closing::LastSend;
+use super::coalesce::{read, Batches, Coalesced, InFlight, Offer};
 use super::learn;
 use super::pacer::{Ask, Pacer, Refusal};
 use super::replay::{self, Prepared, ReplayBuffer};
 use super::retry::{self, Failure, Skip};
-use crate::config::RetryConfig;
+use crate::config::{CoalesceConfig, RetryConfig};
 use crate::hubspot::rate_limit::{self, Policy};
 use crate::hubspot::{budgets_for, Classifier, Keys, Owner};
 use crate::ops::metrics::Metrics;
@@ -44,108 +46,14 @@ const MAX_429_BODY_BYTES: usize = 64 * 1024;
 /// its first call that gets through.
 const UNPROVEN_MAX_WAIT: Duration = Duration::from_secs(1);
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+pub(crate) use error::PaceError;
 
-/// Why the pacing layer answered a call itself.
-#[derive(Debug)]
-pub(crate) enum PaceError {
-    /// The pacer refused the call (queue full, deadline, daily budget, store), for `owner`,
-    /// at wall time `unix_ms`.
-    Refused {
-        owner: Owner,
-        refusal: Refusal,
-        unix_ms: i64,
-    },
-    /// The caller is over its `[[callers]] max_rps`.
-    CallerCapped {
-        caller: String,
-        retry_after: Duration,
-    },
-    /// `X-Hubgate-Deadline-Ms` is not a number of milliseconds; the message says so.
-    InvalidDeadline(String),
-    /// The request body could not be read before the call was paced.
-    UnreadableBody(String),
-    /// hubgate is shutting down and the call's answer could not come back before it
-    /// stops; nothing was sent.
-    ShuttingDown,
-}
+mod batching;
+mod error;
+mod sharing;
 
-impl std::error::Error for PaceError {}
-
-impl std::fmt::Display for PaceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |d: &Duration| d.as_millis();
-        match self {
-            PaceError::CallerCapped { caller, retry_after } => write!(
-                f,
-                "caller '{caller}' is over its cap of calls per second ([[callers]] max_rps); retry after {} ms or slow down",
-                ms(retry_after)
-            ),
-            PaceError::InvalidDeadline(message) | PaceError::UnreadableBody(message) => {
-                f.write_str(message)
-            }
-            PaceError::ShuttingDown => f.write_str(
-                "hubgate is shutting down and this call's answer could not come back before it stops ([server] shutdown_grace_ms, [upstream] response_timeout_ms); nothing was sent to HubSpot, retry it",
-            ),
-            PaceError::Refused { owner, refusal, .. } if *owner == Owner::UNPROVEN => {
-                match refusal {
-                    Refusal::QueueFull { drain: wait, .. }
-                    | Refusal::DeadlineUnmeetable { estimate: wait, .. }
-                    | Refusal::DeadlineExpired {
-                        retry_after: wait, ..
-                    } => write!(
-                        f,
-                        "HubSpot has not accepted this call's credential yet (a hapikey before its first success, or a token hubgate could not look up), and calls with unproven credentials share one small budget (owner {owner}) that is spent for about {} ms; check that the credential is valid and retry after that. A credential HubSpot accepts once gets its own budget",
-                        ms(wait)
-                    ),
-                    other => PaceError::Refused {
-                        owner: Owner::Anonymous,
-                        refusal: other.clone(),
-                        unix_ms: 0,
-                    }
-                    .fmt(f),
-                }
-            }
-            PaceError::Refused { owner, refusal, .. } => match refusal {
-                Refusal::QueueFull { depth, drain } => write!(
-                    f,
-                    "hubgate's queue for owner {owner} is full ({depth} calls waiting, [queue] max_depth_per_owner); retry after {} ms or send fewer calls at once",
-                    ms(drain)
-                ),
-                Refusal::DeadlineUnmeetable { estimate, deadline } => write!(
-                    f,
-                    "this call would wait about {} ms for owner {owner}'s HubSpot budget, longer than its deadline of {} ms (X-Hubgate-Deadline-Ms or [queue] max_wait_ms); retry after {} ms or allow a longer deadline",
-                    ms(estimate),
-                    ms(deadline),
-                    ms(estimate)
-                ),
-                Refusal::DeadlineExpired { waited, retry_after } => write!(
-                    f,
-                    "this call waited {} ms for owner {owner}'s HubSpot budget and its deadline passed (X-Hubgate-Deadline-Ms or [queue] max_wait_ms); retry after {} ms or allow a longer deadline",
-                    ms(waited),
-                    ms(retry_after)
-                ),
-                Refusal::DailyExhausted { resets_at_unix_ms } => {
-                    let portal = match owner {
-                        Owner::App { portal_id, .. } => portal_id.to_string(),
-                        _ => "-".into(),
-                    };
-                    let resets_at = httpdate::fmt_http_date(
-                        std::time::UNIX_EPOCH
-                            + Duration::from_millis(u64::try_from(*resets_at_unix_ms).unwrap_or(0)),
-                    );
-                    write!(
-                        f,
-                        "You have reached your daily limit. hubgate answered for HubSpot: portal {portal} has no daily calls left until {resets_at}; retry after the reset"
-                    )
-                }
-                Refusal::StoreUnavailable => f.write_str(
-                    "hubgate cannot use the shared budget store (Redis) for this call's budgets (Redis is unreachable, or fails the budget script on their keys: the log names which) and is configured to refuse calls meanwhile ([store] on_failure = \"fail_closed\"); nothing was sent to HubSpot, retry shortly",
-                ),
-            },
-        }
-    }
-}
+pub(crate) type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
 #[derive(Debug, Clone)]
 pub(crate) struct PaceLayer {
@@ -164,6 +72,10 @@ pub(crate) struct PaceShared {
     pub(crate) policy: Arc<ArcSwap<PacePolicy>>,
     pub(crate) clock: Clock,
     pub(crate) metrics: Metrics,
+    /// Reads waiting together for one batch read (`[coalesce] reads`).
+    pub(crate) batches: Batches,
+    /// GETs in flight that identical ones may share (`[coalesce] identical_gets`).
+    pub(crate) in_flight: InFlight,
 }
 
 /// The reloadable part of pacing.
@@ -176,6 +88,7 @@ pub(crate) struct PacePolicy {
     pub(crate) search_pause: Duration,
     pub(crate) retry: RetryConfig,
     pub(crate) callers: Callers,
+    pub(crate) coalesce: CoalesceConfig,
 }
 
 impl PaceLayer {
@@ -220,13 +133,38 @@ where
         // A boxed sender, and `oneshot` rather than an async block: naming `S::Future` inside
         // an async block trips rustc's higher-ranked `Send` check (rust-lang/rust#64552).
         // Each attempt clones the inner service, as tower's own retry layer does.
-        let send: Sender = Box::new(move |request| Box::pin(inner.clone().oneshot(request)));
+        // Shared (a batch read goes out with its first reader's sender, while that reader
+        // may still need it for its own GET), hence the lock around a service that need
+        // not be `Sync`; it is held only to clone.
+        let inner = std::sync::Mutex::new(inner);
+        let send: Sender = Arc::new(move |request| {
+            let service = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            Box::pin(service.oneshot(request))
+        });
         let shared = self.shared.clone();
         Box::pin(async move { shared.serve(request, send).await })
     }
 }
 
-type Sender = Box<dyn Fn(Request<Body>) -> ResponseFuture + Send>;
+pub(crate) type Sender = Arc<dyn Fn(Request<Body>) -> ResponseFuture + Send + Sync>;
+
+/// One call as the attempt loop sends it: its head and body, the budgets it spends and
+/// for whom, and how long it may take.
+pub(crate) struct Call {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) replayable: Option<bytes::Bytes>,
+    pub(crate) streaming: Option<Body>,
+    pub(crate) owner: Owner,
+    pub(crate) keys: Keys,
+    pub(crate) seat: Seat,
+    pub(crate) max_wait: Duration,
+    pub(crate) started: tokio::time::Instant,
+    /// A batch read changes nothing: it is retried as the GETs it carries would be.
+    pub(crate) retried_as: Method,
+}
 
 impl PaceShared {
     async fn serve(
@@ -234,26 +172,24 @@ impl PaceShared {
         request: Request<Body>,
         send: Sender,
     ) -> Result<Response<Body>, BoxError> {
-        let started = tokio::time::Instant::now();
         let pacing = self.policy.load_full();
-        let class = pacing
-            .classifier
-            .classify(request.method(), request.uri().path());
-        // A token call is billed to no app, whatever credential it carries: it waits in the
-        // one token lane, so a credential header (real or junk) buys it no lane of its own.
-        let owner = match request.extensions().get::<Owner>() {
-            Some(&owner) if !class.token => owner,
-            _ => Owner::Anonymous,
-        };
-        let unproven_wait = if owner == Owner::UNPROVEN {
-            UNPROVEN_MAX_WAIT
-        } else {
-            Duration::MAX
-        };
-        let max_wait = pacing
-            .max_wait
-            .min(unproven_wait)
-            .min(caller_deadline(&request)?.unwrap_or(Duration::MAX));
+        if pacing.coalesce.identical_gets && request.method() == Method::GET {
+            return self.share_identical(request, send, pacing).await;
+        }
+        self.serve_one(request, send, pacing).await
+    }
+
+    /// Paces, sends and retries one caller's call (or, for a read that would wait, has a
+    /// batch read answer it).
+    pub(crate) async fn serve_one(
+        self: Arc<Self>,
+        request: Request<Body>,
+        send: Sender,
+        pacing: Arc<PacePolicy>,
+    ) -> Result<Response<Body>, BoxError> {
+        let started = tokio::time::Instant::now();
+        let (owner, class) = self.owner_of(&request, &pacing);
+        let max_wait = self.max_wait(&request, owner, &pacing)?;
         let caller = pacing.callers.identify(&request, owner)?;
         pacing
             .callers
@@ -263,6 +199,11 @@ impl PaceShared {
                 retry_after,
             })?;
         let keys = budgets_for(owner, class);
+        let read = if pacing.coalesce.reads && !keys.is_empty() {
+            read::single_read(owner, request.method(), request.uri(), request.headers())
+        } else {
+            None
+        };
         let (parts, body) = request.into_parts();
         let max_replay = if pacing.retry.max_retries == 0 {
             0
@@ -271,20 +212,114 @@ impl PaceShared {
         };
         let prepared = replay::prepare(body, max_replay, &self.replay_buffer).await;
         // `_replay_room` holds the body's room in the replay buffer until the call ends.
-        let (replayable, mut streaming, _replay_room) = match prepared {
+        let (replayable, streaming, _replay_room) = match prepared {
             Ok(Prepared::Replayable { bytes, held }) => (Some(bytes), None, held),
             Ok(Prepared::Streaming(body)) => (None, Some(body), None),
             Err(e) => return Err(unreadable_body(e)),
         };
+        let retried_as = parts.method.clone();
+        let call = Call {
+            parts,
+            replayable,
+            streaming,
+            owner,
+            keys,
+            seat: caller.seat,
+            max_wait,
+            started,
+            retried_as,
+        };
+        let admitted = match read {
+            Some(read) => {
+                let offer = Offer {
+                    owner,
+                    keys: call.keys.clone(),
+                    seat: call.seat,
+                    max_wait,
+                    started,
+                    headers: call.parts.headers.clone(),
+                    version: call.parts.version,
+                };
+                match self.clone().coalesce(read, offer, &send, &pacing).await {
+                    Coalesced::Answered(answer) => return answer,
+                    Coalesced::Admitted(waited) => Some(waited),
+                    Coalesced::Alone => None,
+                }
+            }
+            None => None,
+        };
+        self.attempts(call, &send, &pacing, admitted).await
+    }
 
+    /// The owner a call is billed to, and what kind of call it is.
+    pub(crate) fn owner_of(
+        &self,
+        request: &Request<Body>,
+        pacing: &PacePolicy,
+    ) -> (Owner, crate::hubspot::CallClass) {
+        let class = pacing
+            .classifier
+            .classify(request.method(), request.uri().path());
+        // A token call is billed to no app, whatever credential it carries: it waits in the
+        // one token lane, so a credential header (real or junk) buys it no lane of its own.
+        let owner = match request.extensions().get::<Owner>() {
+            Some(&owner) if !class.token => owner,
+            _ => Owner::Anonymous,
+        };
+        (owner, class)
+    }
+
+    /// The longest `request` may wait for budget, retries included.
+    fn max_wait(
+        &self,
+        request: &Request<Body>,
+        owner: Owner,
+        pacing: &PacePolicy,
+    ) -> Result<Duration, PaceError> {
+        let unproven_wait = if owner == Owner::UNPROVEN {
+            UNPROVEN_MAX_WAIT
+        } else {
+            Duration::MAX
+        };
+        Ok(pacing
+            .max_wait
+            .min(unproven_wait)
+            .min(caller_deadline(request)?.unwrap_or(Duration::MAX)))
+    }
+
+    /// Sends `call` until HubSpot answers for good: waits for budget before each attempt
+    /// (but the first, when `admitted` says it already waited that long), learns from
+    /// every answer, retries what passes.
+    pub(crate) async fn attempts(
+        &self,
+        call: Call,
+        send: &Sender,
+        pacing: &PacePolicy,
+        mut admitted_first: Option<Duration>,
+    ) -> Result<Response<Body>, BoxError> {
+        let Call {
+            parts,
+            replayable,
+            mut streaming,
+            owner,
+            keys,
+            seat,
+            max_wait,
+            started,
+            retried_as,
+        } = call;
         let mut retries = 0u32;
         let mut queued = Duration::ZERO;
         loop {
-            if !keys.is_empty() {
+            if let Some(waited) = admitted_first.take() {
+                self.metrics
+                    .observe_queue_wait(seat.priority.as_label(), waited);
+                queued += waited;
+            } else if !keys.is_empty() {
                 let admitted = self.pacer.admit(Ask {
                     owner,
                     keys: keys.clone(),
-                    seat: caller.seat,
+                    seat,
                     max_wait: max_wait.saturating_sub(started.elapsed()),
                     retry: retries > 0,
                 });
@@ -297,7 +332,7 @@ impl PaceShared {
                 // Only admitted calls: refusals are counted by outcome in
                 // hubgate_requests_total.
                 self.metrics
-                    .observe_queue_wait(caller.seat.priority.as_label(), waited);
+                    .observe_queue_wait(seat.priority.as_label(), waited);
                 queued += waited;
             }
             if self.last_send.passed() {
@@ -315,7 +350,6 @@ impl PaceShared {
                     )
                 }
             };
-            // Its own statement: a borrow of `send` (not `Sync`) must not live across the await.
             let sending = send(Request::from_parts(attempt_head(&parts), body));
             let attempt = sending.await;
             let (failure, answer) = match attempt {
@@ -363,7 +397,7 @@ impl PaceShared {
                 .as_ref()
                 .ok()
                 .and_then(|r| rate_limit::retry_after(r.headers(), self.clock.wall()));
-            let plan = retry::plan(failure, &parts.method, retry_after, &pacing.retry);
+            let plan = retry::plan(failure, &retried_as, retry_after, &pacing.retry);
             let skip = match plan {
                 Err(Skip::Daily) => {
                     return Err(self.daily_exhausted(owner, &keys).into());
@@ -435,7 +469,7 @@ impl PaceShared {
         self.refused(owner, Refusal::DailyExhausted { resets_at_unix_ms })
     }
 
-    fn refused(&self, owner: Owner, refusal: Refusal) -> PaceError {
+    pub(super) fn refused(&self, owner: Owner, refusal: Refusal) -> PaceError {
         PaceError::Refused {
             owner,
             refusal,
@@ -476,7 +510,7 @@ async fn read_429(response: Response<Body>) -> (Response<Body>, Policy) {
 }
 
 /// hubgate's own headers on an upstream answer.
-fn finish(
+pub(super) fn finish(
     mut response: Response<Body>,
     owner: Owner,
     queued: Duration,

@@ -128,6 +128,8 @@ pub(crate) fn build(
         policy: pacing.clone(),
         clock,
         metrics: metrics.clone(),
+        batches: Default::default(),
+        in_flight: Default::default(),
     });
     let live = LiveSettings {
         pacer: pacer.clone(),
@@ -215,6 +217,7 @@ fn pace_policy(config: &Config, callers: Callers) -> PacePolicy {
         search_pause: Duration::from_millis(config.budgets.search_window_ms),
         retry: config.retry.clone(),
         callers,
+        coalesce: config.coalesce.clone(),
     }
 }
 

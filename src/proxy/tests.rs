@@ -169,6 +169,7 @@ fn callers_requiring_a_key() -> Arc<ArcSwap<PacePolicy>> {
         search_pause: Duration::from_secs(1),
         retry: RetryConfig::default(),
         callers: Callers::new(&callers, &inbound),
+        coalesce: Default::default(),
     }))
 }
 

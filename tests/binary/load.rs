@@ -227,6 +227,36 @@ async fn demo_json_is_one_object_with_both_legs_and_the_429s_saved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_coalesce_shows_more_answers_per_upstream_call() {
+    let _turn = heavy_turn().await;
+    let output = hubgate(&[
+        "demo",
+        "--coalesce",
+        "--duration",
+        "3",
+        "--callers",
+        "60",
+        "--json",
+    ])
+    .await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "demo failed: {stdout}{stderr}");
+    let answer: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let per_call = |i: usize| answer["answers_per_upstream_call"][i].as_f64().unwrap();
+    println!(
+        "answers per upstream call: {} without, {} with",
+        per_call(0),
+        per_call(1)
+    );
+    assert!(per_call(1) > 2.0 * per_call(0), "{answer}");
+    assert!(answer["through_hubgate_coalescing"]["outcomes"]["ok_2xx"].as_u64() > Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_and_dead_targets_are_explained_not_crashed_on() {
     let _turn = heavy_turn().await;
     for (args, code, says) in [

@@ -234,6 +234,11 @@ fn known_series() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             ],
         ),
         (
+            "hubgate_coalesced_calls_total",
+            "kind",
+            vec!["batch_read", "identical_get"],
+        ),
+        (
             "hubgate_upstream_responses_total",
             "status_class",
             vec!["1xx", "2xx", "3xx", "4xx", "5xx"],

@@ -9,6 +9,7 @@ mod admin_and_counters;
 mod anonymous_and_priority;
 mod bad_input;
 mod bounds;
+mod coalescing;
 mod connections;
 mod dated_introspection;
 mod fairness;

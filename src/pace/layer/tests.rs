@@ -42,9 +42,12 @@ fn pace_layer(burst_limit: u32) -> PaceLayer {
             search_pause: Duration::from_secs(1),
             retry: RetryConfig::default(),
             callers: Callers::new(&[], &InboundConfig::default()),
+            coalesce: Default::default(),
         })),
         clock: Clock::new(),
         metrics: Metrics::new(),
+        batches: Default::default(),
+        in_flight: Default::default(),
     })
 }
 

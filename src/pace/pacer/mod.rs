@@ -21,7 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use hubgate_engine::{
-    CallerId, FairQueue, Limits, Priority, RejectReason, Reservation, Seat, Tick,
+    BudgetKey, CallerId, FairQueue, Limits, Priority, RejectReason, Reservation, Seat, Tick,
 };
 use tokio::sync::{oneshot, Notify};
 
@@ -181,32 +181,8 @@ impl Pacer {
         }
         let (ticket, receiver) = {
             let mut state = lock(&lane.state);
-            state.idle_since = now;
-            if seat.priority == Priority::High {
-                state.last_high = Some(now);
-            }
-            state.shares.prune(now);
-            let asking = [(seat.caller, seat.weight)];
-            let split = state.shares.split(seat.priority, &asking);
-            if state.queue.is_empty()
-                && state.shares.allows(&split, seat.caller, seat.weight)
-                && inner
-                    .reserve_wait(&state, seat.priority, &keys, now, unix_ms)
-                    .is_zero()
-            {
-                match inner.store.try_reserve_now(&keys, now, unix_ms) {
-                    Some(Reservation::Granted) => {
-                        state.shares.record(seat, now);
-                        return Ok(Duration::ZERO);
-                    }
-                    Some(Reservation::DailyExhausted(e)) => {
-                        return Err(Refusal::DailyExhausted {
-                            resets_at_unix_ms: e.resets_at_unix_ms,
-                        })
-                    }
-                    Some(Reservation::StoreUnavailable) => return Err(Refusal::StoreUnavailable),
-                    Some(Reservation::NotBefore(_)) | None => {}
-                }
+            if let Some(at_once) = inner.try_at_once(&mut state, seat, &keys, now, unix_ms) {
+                return at_once;
             }
             let estimate = inner
                 .store
@@ -260,7 +236,86 @@ impl Pacer {
     }
 }
 
+impl Pacer {
+    /// Reserves for the call only if it can go at once (its lane is empty and every budget
+    /// has a free slot without I/O), or says why it never will; `None` when it would wait.
+    /// Nothing is queued: what would wait is the caller's to place (a coalesced read joins
+    /// a batch instead).
+    pub fn admit_now(&self, ask: &Ask) -> Option<Result<Duration, Refusal>> {
+        let inner = &self.inner;
+        let (now, unix_ms) = (inner.clock.now(), inner.clock.unix_ms());
+        let lane = inner.lane(ask.owner, LaneKind::of(&ask.keys));
+        let at_once = inner.try_at_once(&mut lock(&lane.state), ask.seat, &ask.keys, now, unix_ms);
+        if matches!(at_once, Some(Ok(_))) && !ask.retry {
+            use tower::retry::budget::Budget;
+            lane.retry_budget.load().deposit();
+        }
+        at_once
+    }
+}
+
+impl Pacer {
+    /// Whether any window `keys` spend has at most `percent` of its slots left now (a
+    /// budget never used yet has them all).
+    pub fn is_tight(&self, keys: &Keys, percent: u32) -> bool {
+        let inner = &self.inner;
+        let (now, unix_ms) = (inner.clock.now(), inner.clock.unix_ms());
+        keys.iter()
+            .filter(|key| !matches!(key, BudgetKey::Daily { .. }))
+            .filter_map(|key| inner.store.view(key, now, unix_ms))
+            .any(|view| {
+                view.limit > 0
+                    && u128::from(view.remaining) * 100
+                        <= u128::from(view.limit) * u128::from(percent)
+            })
+    }
+
+    /// The burst window's slot interval: how often a slot frees when calls go at the limit.
+    pub fn burst_slot_interval(&self) -> Duration {
+        let (limit, window) = self.inner.config.load().fair_windows.burst;
+        window / limit.max(1)
+    }
+}
+
 impl PacerInner {
+    /// The path of a call that finds its lane empty: reserved now (zero wait), refused for
+    /// good, or `None` when it has to queue.
+    fn try_at_once(
+        &self,
+        state: &mut LaneState,
+        seat: Seat,
+        keys: &Keys,
+        now: Tick,
+        unix_ms: i64,
+    ) -> Option<Result<Duration, Refusal>> {
+        state.idle_since = now;
+        if seat.priority == Priority::High {
+            state.last_high = Some(now);
+        }
+        state.shares.prune(now);
+        let asking = [(seat.caller, seat.weight)];
+        let split = state.shares.split(seat.priority, &asking);
+        if !(state.queue.is_empty()
+            && state.shares.allows(&split, seat.caller, seat.weight)
+            && self
+                .reserve_wait(state, seat.priority, keys, now, unix_ms)
+                .is_zero())
+        {
+            return None;
+        }
+        match self.store.try_reserve_now(keys, now, unix_ms) {
+            Some(Reservation::Granted) => {
+                state.shares.record(seat, now);
+                Some(Ok(Duration::ZERO))
+            }
+            Some(Reservation::DailyExhausted(e)) => Some(Err(Refusal::DailyExhausted {
+                resets_at_unix_ms: e.resets_at_unix_ms,
+            })),
+            Some(Reservation::StoreUnavailable) => Some(Err(Refusal::StoreUnavailable)),
+            Some(Reservation::NotBefore(_)) | None => None,
+        }
+    }
+
     fn lane(&self, owner: Owner, kind: LaneKind) -> Arc<Lane> {
         if let Some(lane) = self.lanes.get(&(owner, kind)) {
             return lane.clone();

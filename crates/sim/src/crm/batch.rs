@@ -1,15 +1,21 @@
 //! Batch object endpoints: `/crm/v3/objects/{type}/batch/{read,create,update,upsert,archive}`,
-//! with HubSpot's input cap and its 207 answer for partly missing objects.
+//! with HubSpot's input cap (50 for a read with property history) and its 207 answer for
+//! partly missing objects. Reads answer in shuffled order, as HubSpot does not keep the
+//! order of the inputs.
 
+use rand::seq::SliceRandom as _;
 use serde_json::{json, Value};
 
+use super::paths::display_name;
 use super::reply::Reply;
 use super::request::{body_props, id_string, input_props, parse_body, Req};
-use super::store::{apply, find, insert, object_json, parse_id, Db};
+use super::store::{apply, find, insert, object_json, parse_id, with_history, Db};
 use crate::clock::iso_ms;
 
 /// HubSpot's cap on `inputs` per batch call.
 const MAX_BATCH: usize = 100;
+/// HubSpot's cap on `inputs` of a batch read asking for `propertiesWithHistory`.
+const MAX_BATCH_WITH_HISTORY: usize = 50;
 
 pub(super) fn batch(db: &Db, r: &Req<'_>, ty: &str, op: &str) -> Reply {
     if !matches!(op, "read" | "create" | "update" | "upsert" | "archive") {
@@ -22,11 +28,17 @@ pub(super) fn batch(db: &Db, r: &Req<'_>, ty: &str, op: &str) -> Reply {
     let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
         return Reply::validation(r.corr, "Request body must contain an `inputs` array.");
     };
-    if inputs.len() > MAX_BATCH {
+    let history = body_list(&body, "propertiesWithHistory");
+    let cap = if op == "read" && history.is_some() {
+        MAX_BATCH_WITH_HISTORY
+    } else {
+        MAX_BATCH
+    };
+    if inputs.len() > cap {
         return Reply::validation(
             r.corr,
             &format!(
-                "Batch input is limited to {MAX_BATCH} inputs, got {}.",
+                "The maximum number of inputs supported in a batch is {cap}. Please split the request into batches of {cap} or fewer inputs. Received {}.",
                 inputs.len()
             ),
         );
@@ -46,12 +58,17 @@ pub(super) fn batch(db: &Db, r: &Req<'_>, ty: &str, op: &str) -> Reply {
                 match find(table, id_prop, &key) {
                     Some(n) => {
                         if let Some(o) = table.get(&n) {
-                            results.push(object_json(n, o, wanted.as_deref()));
+                            let mut j = object_json(n, o, wanted.as_deref());
+                            if let Some(history) = &history {
+                                with_history(&mut j, o, history);
+                            }
+                            results.push(j);
                         }
                     }
                     None => missing.push(key),
                 }
             }
+            results.shuffle(&mut rand::rng());
         }
         "create" => {
             for input in inputs {
@@ -116,14 +133,27 @@ pub(super) fn batch(db: &Db, r: &Req<'_>, ty: &str, op: &str) -> Reply {
         "completedAt": iso_ms(r.now_ms),
     });
     if !missing.is_empty() {
-        out["numErrors"] = json!(missing.len());
+        out["numErrors"] = json!(1);
         out["errors"] = json!([{
             "status": "error",
             "category": "OBJECT_NOT_FOUND",
-            "message": "Could not get some objects, they may be deleted or not exist.",
+            "message": format!(
+                "Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
+                display_name(ty)
+            ),
             "context": { "ids": missing },
         }]);
         return Reply::json(207, out);
     }
     Reply::json(if created_any { 201 } else { 200 }, out)
+}
+
+/// A list of property names in a batch body (`properties`, `propertiesWithHistory`).
+fn body_list(body: &Value, field: &str) -> Option<Vec<String>> {
+    body.get(field).and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    })
 }

@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::reply::Reply;
-use super::request::{input_props, parse_body, query_limit, requested_props, Req};
-use super::store::{apply, insert, object_json, parse_id, Db};
+use super::request::{input_props, parse_body, query_limit, requested_list, requested_props, Req};
+use super::store::{apply, insert, object_json, parse_id, with_history, Db};
 use crate::http_util::parse_query;
 
 pub(super) fn create(db: &Db, r: &Req<'_>, ty: &str) -> Reply {
@@ -30,8 +30,14 @@ pub(super) fn get(db: &Db, r: &Req<'_>, ty: &str, id: &str) -> Reply {
             .and_then(|t| t.get(&n).map(|o| (n, o)))
     });
     match found {
-        Some((n, o)) => Reply::json(200, object_json(n, o, wanted.as_deref())),
-        None => Reply::not_found(r.corr, id),
+        Some((n, o)) => {
+            let mut j = object_json(n, o, wanted.as_deref());
+            if let Some(history) = requested_list(r.query, "propertiesWithHistory") {
+                with_history(&mut j, o, &history);
+            }
+            Reply::json(200, j)
+        }
+        None => Reply::resource_not_found(r.corr),
     }
 }
 

@@ -31,6 +31,15 @@ pub(super) fn type_id_of(ty: &str) -> String {
     .to_string()
 }
 
+/// How HubSpot names an object type in messages: `CONTACT` for `contacts`.
+pub(super) fn display_name(ty: &str) -> String {
+    ty.strip_suffix("ies")
+        .map(|stem| format!("{stem}y"))
+        .or_else(|| ty.strip_suffix('s').map(str::to_string))
+        .unwrap_or_else(|| ty.to_string())
+        .to_ascii_uppercase()
+}
+
 /// True for `YYYY-MM` and `YYYY-MM-beta`, HubSpot's date-versioned API segments.
 pub(super) fn is_date_version(s: &str) -> bool {
     let core = s.strip_suffix("-beta").unwrap_or(s);

@@ -36,6 +36,14 @@ impl Reply {
         Reply::json(404, body)
     }
 
+    /// HubSpot's 404 for a single-object GET of an id that names nothing.
+    pub(super) fn resource_not_found(corr: &str) -> Self {
+        Reply::json(
+            404,
+            json!({ "status": "error", "message": "resource not found", "correlationId": corr }),
+        )
+    }
+
     pub(super) fn validation(corr: &str, message: &str) -> Self {
         Reply::json(400, hs_error(corr, message, "VALIDATION_ERROR"))
     }

@@ -70,9 +70,14 @@ pub(super) fn body_props(body: &Value) -> Option<Vec<String>> {
 
 /// `?properties=a,b&properties=c`: the properties to answer with, or None for all of them.
 pub(super) fn requested_props(query: Option<&str>) -> Option<Vec<String>> {
+    requested_list(query, "properties")
+}
+
+/// A query list of names, `?{field}=a,b&{field}=c`, or None when it names none.
+pub(super) fn requested_list(query: Option<&str>, field: &str) -> Option<Vec<String>> {
     let props: Vec<String> = parse_query(query)
         .into_iter()
-        .filter(|(k, _)| k == "properties")
+        .filter(|(k, _)| k == field)
         .flat_map(|(_, v)| {
             v.split(',')
                 .map(str::trim)

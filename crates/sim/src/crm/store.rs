@@ -167,3 +167,27 @@ fn prop_value(o: &Obj, name: &str) -> Value {
         .flatten()
         .map_or(Value::Null, Value::String)
 }
+
+/// Adds `propertiesWithHistory`: each named property's current value as its one version
+/// (the simulator keeps no older ones), stamped when the object last changed.
+pub(super) fn with_history(j: &mut Value, o: &Obj, names: &[String]) {
+    let mut history = Map::new();
+    for name in names {
+        let versions: Vec<Value> = o
+            .props
+            .get(name)
+            .cloned()
+            .flatten()
+            .map(|value| {
+                json!({
+                    "value": value,
+                    "timestamp": iso_ms(o.updated),
+                    "sourceType": "API",
+                })
+            })
+            .into_iter()
+            .collect();
+        history.insert(name.clone(), Value::Array(versions));
+    }
+    j["propertiesWithHistory"] = Value::Object(history);
+}

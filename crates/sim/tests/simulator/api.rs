@@ -141,10 +141,11 @@ async fn crm_round_trip(c: &Client, base: &str) {
     assert!(got["properties"]["lastname"].is_null());
     assert!(got["properties"].get("firstname").is_none());
 
-    // Missing object.
+    // Missing object: HubSpot's single-GET 404.
     let r = c.get(&format!("{base}/contacts/999999999"), PAT).await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["category"], "OBJECT_NOT_FOUND");
+    assert_eq!(r.json()["message"], "resource not found");
+    assert!(r.json()["correlationId"].is_string());
 
     // Update.
     let r = c

@@ -296,7 +296,7 @@ async fn stats_over_http_and_reset() {
     // Windows are cleared too, so the owner may call again at once; the store is empty.
     let r = c.get(&format!("{LIST}/{id}"), PAT).await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["category"], "OBJECT_NOT_FOUND");
+    assert_eq!(r.json()["message"], "resource not found");
     sim.reset();
     assert!(sim.stats().owners.is_empty());
     sim.shutdown().await;

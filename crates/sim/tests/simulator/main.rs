@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 through its public API and over HTTP.
 
 mod api;
+mod batch_read;
 mod echo;
 mod faults;
 mod limits;
