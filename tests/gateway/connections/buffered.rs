@@ -60,8 +60,11 @@ async fn bodies_queued_behind_a_spent_budget_are_held_within_the_buffer_cap() {
     for caller in callers {
         caller.abort();
     }
+    // The replay buffer holds at most 16 MiB; the rest is each of the 150 connections' own
+    // read buffer and the allocator's arenas, which vary between builds (41–68 MB seen).
+    // Without the cap all 150 MB were held (192 MB measured), so this bound still tells.
     assert!(
-        grown < 64 * 1024 * 1024,
+        grown < 96 * 1024 * 1024,
         "{} MB resident for {} MB of queued bodies",
         grown / 1_000_000,
         sent / 1_000_000
