@@ -6,19 +6,15 @@
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Limited};
 use serde::Deserialize;
 
-use super::introspect::{encode_component, Number, MAX_OAUTH_TTL};
+use super::introspect::{encode_component, read_json, Number, MAX_OAUTH_TTL};
 use super::Owner;
 use crate::config::UpstreamTarget;
 use crate::proxy::body::{self, Body};
 
 /// The dated introspection route; the date is HubSpot's API version, not a deadline.
 pub const DATED_INTROSPECTION_PATH: &str = "/oauth/2026-03/token/introspect";
-
-/// Introspection answers are a few hundred bytes; anything much larger is not one.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// One app's client credentials, as introspection sends them.
 pub(crate) struct ClientCredentials<'a> {
@@ -78,30 +74,10 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let status = response.status();
-    if status.is_client_error()
-        && status != StatusCode::TOO_MANY_REQUESTS
-        && status != StatusCode::REQUEST_TIMEOUT
-    {
-        return Ok(DatedAnswer::ClientRefused(status));
-    }
-    if !status.is_success() {
-        return Err(format!("HubSpot answered {status}"));
-    }
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    // serde's message may quote the body, and the answer echoes the token: say only where.
-    let info: Introspection = serde_json::from_slice(&body).map_err(|e| {
-        format!(
-            "answer is not introspection JSON ({:?} at {}:{})",
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })?;
+    let info: Introspection = match read_json(response, "introspection").await? {
+        Ok(info) => info,
+        Err(status) => return Ok(DatedAnswer::ClientRefused(status)),
+    };
     if info.active != Some(true) {
         return Ok(DatedAnswer::Inactive);
     }

@@ -69,6 +69,44 @@ pub(crate) fn request(token: &str, target: &UpstreamTarget) -> Result<Request<Bo
     .map_err(|e| format!("building the request: {e}"))
 }
 
+/// The JSON body of an introspection answer (`what` names it in errors): `Ok(Err(status))`
+/// when HubSpot refused the question (a 4xx other than 408 and 429); `Err` says why no
+/// answer could be read (HubSpot failed, the body is not `what`).
+pub(crate) async fn read_json<T, B>(
+    response: Response<B>,
+    what: &str,
+) -> Result<Result<T, StatusCode>, String>
+where
+    T: serde::de::DeserializeOwned,
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let status = response.status();
+    if status.is_client_error()
+        && status != StatusCode::TOO_MANY_REQUESTS
+        && status != StatusCode::REQUEST_TIMEOUT
+    {
+        return Ok(Err(status));
+    }
+    if !status.is_success() {
+        return Err(format!("HubSpot answered {status}"));
+    }
+    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    // serde's message may quote the body, and OAuth answers echo the token: say only where.
+    serde_json::from_slice(&body).map(Ok).map_err(|e| {
+        format!(
+            "answer is not {what} JSON ({:?} at {}:{})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })
+}
+
 /// What HubSpot's `response` to the introspection of a `kind` token says. Private-app
 /// owners hold for `private_app_ttl`; OAuth owners until the token expires. `Err` says
 /// why no answer could be read (HubSpot failed, the body is not token info): the token is
@@ -82,30 +120,10 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let status = response.status();
-    if status.is_client_error()
-        && status != StatusCode::TOO_MANY_REQUESTS
-        && status != StatusCode::REQUEST_TIMEOUT
-    {
-        return Ok(Answer::Invalid(status));
-    }
-    if !status.is_success() {
-        return Err(format!("HubSpot answered {status}"));
-    }
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    // serde's message may quote the body, and OAuth answers echo the token: say only where.
-    let info: TokenInfo = serde_json::from_slice(&body).map_err(|e| {
-        format!(
-            "answer is not token info JSON ({:?} at {}:{})",
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })?;
+    let info: TokenInfo = match read_json(response, "token info").await? {
+        Ok(info) => info,
+        Err(status) => return Ok(Answer::Invalid(status)),
+    };
     let private_app = kind == TokenKind::PrivateApp;
     let (app, portal) = if private_app {
         (info.app_id_camel, info.hub_id_camel)
