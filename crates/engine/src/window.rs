@@ -37,9 +37,11 @@ impl WindowSpec {
     /// Largest limit the engine honours; larger limits are clamped down to it.
     ///
     /// The log stores one tick per slot, so an absurd configured limit must not turn into
-    /// an absurd allocation. HubSpot's largest documented burst is 250; clamping lowers
-    /// throughput but never breaks the limit.
-    pub const MAX_LIMIT: u32 = 65_536;
+    /// an absurd allocation: at most 8 MiB, and only once that many sends were made in
+    /// one window. HubSpot's largest documented burst is 250; the headroom is for budgets
+    /// set high on purpose so that they never bind (a gateway measured for its own cost),
+    /// and clamping lowers throughput but never breaks the limit.
+    pub const MAX_LIMIT: u32 = 1 << 20;
 
     /// A spec without safety margins.
     pub const fn new(limit: u32, window: Duration) -> WindowSpec {

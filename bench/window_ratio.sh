@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Per-call cost against the window's length: one owner whose budget never binds, through
+# two hubgates (release) that differ only in `burst_window_ms` (1,000 and 10,000), the same
+# wrk load on each in alternating rounds. A 10 s window holds ten times the sends of a 1 s
+# one at the same rate; the per-call cost must not grow with them. Prints req/s and CPU per
+# call for each window and the 10 s / 1 s ratio (target >= 0.90).
+# Usage: bench/window_ratio.sh [SECONDS] [CONNECTIONS] [ROUNDS]
+source "$(dirname "$0")/lib.sh"
+seconds=${1:-10}
+connections=${2:-50}
+rounds=${3:-3}
+need wrk
+echo "$(machine)"
+# Far above what either window sees at these rates (about 15,000 per 10 s window per
+# 1,000 req/s): neither binds, so both measure hubgate's own cost per call.
+limit=1000000
+up_port=$(free_port)
+# The upstream reports HubSpot's count with the same limit, as HubSpot would: a lower
+# `-Max` would read as a lower tier and bind the budget.
+start_nginx upstream "
+  server {
+    listen 127.0.0.1:$up_port;
+    keepalive_requests 1000000;
+    location / {
+      default_type application/json;
+      add_header X-HubSpot-RateLimit-Max $limit;
+      add_header X-HubSpot-RateLimit-Remaining $((limit - 1));
+      add_header X-HubSpot-RateLimit-Interval-Milliseconds 10000;
+      return 200 '{\"results\":[{\"id\":\"1\",\"properties\":{\"email\":\"a@example.com\"}}]}';
+    }
+  }"
+wait_http "http://127.0.0.1:$up_port/"
+
+# start_window_gateway WINDOW_MS: a hubgate whose one owner has a `limit` per WINDOW_MS
+# burst window; sets port[WINDOW_MS] and pid[WINDOW_MS].
+declare -A port pid
+start_window_gateway() {
+  local listen admin
+  listen=$(free_port); admin=$(free_port)
+  cat >"$work/hubgate-$1.toml" <<TOML
+[server]
+listen = "127.0.0.1:$listen"
+admin_listen = "127.0.0.1:$admin"
+[upstream]
+base_url = "http://127.0.0.1:$up_port"
+[log]
+level = "warn"
+[budgets]
+burst_limit = $limit
+burst_window_ms = $1
+[[credentials]]
+token = "$bench_token"
+app_id = 1
+portal_id = 1
+TOML
+  "$bin" --config "$work/hubgate-$1.toml" >"$work/hubgate-$1.log" 2>&1 &
+  pid[$1]=$!; pids+=("$!")
+  port[$1]=$listen
+  wait_http "http://127.0.0.1:$admin/readyz"
+}
+windows=(1000 10000)
+for w in "${windows[@]}"; do start_window_gateway "$w"; done
+
+path="/crm/v3/objects/contacts?limit=1"
+command="wrk -t2 -c$connections -d${seconds}s --latency -H 'Authorization: Bearer $bench_token'"
+for w in "${windows[@]}"; do
+  wrk -t2 -c"$connections" -d2s -H "Authorization: Bearer $bench_token" \
+    "http://127.0.0.1:${port[$w]}$path" >/dev/null
+done
+for r in $(seq 1 "$rounds"); do
+  for w in "${windows[@]}"; do
+    before=$(cpu_ns "${pid[$w]}")
+    wrk -t2 -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $bench_token" \
+      "http://127.0.0.1:${port[$w]}$path" >"$work/wrk-$w-$r.txt"
+    echo $(($(cpu_ns "${pid[$w]}") - before)) >"$work/cpu-$w-$r.txt"
+    if grep -q 'Non-2xx' "$work/wrk-$w-$r.txt"; then
+      echo "window $w ms answered non-2xx:" >&2; cat "$work/wrk-$w-$r.txt" >&2; exit 1
+    fi
+    echo "round $r window $w ms: $(awk '/Requests\/sec/ {print $2}' "$work/wrk-$w-$r.txt") req/s" >&2
+  done
+done
+python3 - "$work" "$rounds" "$command" "$limit" <<'PY'
+import re, statistics, sys
+work, rounds, command, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def run(window, r):
+    text = open(f"{work}/wrk-{window}-{r}.txt").read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    calls = int(re.search(r"(\d+) requests in", text).group(1))
+    cpu_us = int(open(f"{work}/cpu-{window}-{r}.txt").read()) / 1000 / calls
+    return rps, cpu_us
+
+rows = {}
+for window in [1000, 10000]:
+    runs = [run(window, r) for r in range(1, rounds + 1)]
+    rows[window] = (statistics.median(x[0] for x in runs), statistics.median(x[1] for x in runs),
+                    ", ".join(f"{x[0]:,.0f}" for x in runs))
+print(f"\n`{command} URL` (each window {rounds} times, taking turns; medians; "
+      f"burst_limit {limit:,})\n")
+print("| burst window | requests/s | each round | hubgate CPU per call |")
+print("|---|---|---|---|")
+for window, (rps, cpu_us, each) in rows.items():
+    print(f"| {window // 1000} s | **{rps:,.0f}** | {each} | {cpu_us:.1f} µs |")
+ratio = rows[10000][0] / rows[1000][0]
+verdict = "met" if ratio >= 0.9 else "missed"
+print(f"\n10 s / 1 s requests/s: **{ratio:.2f}** (target >= 0.90: {verdict}); "
+      f"CPU per call, 10 s / 1 s: {rows[10000][1] / rows[1000][1]:.2f}")
+PY
