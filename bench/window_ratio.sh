@@ -6,6 +6,10 @@
 # call for each window and the 10 s / 1 s ratio (target >= 0.90).
 # Usage: bench/window_ratio.sh [SECONDS] [CONNECTIONS] [ROUNDS]; HUBGATE_BIN=PATH measures
 # another build of hubgate (an earlier commit's) instead of this checkout's.
+# CALLGRIND_CALLS=N counts instead of timing: each hubgate runs under valgrind's callgrind,
+# takes 500 calls, then N more one after another on one connection, and the instructions
+# per call of those N are printed per window (exact and repeatable on a loaded machine;
+# blind to cache misses, which only the timed runs see).
 source "$(dirname "$0")/lib.sh"
 bin=${HUBGATE_BIN:-$bin}
 seconds=${1:-10}
@@ -58,15 +62,57 @@ token = "$bench_token"
 app_id = 1
 portal_id = 1
 TOML
-  "$bin" --config "$work/hubgate-$1.toml" >"$work/hubgate-$1.log" 2>&1 &
+  if [ -n "${CALLGRIND_CALLS:-}" ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind-$1.%p" \
+      "$bin" --config "$work/hubgate-$1.toml" >"$work/hubgate-$1.log" 2>&1 &
+  else
+    "$bin" --config "$work/hubgate-$1.toml" >"$work/hubgate-$1.log" 2>&1 &
+  fi
   pid[$1]=$!; pids+=("$!")
   port[$1]=$listen
-  wait_http "http://127.0.0.1:$admin/readyz"
+  for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz" && return 0; sleep 0.1; done
+  echo "not up: hubgate with a $1 ms window" >&2; return 1
 }
 windows=(1000 10000)
+[ -n "${CALLGRIND_CALLS:-}" ] && need valgrind
 for w in "${windows[@]}"; do start_window_gateway "$w"; done
 
 path="/crm/v3/objects/contacts?limit=1"
+if [ -n "${CALLGRIND_CALLS:-}" ]; then
+  # send PORT N: N sequential calls on one keep-alive connection.
+  send() {
+    python3 - "$1" "$2" "$bench_token" "$path" <<'PY'
+import http.client, sys
+port, n, token, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+conn = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+PY
+  }
+  echo
+  echo "\`CALLGRIND_CALLS=$CALLGRIND_CALLS bench/window_ratio.sh\`: burst_limit $limit, $CALLGRIND_CALLS sequential calls after 500"
+  echo
+  echo "| burst window | instructions per call |"
+  echo "|---|---|"
+  declare -A per_call
+  for w in "${windows[@]}"; do
+    send "${port[$w]}" 500
+    callgrind_control --zero "${pid[$w]}" >/dev/null 2>&1
+    send "${port[$w]}" "$CALLGRIND_CALLS"
+    callgrind_control --dump="calls" "${pid[$w]}" >/dev/null 2>&1
+    dump=$(ls -t "$work"/callgrind-"$w".*.* | head -1)
+    total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    per_call[$w]=$((total / CALLGRIND_CALLS))
+    echo "| $((w / 1000)) s | ${per_call[$w]} |"
+  done
+  echo
+  echo "10 s / 1 s instructions per call: $(python3 -c "print(f'{${per_call[10000]} / ${per_call[1000]}:.3f}')")"
+  exit 0
+fi
+
 command="wrk -t2 -c$connections -d${seconds}s --latency -H 'Authorization: Bearer $bench_token'"
 for w in "${windows[@]}"; do
   wrk -t2 -c"$connections" -d2s -H "Authorization: Bearer $bench_token" \

@@ -78,24 +78,25 @@ fn steady_full_window(c: &mut Criterion) {
     let mut group = c.benchmark_group("reserve_and_answer/full_10s_window");
     for limit in [100u32, 1_000, 10_000, 100_000, 1_000_000] {
         let span = 10_000_000u64;
-        // Each send is held `IN_FLIGHT` steps past its admission, so slots free every
-        // `span / (limit - IN_FLIGHT)`: at that pace every reservation is granted and the
-        // log stays full.
-        let step = span / (u64::from(limit) - IN_FLIGHT as u64) + 1;
+        // Each send is held until `IN_FLIGHT` calls after its own, so a slot frees every
+        // `span / (limit - IN_FLIGHT)`: calls at exactly that pace (rounded up per call, so
+        // any `limit - IN_FLIGHT` of them span exactly `span`) are each granted the moment a
+        // slot frees. The window stays full at every limit, with the same few sends gone
+        // from it, so the limit is the only thing that changes.
+        let per_slot = u64::from(limit) - IN_FLIGHT as u64;
         let limits = Limits {
             burst: WindowSpec::new(limit, Duration::from_secs(10)).learning_first(),
             ..Limits::default()
         };
         let mut book = BudgetBook::new(limits);
         let owner = keys(1, 1);
-        let mut now = Tick(0);
         let mut out = [Tick(0); IN_FLIGHT];
-        let mut call = 0usize;
+        let mut call = 0u64;
         let mut one_call = |book: &mut BudgetBook| {
-            now = now.saturating_add_micros(step);
+            let now = Tick(span + (call * span).div_ceil(per_slot));
             let r = book.reserve(black_box(&owner), now, 0);
             assert_eq!(r, Reservation::Granted, "limit {limit}: the window bound");
-            let slot = call % IN_FLIGHT;
+            let slot = (call % IN_FLIGHT as u64) as usize;
             let admitted = std::mem::replace(&mut out[slot], now);
             book.observe_arrival_bound(&owner[0], admitted, now);
             book.observe_usage(&owner[0], now, 1, limit, admitted);
