@@ -175,6 +175,37 @@ mod tests {
     }
 
     #[test]
+    fn a_search_costs_probes_for_its_distance_not_for_the_log_length() {
+        for len in [100u64, 1_000_000] {
+            let mut log = SendLog::default();
+            for t in 0..len {
+                log.push_back(Tick(t));
+            }
+            let probes = std::cell::Cell::new(0u32);
+            let probes = &probes;
+            let counted = |at: u64| {
+                move |t: Tick| {
+                    probes.set(probes.get() + 1);
+                    t.0 <= at
+                }
+            };
+            // The boundary 16 places from where the search starts, on either side, and an
+            // answered send 16 from the newest end.
+            let from = (len / 2) as usize;
+            assert_eq!(log.partition_near(from, counted(len / 2 + 15)), from + 16);
+            assert_eq!(log.partition_near(from, counted(len / 2 - 17)), from - 16);
+            let newest = len as usize;
+            assert_eq!(log.partition_near(newest, counted(len - 17)), newest - 16);
+            // A search over the whole log would take 20 probes each at 1,000,000 sends.
+            assert!(
+                probes.get() <= 3 * 11,
+                "{len} sends: {} probes",
+                probes.get()
+            );
+        }
+    }
+
+    #[test]
     fn a_send_moved_later_lands_after_every_send_at_or_before_its_new_time() {
         let ticks: Vec<u64> = vec![1, 2, 2, 5, 6, 9, 9, 12];
         for rotate in 0..ticks.len() {

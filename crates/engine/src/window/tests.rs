@@ -112,6 +112,23 @@ fn huge_values_saturate_to_never() {
 }
 
 #[test]
+fn limits_above_65536_are_honoured_up_to_max_limit() {
+    // A budget set far above what is sent, so that it never binds at 10 s windows and
+    // tens of thousands of calls per second, holds as configured.
+    let limit = 200_000;
+    let mut log = SlidingLog::new(spec(limit, 10_000));
+    assert_eq!(log.capacity(), limit);
+    let t0 = Tick::from_millis(1_000);
+    for _ in 0..limit {
+        assert_eq!(log.try_reserve(t0), Ok(()));
+    }
+    assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(11_000)));
+    assert_eq!(log.used(t0), limit);
+    let over = SlidingLog::new(WindowSpec::new(WindowSpec::MAX_LIMIT + 1, Duration::ZERO));
+    assert_eq!(over.capacity(), 1 << 20);
+}
+
+#[test]
 fn time_going_backwards_is_read_as_the_newest_send() {
     let mut log = SlidingLog::new(spec(2, 100));
     assert!(log.try_reserve(Tick(50 * MS)).is_ok());
