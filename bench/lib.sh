@@ -110,7 +110,7 @@ start_fast_upstream() {
 }
 
 # hubgate settings for measuring its overhead: a known token (no introspection) whose
-# budgets never bind at these rates (the engine's largest limit per 1 s window).
+# budgets never bind at these rates (65,536 per 1 s window).
 bench_token="pat-na1-bench"
 unbound_budgets="[budgets]
 burst_limit = 65536

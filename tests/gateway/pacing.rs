@@ -498,3 +498,25 @@ async fn an_invalid_token_gets_hubspots_own_401() {
     );
     assert!(headers.contains_key("x-hubspot-correlation-id"));
 }
+
+#[tokio::test]
+async fn a_burst_limit_far_above_65536_is_kept_as_configured() {
+    // A budget set so high that it never binds (200,000 per 10 s) holds every one of its
+    // slots: the engine once clamped it to 65,536, which a 10 s window spends at 6,554
+    // calls per second, far below what one gateway forwards.
+    let (_sim, gateway) = world(
+        "burst_limit = 200000\nburst_window_ms = 10000\ndaily_limit = 0",
+        |_| {},
+    )
+    .await;
+    for _ in 0..20 {
+        let (status, _, _) = call(&gateway, "GET", "/crm/v3/objects/contacts", APP1_P10, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, body) = get(&gateway.admin_url("/admin/owners/1:10")).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let burst = &json(&body)["budgets"]["burst"];
+    assert_eq!(burst["limit"], 200_000, "{burst}");
+    assert_eq!(burst["used"], 20, "{burst}");
+    assert_eq!(burst["remaining"], 200_000 - 20, "{burst}");
+}

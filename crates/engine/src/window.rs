@@ -10,11 +10,11 @@
 //! `span = window + margin_time`, so any `capacity + 1` consecutive sends are at least
 //! `span` apart: no interval of length `window` ever holds more than `capacity`.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::time::{micros_ceil, Tick};
 use outside::{EpochMax, Outside};
+use send_log::SendLog;
 
 /// Configuration of one rolling-window budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,9 +37,11 @@ impl WindowSpec {
     /// Largest limit the engine honours; larger limits are clamped down to it.
     ///
     /// The log stores one tick per slot, so an absurd configured limit must not turn into
-    /// an absurd allocation. HubSpot's largest documented burst is 250; clamping lowers
-    /// throughput but never breaks the limit.
-    pub const MAX_LIMIT: u32 = 65_536;
+    /// an absurd allocation: at most 8 MiB, and only once that many sends were made in
+    /// one window. HubSpot's largest documented burst is 250; the headroom is for budgets
+    /// set high on purpose so that they never bind (a gateway measured for its own cost),
+    /// and clamping lowers throughput but never breaks the limit.
+    pub const MAX_LIMIT: u32 = 1 << 20;
 
     /// A spec without safety margins.
     pub const fn new(limit: u32, window: Duration) -> WindowSpec {
@@ -103,7 +105,7 @@ pub struct SlidingLog {
     blocked_until: Tick,
     /// Send times of the last `capacity` sends (real and phantom), non-decreasing; only the
     /// oldest matters for admission, the rest are needed to answer after it has left.
-    sends: VecDeque<Tick>,
+    sends: SendLog,
     /// Slots another client of the same budget (Zapier, a second region) spends, as
     /// learned from HubSpot's `-Remaining`; they are kept free for it.
     outside: Outside,
@@ -120,6 +122,10 @@ pub struct SlidingLog {
     probe: Tick,
     /// The latest admission (sends move later as answers come; this does not).
     last_admitted: Tick,
+    /// Oldest sends found gone from the window at the latest search for them: where the
+    /// next one starts. Any value gives the same answers, only slower; the log never holds
+    /// more than `MAX_LIMIT` sends, so it fits `u32`.
+    gone_hint: u32,
 }
 
 /// The longest a probe holds the rest back: beyond it, an answer that slow says little
@@ -138,7 +144,7 @@ impl SlidingLog {
             capacity: spec.capacity(),
             span: spec.span_micros(),
             blocked_until: Tick::ZERO,
-            sends: VecDeque::new(),
+            sends: SendLog::default(),
             outside: Outside::NONE,
             answer_delay: EpochMax::EMPTY,
             learn_first: spec.learn_first,
@@ -146,6 +152,7 @@ impl SlidingLog {
             outside_seen: Tick::MAX,
             probe: Tick::MAX,
             last_admitted: Tick::ZERO,
+            gone_hint: 0,
         }
     }
 
@@ -270,7 +277,8 @@ impl SlidingLog {
     pub fn observe_usage(&mut self, now: Tick, hub_used: u32, reported_max: u32, admitted: Tick) {
         let now = self.effective(now);
         let admitted = admitted.min(now);
-        let gone = self.sends.partition_point(|&t| self.leaves(t) <= admitted);
+        let gone = self.gone_by(admitted);
+        self.gone_hint = gone as u32;
         let ours = u32::try_from(self.sends.len() - gone).unwrap_or(u32::MAX);
         let tier_gap = self.limit.saturating_sub(reported_max).min(self.capacity);
         let calls = hub_used.saturating_sub(ours).min(self.capacity);
@@ -308,7 +316,7 @@ impl SlidingLog {
 
     /// The recorded send times, oldest first: the whole state a shared store must keep.
     pub fn sends(&self) -> impl ExactSizeIterator<Item = Tick> + '_ {
-        self.sends.iter().copied()
+        self.sends.iter()
     }
 
     /// Log slots allocated (each one `Tick`, 8 bytes): the budget's heap cost.
@@ -320,17 +328,22 @@ impl SlidingLog {
     /// read as that send's tick, which keeps the log sorted and errs on the safe side.
     fn effective(&self, now: Tick) -> Tick {
         match self.sends.back() {
-            Some(&last) if last > now => last,
+            Some(last) if last > now => last,
             _ => now,
         }
     }
 
     /// When the send at `t` stops counting; `Tick::MAX` (never) when that overflows.
     fn leaves(&self, t: Tick) -> Tick {
-        match t.0.checked_add(self.span) {
-            Some(v) => Tick(v),
-            None => Tick::MAX,
-        }
+        leaves(t, self.span)
+    }
+
+    /// Oldest sends whose hold has ended by `at`: searched from where the latest search
+    /// for them ended, since that boundary only creeps forward as time passes.
+    fn gone_by(&self, at: Tick) -> usize {
+        let span = self.span;
+        self.sends
+            .partition_near(self.gone_hint as usize, |t| leaves(t, span) <= at)
     }
 
     /// Earliest tick `>= now` at which one send is allowed; `Tick::MAX` means never.
@@ -345,7 +358,7 @@ impl SlidingLog {
             .max(self.probe_out_until(now).unwrap_or(Tick::ZERO))
             .max(self.spaced_from(now, capacity));
         if self.sends.len() >= capacity {
-            let oldest = self.sends[self.sends.len() - capacity];
+            let oldest = self.sends.get(self.sends.len() - capacity);
             now.max(self.leaves(oldest))
         } else {
             now
@@ -378,9 +391,13 @@ impl SlidingLog {
         }
         if self.sends.len() >= self.capacity as usize {
             self.sends.pop_front();
+            self.gone_hint = self.gone_hint.saturating_sub(1);
         }
         if self.capacity > 0 {
             self.sends.push_back(now);
+            // Keeps the next search for sends gone from the window short when no answer
+            // brings HubSpot's count (which moves it on too).
+            self.gone_hint = self.gone_by(now) as u32;
         }
     }
 
@@ -394,16 +411,14 @@ impl SlidingLog {
         let span = self.span;
         let delay = u32::try_from(by.0.saturating_sub(admitted.0)).unwrap_or(u32::MAX);
         self.answer_delay.record(by, span, delay);
-        let at = self.sends.partition_point(|&t| t <= admitted);
+        let at = self.sends.at_or_before(admitted);
         let Some(newest) = at.checked_sub(1) else {
             return;
         };
-        if by <= self.sends[newest] {
+        if by <= self.sends.get(newest) {
             return;
         }
-        self.sends.remove(newest);
-        let to = self.sends.partition_point(|&t| t <= by);
-        self.sends.insert(to, by);
+        self.sends.move_later(newest, by);
     }
 
     /// Admits and records one send at `now`, or says when to try again.
@@ -415,8 +430,7 @@ impl SlidingLog {
 
     /// Sends in the log that still count at `now`, ignoring `block_until`.
     fn in_window(&self, now: Tick) -> u32 {
-        let now = self.effective(now);
-        let gone = self.sends.partition_point(|&t| self.leaves(t) <= now);
+        let gone = self.gone_by(self.effective(now));
         u32::try_from(self.sends.len() - gone).unwrap_or(u32::MAX)
     }
 
@@ -469,7 +483,7 @@ impl SlidingLog {
         let (rounds, slot) = (ahead / cap, ahead % cap);
         let logged = self.sends.len();
         let first = if logged + slot >= cap {
-            base.max(self.leaves(self.sends[logged + slot - cap]))
+            base.max(self.leaves(self.sends.get(logged + slot - cap)))
         } else {
             base
         };
@@ -493,8 +507,9 @@ impl SlidingLog {
         self.learn_first = spec.learn_first;
         let keep = self.capacity as usize;
         if self.sends.len() > keep {
-            self.sends.drain(..self.sends.len() - keep);
+            self.sends.keep_newest(keep);
             self.sends.shrink_to(keep);
+            self.gone_hint = 0;
         }
         self.outside.clamp(self.capacity);
     }
@@ -505,10 +520,19 @@ impl SlidingLog {
             && self
                 .sends
                 .back()
-                .is_none_or(|&last| self.leaves(last) <= now)
+                .is_none_or(|last| self.leaves(last) <= now)
+    }
+}
+
+/// When a send at `t` held for `span` stops counting; `Tick::MAX` (never) on overflow.
+fn leaves(t: Tick, span: u64) -> Tick {
+    match t.0.checked_add(span) {
+        Some(v) => Tick(v),
+        None => Tick::MAX,
     }
 }
 
 mod outside;
+mod send_log;
 #[cfg(test)]
 mod tests;

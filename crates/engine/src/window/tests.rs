@@ -112,6 +112,23 @@ fn huge_values_saturate_to_never() {
 }
 
 #[test]
+fn limits_above_65536_are_honoured_up_to_max_limit() {
+    // A budget set far above what is sent, so that it never binds at 10 s windows and
+    // tens of thousands of calls per second, holds as configured.
+    let limit = 200_000;
+    let mut log = SlidingLog::new(spec(limit, 10_000));
+    assert_eq!(log.capacity(), limit);
+    let t0 = Tick::from_millis(1_000);
+    for _ in 0..limit {
+        assert_eq!(log.try_reserve(t0), Ok(()));
+    }
+    assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(11_000)));
+    assert_eq!(log.used(t0), limit);
+    let over = SlidingLog::new(WindowSpec::new(WindowSpec::MAX_LIMIT + 1, Duration::ZERO));
+    assert_eq!(over.capacity(), 1 << 20);
+}
+
+#[test]
 fn time_going_backwards_is_read_as_the_newest_send() {
     let mut log = SlidingLog::new(spec(2, 100));
     assert!(log.try_reserve(Tick(50 * MS)).is_ok());
@@ -341,4 +358,103 @@ fn a_block_of_calls_is_held_for_a_whole_window_a_smooth_stream_followed_down_in_
         0,
         "gone a window and a quarter on"
     );
+}
+
+/// What the log was before it searched near its last answer: a sorted `Vec` searched whole,
+/// a send moved by removing and re-inserting it.
+#[derive(Default)]
+struct WholeSearchModel {
+    sends: Vec<Tick>,
+}
+
+impl WholeSearchModel {
+    fn commit(&mut self, now: Tick, capacity: usize) {
+        let now = self.sends.last().map_or(now, |&last| last.max(now));
+        if self.sends.len() >= capacity {
+            self.sends.remove(0);
+        }
+        if capacity > 0 {
+            self.sends.push(now);
+        }
+    }
+
+    fn observe_arrival_bound(&mut self, admitted: Tick, by: Tick) {
+        let at = self.sends.partition_point(|&t| t <= admitted);
+        let Some(newest) = at.checked_sub(1) else {
+            return;
+        };
+        if by <= self.sends[newest] {
+            return;
+        }
+        self.sends.remove(newest);
+        let to = self.sends.partition_point(|&t| t <= by);
+        self.sends.insert(to, by);
+    }
+
+    fn gone_by(&self, at: Tick, span: u64) -> usize {
+        self.sends.partition_point(|&t| leaves(t, span) <= at)
+    }
+}
+
+/// One step of a gateway's traffic on a window, as the property test draws it.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A send `gap` µs after the latest, or earlier when `gap` is negative.
+    Send { gap: i64 },
+    /// An answer for the send `back` sends ago, `delay` µs after it was admitted.
+    Answer { back: usize, delay: u64 },
+    /// HubSpot's count in an answer for the send `back` sends ago.
+    Usage { back: usize, hub_used: u32 },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (-50i64..400).prop_map(|gap| Step::Send { gap }),
+        3 => (0usize..40, 0u64..3_000).prop_map(|(back, delay)| Step::Answer { back, delay }),
+        2 => (0usize..40, 0u32..40).prop_map(|(back, hub_used)| Step::Usage { back, hub_used }),
+    ]
+}
+
+proptest::proptest! {
+    /// The log answers as a search over all of it would, and holds the very same sends,
+    /// whatever the order of sends, answers and counts, across the ring's wrap.
+    #[test]
+    fn searching_near_the_last_answer_matches_searching_the_whole_log(
+        limit in 1u32..=64,
+        window_us in 1u64..5_000,
+        steps in proptest::collection::vec(step(), 1..400),
+        probes in proptest::collection::vec(0u64..12_000, 4),
+    ) {
+        let mut log = SlidingLog::new(WindowSpec::new(limit, Duration::from_micros(window_us)));
+        let mut model = WholeSearchModel::default();
+        let span = log.span;
+        let mut now = Tick(10_000);
+        let mut admitted: Vec<Tick> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Send { gap } => {
+                    now = Tick(now.0.saturating_add_signed(gap));
+                    log.commit(now);
+                    model.commit(now, limit as usize);
+                    admitted.push(log.effective(now));
+                }
+                Step::Answer { back, delay } => {
+                    let Some(&at) = admitted.iter().rev().nth(back) else { continue };
+                    let by = at.saturating_add_micros(delay);
+                    log.observe_arrival_bound(at, by);
+                    model.observe_arrival_bound(at, by);
+                }
+                Step::Usage { back, hub_used } => {
+                    let Some(&at) = admitted.iter().rev().nth(back) else { continue };
+                    log.observe_usage(now, hub_used, limit, at);
+                }
+            }
+            proptest::prop_assert_eq!(log.sends().collect::<Vec<_>>(), model.sends.clone());
+            for &probe in &probes {
+                let at = Tick(now.0.saturating_sub(6_000) + probe);
+                proptest::prop_assert_eq!(log.gone_by(at), model.gone_by(at, span));
+            }
+        }
+    }
 }
