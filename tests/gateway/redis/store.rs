@@ -19,6 +19,7 @@ const DAILY: BudgetKey = BudgetKey::Daily { portal_id: 10 };
 fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
     RedisSettings {
         url: redis.url(),
+        cluster_seeds: Vec::new(),
         key_prefix: prefix.into(),
         on_failure: OnFailure::LocalShare,
         replicas: 2,
