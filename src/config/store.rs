@@ -73,7 +73,8 @@ impl StoreConfig {
     /// Whether Redis is reached over TLS (every seed node's URL is `rediss://`).
     fn uses_tls(&self) -> bool {
         if self.is_redis_cluster() {
-            !self.redis_urls.is_empty() && self.redis_urls.iter().all(|u| u.starts_with("rediss://"))
+            !self.redis_urls.is_empty()
+                && self.redis_urls.iter().all(|u| u.starts_with("rediss://"))
         } else {
             self.is_redis() && self.redis_url.starts_with("rediss://")
         }
@@ -198,7 +199,11 @@ impl StoreConfig {
                 problems.add(&format!("store.redis_urls.{i}"), e);
             }
         }
-        let tls = self.redis_urls.iter().filter(|u| u.starts_with("rediss://")).count();
+        let tls = self
+            .redis_urls
+            .iter()
+            .filter(|u| u.starts_with("rediss://"))
+            .count();
         if tls != 0 && tls != self.redis_urls.len() {
             problems.add(
                 "store.redis_urls",

@@ -172,11 +172,7 @@ async fn bounded<T>(
 }
 
 /// Every install key under `prefix`, in key order.
-async fn scan(
-    mut conn: Link,
-    prefix: &str,
-    limit: Duration,
-) -> anyhow::Result<Vec<InstallKey>> {
+async fn scan(mut conn: Link, prefix: &str, limit: Duration) -> anyhow::Result<Vec<InstallKey>> {
     let pattern = format!("{prefix}:{{oauth}}:install:*");
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
@@ -190,11 +186,8 @@ async fn scan(
             .arg(500);
         // In a cluster the `{oauth}` slot's node alone holds installs; a keyless SCAN
         // would land on any node.
-        let (next, names): (u64, Vec<String>) = bounded(
-            limit,
-            conn.query_on_node_of(&command, &pattern),
-        )
-        .await?;
+        let (next, names): (u64, Vec<String>) =
+            bounded(limit, conn.query_on_node_of(&command, &pattern)).await?;
         keys.extend(names.iter().filter_map(|n| parse_install_key(prefix, n)));
         if next == 0 {
             break;

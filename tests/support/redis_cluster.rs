@@ -89,10 +89,19 @@ impl RedisCluster {
             let log = self.dir.path().join(format!("{port}.log"));
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
                 .args([
                     "--cluster-config-file",
-                    &self.dir.path().join(format!("{port}.conf")).to_string_lossy(),
+                    &self
+                        .dir
+                        .path()
+                        .join(format!("{port}.conf"))
+                        .to_string_lossy(),
                 ])
                 .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
                 .args(["--cluster-require-full-coverage", "no"])

@@ -54,6 +54,10 @@ pub enum StoreHealth {
     DegradedLocalShare,
     /// Redis is unreachable and calls are refused with 503.
     DegradedFailClosed,
+    /// Some slots of a Redis Cluster are unreachable: their budgets serve local shares (or
+    /// 503), every other budget is shared. Still ready: every replica sees the same
+    /// cluster, so draining one helps no caller.
+    SlotsDegraded,
 }
 
 /// Most shards remembered as failing; a cluster has 16384 slots, and only the slots of
@@ -287,7 +291,10 @@ impl Failover {
                 self.degraded.store(false, Ordering::Relaxed);
                 self.gauge.set(0);
             }
-            tracing::info!(?shard, "Redis budget store answers again; shared budgets resume");
+            tracing::info!(
+                ?shard,
+                "Redis budget store answers again; shared budgets resume"
+            );
         }
     }
 
@@ -444,11 +451,20 @@ mod tests {
     fn a_struggle_degrades_only_once_it_lasts_and_counts_from_its_start() {
         let store = failover();
         let slow = failure(Trouble::Struggling);
-        assert_eq!(store.failed(at_ms(0), WHOLE, &[OWN], &slow), Verdict::TryAgain);
-        assert_eq!(store.failed(at_ms(900), WHOLE, &[OWN], &slow), Verdict::TryAgain);
+        assert_eq!(
+            store.failed(at_ms(0), WHOLE, &[OWN], &slow),
+            Verdict::TryAgain
+        );
+        assert_eq!(
+            store.failed(at_ms(900), WHOLE, &[OWN], &slow),
+            Verdict::TryAgain
+        );
         // A script that works in between ends the struggle.
         store.local().script_ran(WHOLE.0, &[OWN]);
-        assert_eq!(store.failed(at_ms(1_500), WHOLE, &[OWN], &slow), Verdict::TryAgain);
+        assert_eq!(
+            store.failed(at_ms(1_500), WHOLE, &[OWN], &slow),
+            Verdict::TryAgain
+        );
         assert!(!store.is_degraded());
         assert_eq!(
             store.failed(at_ms(2_500), WHOLE, &[OWN], &slow),
@@ -505,7 +521,12 @@ mod tests {
                 failed_at: at_ms(5)
             }
         );
-        assert_eq!(store.mode(&mut store.local(), slot(7140)), Mode::Degraded { failed_at: at_ms(5) });
+        assert_eq!(
+            store.mode(&mut store.local(), slot(7140)),
+            Mode::Degraded {
+                failed_at: at_ms(5)
+            }
+        );
         assert_eq!(store.mode(&mut store.local(), slot(99)), Mode::Shared);
         store.failed(at_ms(6), (slot(99), "p20"), &[OTHER], &gone);
         assert_eq!(store.degraded_shards().len(), 2);

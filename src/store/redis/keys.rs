@@ -137,7 +137,12 @@ mod tests {
         assert_eq!(burst, "hg:{p7}:burst:1");
         assert_eq!(daily, "hg:{p7}:daily");
         assert_eq!(
-            key_name("hg", &BudgetKey::Unidentified { credential_hash: 255 }),
+            key_name(
+                "hg",
+                &BudgetKey::Unidentified {
+                    credential_hash: 255
+                }
+            ),
             "hg:{u00000000000000ff}:burst"
         );
         assert_eq!(key_name("hg", &BudgetKey::Token), "hg:{anon}:token");
@@ -150,7 +155,10 @@ mod tests {
             app_id: 1,
             portal_id: 7,
         };
-        assert_eq!(shard_of(&burst, true).0, shard_of(&BudgetKey::Daily { portal_id: 7 }, true).0);
+        assert_eq!(
+            shard_of(&burst, true).0,
+            shard_of(&BudgetKey::Daily { portal_id: 7 }, true).0
+        );
         assert_eq!(shard_of(&burst, true).1, "p7");
         assert_eq!(shard_of(&burst, true).0, Slot::new(3821).unwrap());
         assert_eq!(shard_of(&burst, false), (WHOLE, "probe".to_string()));

@@ -45,8 +45,7 @@ impl Link {
             Link::Node(conn) => cmd.query_async(conn).await,
             Link::Cluster(conn) => {
                 let route = Route::with_key(key, SlotAddr::Master);
-                let routing =
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let value = conn.route_command(cmd.clone(), routing).await?;
                 Ok(T::from_redis_value(value)?)
             }

@@ -138,7 +138,11 @@ impl RedisStore {
 
     /// Whether Redis is unreachable now, and what is done about it.
     pub fn health(&self) -> StoreHealth {
-        self.inner.failover.health()
+        match self.inner.failover.health() {
+            StoreHealth::Healthy => StoreHealth::Healthy,
+            _ if self.inner.redis.is_cluster() => StoreHealth::SlotsDegraded,
+            degraded => degraded,
+        }
     }
 
     /// Scripts sent to Redis so far (reservations and lessons).

