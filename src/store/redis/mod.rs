@@ -20,14 +20,18 @@
 //! the window counts as full: a 429's pause); `{prefix}:{p<portal>}:daily` (hash `day`,
 //! `used`, `exhausted`); `{prefix}:{u<hash>}:burst` for unresolved credentials and
 //! `{prefix}:{anon}:global` for anonymous calls; the prober's own window is
-//! `{prefix}:{probe}:live`. The `{…}` hash tag is the portal, so the
-//! keys of one reservation sit in one Redis Cluster slot. Logs expire one span after their
+//! `{prefix}:{probe}:live` (in a cluster `{prefix}:{<tag>}:live` beside each degraded
+//! slot's budgets). The `{…}` hash tag is the portal, so the keys of one reservation sit in
+//! one Redis Cluster slot, which the cluster connection (`link`) routes the script to. Logs expire one span after their
 //! last send, blocks when they end, daily hashes a minute after their day: idle keys go.
 //! Specs travel in `ARGV` with every call, so replicas must share `[budgets]`; a reload
 //! takes effect with the next call, and the keys' state carries over.
 //!
 //! # When Redis fails
-//! A connection that fails (refused, dropped) flips the store to *degraded* at once. Redis
+//! Every mode below is a *shard's*: all of one Redis, or one slot of a cluster (a slot
+//! lives on one master and fails over with it), so a dead master degrades its slots'
+//! budgets alone and the prober brings each back through a key of its own tag.
+//! A connection that fails (refused, dropped) flips the shard to *degraded* at once. Redis
 //! that is reached but does not run the script (no answer within `[store]
 //! command_timeout_ms`, OOM, READONLY after a failover, BUSY) is *struggling*: the call
 //! tries again 50 ms later, and only a struggle lasting `degrade_after_ms` with no script

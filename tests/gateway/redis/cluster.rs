@@ -437,3 +437,50 @@ async fn oauth_installs_on_a_cluster_are_written_listed_and_locked_through_their
         cluster.master_of("{oauth}")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_only_the_killed_masters_portals_until_the_takeover() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let placed = portals_on_distinct_masters(&cluster, 2);
+    let ((hit, hit_master), (spared, _)) = (placed[0], placed[1]);
+    let sim = simulator(&[hit, spared]).await;
+    let gateway = replica(&sim, &cluster, "fail_closed").await;
+    assert_eq!(call(&gateway, hit).await.0, StatusCode::OK);
+    assert_eq!(call(&gateway, spared).await.0, StatusCode::OK);
+    cluster.kill(hit_master);
+    let asked = Instant::now();
+    let (status, body) = call(&gateway, hit).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "answered in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&body)["category"], "HUBGATE_STORE_UNAVAILABLE");
+    // The other master's portal is still shared, and the replica stays in the pool.
+    for _ in 0..5 {
+        assert_eq!(call(&gateway, spared).await.0, StatusCode::OK);
+    }
+    assert_eq!(degraded_gauge(&gateway).await, 1.0);
+    let (status, ready) = readyz(&gateway).await;
+    assert_eq!(
+        (status, ready["status"].as_str()),
+        (StatusCode::OK, Some("degraded"))
+    );
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_takeover(&format!("{{p{hit}}}"), hit_master);
+        cluster
+    })
+    .await
+    .unwrap();
+    wait_until("the slot rejoins", Duration::from_secs(5), || async {
+        degraded_gauge(&gateway).await == 0.0
+    })
+    .await;
+    assert_eq!(readyz(&gateway).await.1["status"], "ready");
+    // Rejoining waits out one window's quarantine, then forwards again.
+    assert_eq!(call(&gateway, hit).await.0, StatusCode::OK);
+    assert_eq!(sim.stats().totals.rate_limited.total(), 0);
+    drop(cluster);
+}
