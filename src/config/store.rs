@@ -196,7 +196,7 @@ impl StoreConfig {
         }
         for (i, url) in self.redis_urls.iter().enumerate() {
             if let Err(e) = check_redis_url(url) {
-                problems.add(&format!("store.redis_urls.{i}"), e);
+                problems.add(format!("store.redis_urls.{i}"), e);
             }
         }
         let tls = self

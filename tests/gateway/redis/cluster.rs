@@ -52,6 +52,7 @@ async fn simulator(portals: &[u64]) -> Hubspot {
 }
 
 /// Where replicas share their budgets.
+#[derive(Clone, Copy)]
 enum Shared<'a> {
     Node(&'a RedisServer),
     Cluster(&'a RedisCluster),
@@ -170,10 +171,6 @@ async fn fill(
     let sim = simulator(portals).await;
     let mut gateways = Vec::new();
     for _ in 0..3 {
-        let shared = match shared {
-            Shared::Node(redis) => Shared::Node(redis),
-            Shared::Cluster(cluster) => Shared::Cluster(cluster),
-        };
         gateways.push(Arc::new(replica_on(&sim, shared, "local_share").await));
     }
     warm_up(&gateways, portals).await;
