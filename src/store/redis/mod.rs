@@ -294,18 +294,24 @@ async fn probe(inner: Weak<Inner>) {
         if !inner.failover.is_degraded() {
             continue;
         }
-        // Each degraded slot of a cluster is probed through its own tag: a master's slots
-        // come back together when its replica is promoted, other masters' never left.
+        // Each degraded slot of a cluster is probed through its own tag, all at once: a
+        // master's slots come back together when its replica is promoted, and a round
+        // lasts one command timeout however many slots it held.
+        let mut probes = tokio::task::JoinSet::new();
         for (shard, tag) in inner.failover.degraded_shards() {
-            match inner.redis.probe(&tag).await {
-                Ok(()) => inner.failover.resume(shard, inner.longest_span()),
-                Err(failure) => tracing::debug!(
-                    error = failure.message,
-                    ?shard,
-                    "Redis budget store still cannot run its script"
-                ),
-            }
+            let inner = inner.clone();
+            probes.spawn(async move {
+                match inner.redis.probe(&tag).await {
+                    Ok(()) => inner.failover.resume(shard, inner.longest_span()),
+                    Err(failure) => tracing::debug!(
+                        error = failure.message,
+                        ?shard,
+                        "Redis budget store still cannot run its script"
+                    ),
+                }
+            });
         }
+        while probes.join_next().await.is_some() {}
     }
 }
 
