@@ -160,6 +160,14 @@ impl RedisCluster {
             .collect()
     }
 
+    /// `args` on every live node; each node's answer.
+    pub(crate) fn on_every_node(&self, args: &[&str]) -> Vec<Option<String>> {
+        self.live_ports()
+            .iter()
+            .map(|port| cli(*port, args))
+            .collect()
+    }
+
     /// The slot Redis puts `key` in (`CLUSTER KEYSLOT`).
     pub(crate) fn slot_of(&self, key: &str) -> u16 {
         let port = self.live_ports()[0];
