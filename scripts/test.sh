@@ -16,6 +16,8 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_apt+=(prometheus)
 # tests/gateway/redis/ starts its own redis-server instances on loopback ports.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# tests/gateway/redis/cluster.rs builds its cluster with redis-cli --cluster create.
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

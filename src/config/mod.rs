@@ -243,4 +243,34 @@ mod tests {
         let fine = "[store]\nkind = \"redis\"\nredis_url = \"rediss://127.0.0.1:6380\"\nca_file = \"Cargo.toml\"\n";
         assert!(problems(fine).is_empty(), "{:?}", problems(fine));
     }
+
+    #[test]
+    fn a_redis_cluster_needs_seed_nodes_of_one_scheme_and_no_redis_url() {
+        let keys = |toml: &str| -> Vec<String> {
+            Config::from_toml(toml)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.key.starts_with("store."))
+                .map(|p| p.key)
+                .collect()
+        };
+        let cluster = "[store]\nkind = \"redis-cluster\"\n";
+        let fine = format!(
+            "{cluster}redis_urls = [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]\n"
+        );
+        assert!(keys(&fine).is_empty(), "{:?}", keys(&fine));
+        assert!(Config::from_toml(&fine).unwrap().store.is_redis());
+        assert_eq!(keys(cluster), ["store.redis_urls"]);
+        let bad = format!("{cluster}redis_urls = [\"redis://10.0.0.1:6379\", \"http://x\"]\n");
+        assert_eq!(keys(&bad), ["store.redis_urls.1"]);
+        let mixed = format!("{cluster}redis_urls = [\"redis://a:1\", \"rediss://b:1\"]\n");
+        assert_eq!(keys(&mixed), ["store.redis_urls"]);
+        let both = format!("{fine}redis_url = \"redis://10.0.0.1:6379\"\n");
+        assert_eq!(keys(&both), ["store.redis_url"]);
+        let stray = "[store]\nkind = \"redis\"\nredis_url = \"redis://a:1\"\nredis_urls = [\"redis://b:1\"]\n";
+        assert_eq!(keys(stray), ["store.redis_urls"]);
+        let tls = "[store]\nkind = \"redis-cluster\"\nredis_urls = [\"rediss://a:1\"]\nca_file = \"Cargo.toml\"\n";
+        assert!(keys(tls).is_empty(), "{:?}", keys(tls));
+    }
 }

@@ -11,10 +11,14 @@ use super::problems::Problems;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StoreConfig {
-    /// "memory" (this process only) or "redis" (shared by every replica).
+    /// "memory" (this process only), "redis" (one Redis shared by every replica) or
+    /// "redis-cluster" (a Redis Cluster shared by every replica).
     pub kind: String,
     /// `redis://[user:password@]host:port[/db]` or `rediss://...` for TLS.
     pub redis_url: String,
+    /// Seed nodes of a Redis Cluster (`kind = "redis-cluster"`), each a `redis://` or
+    /// `rediss://` URL; the rest of the cluster is learnt from them.
+    pub redis_urls: Vec<String>,
     /// Prefix of every Redis key hubgate writes, so several deployments can share a Redis.
     pub key_prefix: String,
     /// "local_share" (serve each budget's share `limit / replicas` from memory) or
@@ -42,6 +46,7 @@ impl Default for StoreConfig {
         StoreConfig {
             kind: "memory".into(),
             redis_url: String::new(),
+            redis_urls: Vec::new(),
             key_prefix: "hubgate".into(),
             on_failure: "local_share".into(),
             replicas: 1,
@@ -55,17 +60,32 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// Whether budgets are shared through Redis.
+    /// Whether budgets are shared through Redis (one node or a cluster).
     pub fn is_redis(&self) -> bool {
-        self.kind == "redis"
+        self.kind == "redis" || self.is_redis_cluster()
+    }
+
+    /// Whether budgets are shared through a Redis Cluster.
+    pub fn is_redis_cluster(&self) -> bool {
+        self.kind == "redis-cluster"
+    }
+
+    /// Whether Redis is reached over TLS (every seed node's URL is `rediss://`).
+    fn uses_tls(&self) -> bool {
+        if self.is_redis_cluster() {
+            !self.redis_urls.is_empty()
+                && self.redis_urls.iter().all(|u| u.starts_with("rediss://"))
+        } else {
+            self.is_redis() && self.redis_url.starts_with("rediss://")
+        }
     }
 
     pub(crate) fn check(&self, problems: &mut Problems) {
-        if !matches!(self.kind.as_str(), "memory" | "redis") {
+        if !matches!(self.kind.as_str(), "memory" | "redis" | "redis-cluster") {
             problems.add(
                 "store.kind",
                 format!(
-                    "'{}' is not a store kind; use \"memory\" (one gateway) or \"redis\" (shared by replicas)",
+                    "'{}' is not a store kind; use \"memory\" (one gateway), \"redis\" (shared by replicas) or \"redis-cluster\" (shared through a Redis Cluster)",
                     self.kind
                 ),
             );
@@ -79,7 +99,9 @@ impl StoreConfig {
                 ),
             );
         }
-        if self.is_redis() {
+        if self.is_redis_cluster() {
+            self.check_seed_nodes(problems);
+        } else if self.is_redis() {
             if let Err(e) = check_redis_url(&self.redis_url) {
                 problems.add("store.redis_url", e);
             }
@@ -87,6 +109,12 @@ impl StoreConfig {
             problems.add(
                 "store.redis_url",
                 "is set but store.kind is not \"redis\"; set kind = \"redis\" or remove redis_url",
+            );
+        }
+        if !self.is_redis_cluster() && !self.redis_urls.is_empty() {
+            problems.add(
+                "store.redis_urls",
+                "is set but store.kind is not \"redis-cluster\"; set kind = \"redis-cluster\" or remove redis_urls",
             );
         }
         if self.degrade_after_ms > 60_000 {
@@ -99,10 +127,10 @@ impl StoreConfig {
             );
         }
         if !self.ca_file.is_empty() {
-            if !(self.is_redis() && self.redis_url.starts_with("rediss://")) {
+            if !self.uses_tls() {
                 problems.add(
                     "store.ca_file",
-                    "is only used for TLS to Redis: set kind = \"redis\" and a rediss:// redis_url, or remove ca_file",
+                    "is only used for TLS to Redis: set kind = \"redis\" and a rediss:// redis_url (or kind = \"redis-cluster\" and rediss:// redis_urls), or remove ca_file",
                 );
             } else if !Path::new(&self.ca_file).is_file() {
                 problems.add(
@@ -146,6 +174,41 @@ impl StoreConfig {
                     format!("must be between 1 and 60000 milliseconds, not {value}"),
                 );
             }
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `redis_urls` for a cluster: at least one seed, each usable, all with one scheme
+    /// (the client speaks TLS to every node or to none), and no `redis_url` beside them.
+    fn check_seed_nodes(&self, problems: &mut Problems) {
+        if !self.redis_url.is_empty() {
+            problems.add(
+                "store.redis_url",
+                "is not used with kind = \"redis-cluster\"; list the cluster's seed nodes in redis_urls instead",
+            );
+        }
+        if self.redis_urls.is_empty() {
+            problems.add(
+                "store.redis_urls",
+                "is required when store.kind = \"redis-cluster\"; list one or more seed nodes, e.g. [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]",
+            );
+        }
+        for (i, url) in self.redis_urls.iter().enumerate() {
+            if let Err(e) = check_redis_url(url) {
+                problems.add(format!("store.redis_urls.{i}"), e);
+            }
+        }
+        let tls = self
+            .redis_urls
+            .iter()
+            .filter(|u| u.starts_with("rediss://"))
+            .count();
+        if tls != 0 && tls != self.redis_urls.len() {
+            problems.add(
+                "store.redis_urls",
+                "mixes redis:// and rediss:// seed nodes; a cluster is reached over TLS on every node or on none",
+            );
         }
     }
 }

@@ -50,11 +50,9 @@ pub async fn open_installs(
     let (store, kind): (Arc<dyn InstallStore>, _) = if config.store.is_redis() {
         let settings = RedisSettings::from_config(&config.store);
         (
-            Arc::new(
-                SharedInstallStore::open(&settings, key)
-                    .await
-                    .context("opening the OAuth installs in Redis ([store] redis_url)")?,
-            ),
+            Arc::new(SharedInstallStore::open(&settings, key).await.context(
+                "opening the OAuth installs in Redis ([store] redis_url or redis_urls)",
+            )?),
             "redis",
         )
     } else {

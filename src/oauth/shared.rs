@@ -1,16 +1,15 @@
-//! Installs in Redis (`[store] kind = "redis"`), shared by every replica: one hash per
+//! Installs in Redis (`[store] kind = "redis"` or `"redis-cluster"`), shared by every replica: one hash per
 //! install (version and sealed record), compare-and-swap and lock release in Lua, and
 //! the refresh lock as `SET NX PX` with a random token.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::install::{Install, InstallKey, InstallStore, LockToken};
 use super::record;
 use super::seal::SecretKey;
-use crate::store::{RedisSettings, StoreFuture};
+use crate::store::{Link, RedisSettings, StoreFuture};
 
 /// Writes ARGV[2] (new version) and ARGV[3] (sealed record) if the stored version is
 /// ARGV[1] ("" meaning: only if there is no install). 1 when written.
@@ -36,7 +35,7 @@ return 0
 
 /// Installs in Redis under `[store] key_prefix`, sealed with the key.
 pub struct SharedInstallStore {
-    conn: ConnectionManager,
+    conn: Link,
     key: SecretKey,
     prefix: String,
     command_timeout: Duration,
@@ -173,26 +172,22 @@ async fn bounded<T>(
 }
 
 /// Every install key under `prefix`, in key order.
-async fn scan(
-    mut conn: ConnectionManager,
-    prefix: &str,
-    limit: Duration,
-) -> anyhow::Result<Vec<InstallKey>> {
+async fn scan(mut conn: Link, prefix: &str, limit: Duration) -> anyhow::Result<Vec<InstallKey>> {
     let pattern = format!("{prefix}:{{oauth}}:install:*");
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
     loop {
-        let (next, names): (u64, Vec<String>) = bounded(
-            limit,
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn),
-        )
-        .await?;
+        let mut command = redis::cmd("SCAN");
+        command
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500);
+        // In a cluster the `{oauth}` slot's node alone holds installs; a keyless SCAN
+        // would land on any node.
+        let (next, names): (u64, Vec<String>) =
+            bounded(limit, conn.query_on_node_of(&command, &pattern)).await?;
         keys.extend(names.iter().filter_map(|n| parse_install_key(prefix, n)));
         if next == 0 {
             break;

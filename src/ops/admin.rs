@@ -201,7 +201,7 @@ fn json_value(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 /// Ready, or degraded: serving local shares (200, so load balancers keep it) or refusing
-/// every call until Redis is back (503).
+/// every call until Redis is back (503); a cluster with some slots away stays 200.
 fn store_readiness(store: Option<&RedisStore>) -> Response<Body> {
     match store.map(|s| s.health()) {
         Some(StoreHealth::DegradedLocalShare) => json(
@@ -211,6 +211,10 @@ fn store_readiness(store: Option<&RedisStore>) -> Response<Body> {
         Some(StoreHealth::DegradedFailClosed) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"degraded","store":"redis unreachable","message":"refusing calls ([store] on_failure = \"fail_closed\") until Redis answers again","category":"HUBGATE_STORE_UNAVAILABLE"}"#,
+        ),
+        Some(StoreHealth::SlotsDegraded) => json(
+            StatusCode::OK,
+            r#"{"status":"degraded","store":"redis cluster slots unreachable","message":"budgets on unreachable slots serve their local share (or 503 with [store] on_failure = \"fail_closed\") until a replica takes over; every other budget is shared"}"#,
         ),
         Some(StoreHealth::Healthy) | None => json(StatusCode::OK, r#"{"status":"ready"}"#),
     }

@@ -15,7 +15,7 @@ use crate::config::StoreConfig;
 
 pub use budget_store::{apply_lesson, BudgetStore, BudgetView, Lesson, StoreFuture};
 pub use memory::MemoryStore;
-pub use redis::{OnFailure, RedisSettings, RedisStore, StoreHealth};
+pub use redis::{Link, OnFailure, RedisSettings, RedisStore, StoreHealth};
 
 /// The store `[store]` asks for: memory, or Redis shared by replicas (returned a second
 /// time on its own, for `/readyz`). `degraded` is `hubgate_store_degraded` (always 0 for

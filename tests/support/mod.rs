@@ -5,7 +5,7 @@
 //!   to it; [`HubgateProcess`]: the built binary as a child process, on ports it picks and
 //!   reports in its start-up line, stopped with SIGTERM once and for all.
 //! - [`Hubspot`] and [`sim_and_gateway`]: the simulator, and a gateway in front of it with
-//!   the same limits, in one call; [`RedisServer`]; upstreams that answer as told or
+//!   the same limits, in one call; [`RedisServer`], [`RedisCluster`]; upstreams that answer as told or
 //!   misbehave at the socket level; [`pki`] for TLS.
 //! - Ports handed over, never released and bound again ([`ClosedPort`], [`candidate_port`]).
 //! - [`wait_until`] / [`wait_for`]: a condition with a deadline, instead of a sleep.
@@ -22,6 +22,7 @@ mod metrics;
 pub(crate) mod pki;
 mod ports;
 mod process;
+mod redis_cluster;
 mod redis_server;
 mod sim;
 mod upstream;
@@ -40,6 +41,8 @@ pub(crate) use metrics::*;
 pub(crate) use ports::*;
 #[allow(unused_imports)]
 pub(crate) use process::*;
+#[allow(unused_imports)]
+pub(crate) use redis_cluster::*;
 #[allow(unused_imports)]
 pub(crate) use redis_server::*;
 #[allow(unused_imports)]

@@ -1,7 +1,8 @@
-//! What the Redis store does when Redis fails and when it comes back: the mode it is in,
-//! how long Redis may struggle before that mode changes, the keys Redis cannot use, this
-//! replica's local books (a mirror for estimates, a share that answers while degraded),
-//! the quarantine after a failure, and readiness.
+//! What the Redis store does when Redis fails and when it comes back: the mode of each
+//! shard (all of one Redis; one slot of a cluster), how long Redis may struggle before that
+//! mode changes, the keys Redis cannot use, this replica's local books (a mirror for
+//! estimates, a share that answers while degraded), the quarantine after a failure, and
+//! readiness.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use hubgate_engine::{BudgetBook, BudgetKey, BudgetSpec, Limits, Reservation, Tic
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
-use super::keys::share_limits;
+use super::keys::{share_limits, Shard};
 use super::protocol::{Failure, Trouble};
 use super::settings::OnFailure;
 use crate::store::budget_store::Lesson;
@@ -53,19 +54,36 @@ pub enum StoreHealth {
     DegradedLocalShare,
     /// Redis is unreachable and calls are refused with 503.
     DegradedFailClosed,
+    /// Some slots of a Redis Cluster are unreachable: their budgets serve local shares (or
+    /// 503), every other budget is shared. Still ready: every replica sees the same
+    /// cluster, so draining one helps no caller.
+    SlotsDegraded,
 }
 
-/// The mode and this replica's books.
+/// Most shards remembered as failing; a cluster has 16384 slots, and only the slots of
+/// budgets in use ever fail, so this bounds memory under any outage.
+const MAX_FAILING_SHARDS: usize = 16_384;
+
+/// A shard that is not plainly shared: struggling, degraded or rejoining.
+#[derive(Debug)]
+struct ShardState {
+    mode: Mode,
+    /// Since when Redis has failed without an answer that worked in between, while not
+    /// degraded: a struggle shorter than `degrade_after` only delays calls.
+    struggling_since: Option<Tick>,
+    /// The hash tag the prober's key carries to reach this shard.
+    tag: String,
+}
+
+/// The mode of each shard and this replica's books.
 #[derive(Debug)]
 pub(super) struct Local {
-    mode: Mode,
+    /// Shards that are not plainly shared; every other shard is `Mode::Shared`.
+    shards: HashMap<Shard, ShardState>,
     /// Full limits; this replica's grants and Redis's refusals, for `estimate_wait`.
     pub(super) mirror: BudgetBook,
     /// Each budget's share; answers while degraded and co-signs while rejoining.
     pub(super) share: BudgetBook,
-    /// Since when Redis has failed without an answer that worked in between, while not
-    /// degraded: a struggle shorter than `degrade_after` only delays calls.
-    struggling_since: Option<Tick>,
     /// Budgets whose keys Redis cannot use (the script fails on their values), and since
     /// when; each is answered by its local share until a script on it works again.
     unusable: HashMap<BudgetKey, Tick>,
@@ -98,10 +116,9 @@ impl Failover {
         gauge.set(0);
         Failover {
             local: Mutex::new(Local {
-                mode: Mode::Shared,
+                shards: HashMap::new(),
                 share: BudgetBook::new(share_limits(&limits, replicas)),
                 mirror: BudgetBook::new(limits),
-                struggling_since: None,
                 unusable: HashMap::new(),
             }),
             degraded: AtomicBool::new(false),
@@ -137,38 +154,61 @@ impl Failover {
         }
     }
 
-    /// The mode now, ending a finished rejoin (the local share is then forgotten).
-    pub(super) fn mode(&self, local: &mut Local) -> Mode {
-        if let Mode::Rejoining { until, .. } = local.mode {
+    /// The shard's mode now, ending a finished rejoin (once no shard is degraded or
+    /// rejoining, the local share is forgotten).
+    pub(super) fn mode(&self, local: &mut Local, shard: Shard) -> Mode {
+        let Some(state) = local.shards.get_mut(&shard) else {
+            return Mode::Shared;
+        };
+        if let Mode::Rejoining { until, .. } = state.mode {
             if Instant::now() >= until {
-                local.mode = Mode::Shared;
-                local.share = BudgetBook::new(local.share.limits().clone());
+                state.mode = Mode::Shared;
+                if state.struggling_since.is_none() {
+                    local.shards.remove(&shard);
+                }
+                if local.all_shared() {
+                    local.share = BudgetBook::new(local.share.limits().clone());
+                }
+                return Mode::Shared;
             }
         }
-        local.mode
+        state.mode
     }
 
-    /// What a failed call means: Redis away degrades the store at once; Redis struggling
-    /// degrades it once that has lasted `degrade_after` (the quarantine then counts from
-    /// the struggle's start), and until then the call tries again; a key Redis cannot use
-    /// makes only `keys` unusable.
-    pub(super) fn failed(&self, now: Tick, keys: &[BudgetKey], failure: &Failure) -> Verdict {
+    /// What a failed call on `shard` (reached through `tag`) means: Redis away degrades
+    /// the shard at once; Redis struggling degrades it once that has lasted
+    /// `degrade_after` (the quarantine then counts from the struggle's start), and until
+    /// then the call tries again; a key Redis cannot use makes only `keys` unusable.
+    pub(super) fn failed(
+        &self,
+        now: Tick,
+        (shard, tag): (Shard, &str),
+        keys: &[BudgetKey],
+        failure: &Failure,
+    ) -> Verdict {
         let message = failure.message.as_str();
         match failure.trouble {
             Trouble::Unreachable => Verdict::Degraded {
-                failed_at: self.fail(now, message),
+                failed_at: self.fail((shard, tag), now, message),
             },
             Trouble::Struggling => {
                 let since = {
                     let mut local = self.local();
-                    if let Mode::Degraded { failed_at } = local.mode {
+                    let Some(state) = local.state(shard, tag) else {
+                        // Too many failing shards to track one more: it degrades at once.
+                        drop(local);
+                        return Verdict::Degraded {
+                            failed_at: self.fail((shard, tag), now, message),
+                        };
+                    };
+                    if let Mode::Degraded { failed_at } = state.mode {
                         return Verdict::Degraded { failed_at };
                     }
-                    *local.struggling_since.get_or_insert(now)
+                    *state.struggling_since.get_or_insert(now)
                 };
                 if now.saturating_duration_since(since) >= self.degrade_after {
                     Verdict::Degraded {
-                        failed_at: self.fail(since, message),
+                        failed_at: self.fail((shard, tag), since, message),
                     }
                 } else {
                     tracing::debug!(error = message, "Redis budget store slow; trying again");
@@ -197,47 +237,70 @@ impl Failover {
         }
     }
 
-    /// Redis failed: go degraded (once per outage) and say so. Returns the tick the
-    /// outage began at.
-    fn fail(&self, now: Tick, error: &str) -> Tick {
+    /// Redis failed on `shard`: degrade it (once per outage) and say so. Returns the tick
+    /// the outage began at.
+    fn fail(&self, (shard, tag): (Shard, &str), now: Tick, error: &str) -> Tick {
         let mut local = self.local();
-        local.struggling_since = None;
-        let failed_at = match local.mode {
+        let fresh_outage = local.all_shared();
+        let Some(state) = local.state(shard, tag) else {
+            // Untracked: answered as degraded since now, every time (a longer quarantine).
+            return now;
+        };
+        state.struggling_since = None;
+        let failed_at = match state.mode {
             Mode::Degraded { failed_at } => return failed_at,
             // A failure while rejoining keeps the first failure's quarantine and the share's
             // record of the outage so far.
             Mode::Rejoining { failed_at, .. } => failed_at,
-            Mode::Shared => {
-                local.share = BudgetBook::new(local.share.limits().clone());
-                now
-            }
+            Mode::Shared => now,
         };
-        local.mode = Mode::Degraded { failed_at };
+        state.mode = Mode::Degraded { failed_at };
+        // The share is kept while another shard still relies on it.
+        if fresh_outage {
+            local.share = BudgetBook::new(local.share.limits().clone());
+        }
+        let degraded_shards = local.degraded_shards().len();
         drop(local);
         self.degraded.store(true, Ordering::Relaxed);
         self.gauge.set(1);
         tracing::warn!(
             error,
             on_failure = ?self.on_failure,
+            ?shard,
+            degraded_shards,
             "Redis budget store unreachable; serving degraded until it answers again"
         );
         failed_at
     }
 
-    /// Redis ran the prober's script: rejoin, co-signing with the local share for `span` (the
-    /// longest window) plus the rejoin margin.
-    pub(super) fn resume(&self, span: Duration) {
+    /// Redis ran the prober's script on `shard`: rejoin, co-signing with the local share for
+    /// `span` (the longest window) plus the rejoin margin.
+    pub(super) fn resume(&self, shard: Shard, span: Duration) {
         let mut local = self.local();
-        if let Mode::Degraded { failed_at } = local.mode {
-            local.mode = Mode::Rejoining {
+        let Some(state) = local.shards.get_mut(&shard) else {
+            return;
+        };
+        if let Mode::Degraded { failed_at } = state.mode {
+            state.mode = Mode::Rejoining {
                 failed_at,
                 until: Instant::now() + span.saturating_add(self.rejoin_margin),
             };
+            let still_degraded = !local.degraded_shards().is_empty();
             drop(local);
-            self.degraded.store(false, Ordering::Relaxed);
-            self.gauge.set(0);
-            tracing::info!("Redis budget store answers again; shared budgets resume");
+            if !still_degraded {
+                self.degraded.store(false, Ordering::Relaxed);
+                self.gauge.set(0);
+            }
+            tracing::info!(
+                ?shard,
+                "Redis budget store answers again; shared budgets resume"
+            );
         }
+    }
+
+    /// The degraded shards and the tags that reach them, for the prober.
+    pub(super) fn degraded_shards(&self) -> Vec<(Shard, String)> {
+        self.local().degraded_shards()
     }
 
     /// Takes on reloaded limits: the mirror's are the full limits, the share's a replica's.
@@ -251,9 +314,41 @@ impl Failover {
 }
 
 impl Local {
-    /// Redis ran a script on `keys`: any struggle is over, and these keys are usable.
-    pub(super) fn script_ran(&mut self, keys: &[BudgetKey]) {
-        self.struggling_since = None;
+    /// The state of a shard that is failing or about to, made on first use; `None` once
+    /// `MAX_FAILING_SHARDS` others are tracked.
+    fn state(&mut self, shard: Shard, tag: &str) -> Option<&mut ShardState> {
+        if self.shards.len() >= MAX_FAILING_SHARDS && !self.shards.contains_key(&shard) {
+            return None;
+        }
+        Some(self.shards.entry(shard).or_insert_with(|| ShardState {
+            mode: Mode::Shared,
+            struggling_since: None,
+            tag: tag.to_owned(),
+        }))
+    }
+
+    /// Whether no shard is degraded or rejoining (so no one relies on the local share).
+    fn all_shared(&self) -> bool {
+        self.shards.values().all(|state| state.mode == Mode::Shared)
+    }
+
+    fn degraded_shards(&self) -> Vec<(Shard, String)> {
+        self.shards
+            .iter()
+            .filter(|(_, state)| matches!(state.mode, Mode::Degraded { .. }))
+            .map(|(shard, state)| (*shard, state.tag.clone()))
+            .collect()
+    }
+
+    /// Redis ran a script on `keys` of `shard`: its struggle is over, and these keys are
+    /// usable.
+    pub(super) fn script_ran(&mut self, shard: Shard, keys: &[BudgetKey]) {
+        if let Some(state) = self.shards.get_mut(&shard) {
+            state.struggling_since = None;
+            if state.mode == Mode::Shared {
+                self.shards.remove(&shard);
+            }
+        }
         if !self.unusable.is_empty() {
             for key in keys {
                 if self.unusable.remove(key).is_some() {
@@ -324,6 +419,13 @@ mod tests {
         portal_id: 20,
     };
 
+    /// All of one Redis.
+    const WHOLE: (Shard, &str) = (super::super::keys::WHOLE, "probe");
+
+    fn slot(n: u16) -> Shard {
+        Shard::new(n).unwrap()
+    }
+
     fn failover() -> Failover {
         Failover::new(
             Limits::default(),
@@ -349,14 +451,23 @@ mod tests {
     fn a_struggle_degrades_only_once_it_lasts_and_counts_from_its_start() {
         let store = failover();
         let slow = failure(Trouble::Struggling);
-        assert_eq!(store.failed(at_ms(0), &[OWN], &slow), Verdict::TryAgain);
-        assert_eq!(store.failed(at_ms(900), &[OWN], &slow), Verdict::TryAgain);
+        assert_eq!(
+            store.failed(at_ms(0), WHOLE, &[OWN], &slow),
+            Verdict::TryAgain
+        );
+        assert_eq!(
+            store.failed(at_ms(900), WHOLE, &[OWN], &slow),
+            Verdict::TryAgain
+        );
         // A script that works in between ends the struggle.
-        store.local().script_ran(&[OWN]);
-        assert_eq!(store.failed(at_ms(1_500), &[OWN], &slow), Verdict::TryAgain);
+        store.local().script_ran(WHOLE.0, &[OWN]);
+        assert_eq!(
+            store.failed(at_ms(1_500), WHOLE, &[OWN], &slow),
+            Verdict::TryAgain
+        );
         assert!(!store.is_degraded());
         assert_eq!(
-            store.failed(at_ms(2_500), &[OWN], &slow),
+            store.failed(at_ms(2_500), WHOLE, &[OWN], &slow),
             Verdict::Degraded {
                 failed_at: at_ms(1_500)
             }
@@ -368,7 +479,7 @@ mod tests {
     fn an_unreachable_redis_degrades_at_once() {
         let store = failover();
         assert_eq!(
-            store.failed(at_ms(7), &[OWN], &failure(Trouble::Unreachable)),
+            store.failed(at_ms(7), WHOLE, &[OWN], &failure(Trouble::Unreachable)),
             Verdict::Degraded {
                 failed_at: at_ms(7)
             }
@@ -381,22 +492,53 @@ mod tests {
         let store = failover();
         let bad_key = failure(Trouble::KeyUnusable);
         assert_eq!(
-            store.failed(at_ms(10), &[OWN], &bad_key),
+            store.failed(at_ms(10), WHOLE, &[OWN], &bad_key),
             Verdict::KeysUnusable {
                 failed_at: at_ms(10)
             }
         );
         assert_eq!(
-            store.failed(at_ms(50), &[OWN], &bad_key),
+            store.failed(at_ms(50), WHOLE, &[OWN], &bad_key),
             Verdict::KeysUnusable {
                 failed_at: at_ms(10)
             },
             "the quarantine counts from the first failure"
         );
         assert!(!store.is_degraded());
-        store.local().script_ran(&[OTHER]);
+        store.local().script_ran(WHOLE.0, &[OTHER]);
         assert_eq!(store.local().unusable.len(), 1);
-        store.local().script_ran(&[OWN]);
+        store.local().script_ran(WHOLE.0, &[OWN]);
         assert!(store.local().unusable.is_empty());
+    }
+
+    #[test]
+    fn a_failing_slot_degrades_alone_and_the_store_is_healthy_once_every_slot_rejoins() {
+        let store = failover();
+        let gone = failure(Trouble::Unreachable);
+        assert_eq!(
+            store.failed(at_ms(5), (slot(7140), "p7"), &[OWN], &gone),
+            Verdict::Degraded {
+                failed_at: at_ms(5)
+            }
+        );
+        assert_eq!(
+            store.mode(&mut store.local(), slot(7140)),
+            Mode::Degraded {
+                failed_at: at_ms(5)
+            }
+        );
+        assert_eq!(store.mode(&mut store.local(), slot(99)), Mode::Shared);
+        store.failed(at_ms(6), (slot(99), "p20"), &[OTHER], &gone);
+        assert_eq!(store.degraded_shards().len(), 2);
+        store.resume(slot(7140), Duration::ZERO);
+        assert!(store.is_degraded(), "slot 99 is still degraded");
+        assert!(matches!(
+            store.mode(&mut store.local(), slot(7140)),
+            Mode::Rejoining { .. }
+        ));
+        store.resume(slot(99), Duration::ZERO);
+        assert!(!store.is_degraded());
+        assert_eq!(store.health(), StoreHealth::Healthy);
+        assert!(store.degraded_shards().is_empty());
     }
 }

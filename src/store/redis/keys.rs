@@ -1,23 +1,52 @@
 //! Where each budget lives in Redis: its key (hash-tagged by portal, so one reservation's
-//! keys share a Redis Cluster slot), and each replica's share of the limits while Redis is
-//! away.
+//! keys share a Redis Cluster slot), the shard a failure is confined to, and each
+//! replica's share of the limits while Redis is away.
 
 use hubgate_engine::{BudgetKey, DailySpec, Limits, WindowSpec};
+use redis::cluster_routing::Slot;
+
+/// The hash tag of a budget's keys: its portal, its credential, or `anon`. Every budget
+/// one call spends carries the same tag, so a script's keys never cross cluster slots.
+pub(super) fn hash_tag(key: &BudgetKey) -> String {
+    match *key {
+        BudgetKey::Burst { portal_id, .. }
+        | BudgetKey::Search { portal_id }
+        | BudgetKey::Daily { portal_id } => format!("p{portal_id}"),
+        BudgetKey::Unidentified { credential_hash } => format!("u{credential_hash:016x}"),
+        BudgetKey::Global | BudgetKey::Token => "anon".into(),
+    }
+}
 
 /// The Redis key of a budget (window logs get `:blk` appended for their block).
 pub(super) fn key_name(prefix: &str, key: &BudgetKey) -> String {
+    let tag = hash_tag(key);
     match *key {
-        BudgetKey::Burst { app_id, portal_id } => {
-            format!("{prefix}:{{p{portal_id}}}:burst:{app_id}")
-        }
-        BudgetKey::Search { portal_id } => format!("{prefix}:{{p{portal_id}}}:search"),
-        BudgetKey::Daily { portal_id } => format!("{prefix}:{{p{portal_id}}}:daily"),
-        BudgetKey::Unidentified { credential_hash } => {
-            format!("{prefix}:{{u{credential_hash:016x}}}:burst")
-        }
-        BudgetKey::Global => format!("{prefix}:{{anon}}:global"),
-        BudgetKey::Token => format!("{prefix}:{{anon}}:token"),
+        BudgetKey::Burst { app_id, .. } => format!("{prefix}:{{{tag}}}:burst:{app_id}"),
+        BudgetKey::Search { .. } => format!("{prefix}:{{{tag}}}:search"),
+        BudgetKey::Daily { .. } => format!("{prefix}:{{{tag}}}:daily"),
+        BudgetKey::Unidentified { .. } => format!("{prefix}:{{{tag}}}:burst"),
+        BudgetKey::Global => format!("{prefix}:{{{tag}}}:global"),
+        BudgetKey::Token => format!("{prefix}:{{{tag}}}:token"),
     }
+}
+
+/// Which part of Redis a failure is confined to: on one node, all of it (`WHOLE`); in a
+/// cluster, one hash slot, as a slot lives on one master and fails over with it.
+pub(super) type Shard = Slot;
+
+/// The one shard of a single Redis.
+pub(super) const WHOLE: Shard = match Slot::new(0) {
+    Some(slot) => slot,
+    None => panic!("slot 0 exists"),
+};
+
+/// Where a budget lives, and the hash tag that reaches it (the prober's key carries it).
+pub(super) fn shard_of(key: &BudgetKey, cluster: bool) -> (Shard, String) {
+    if !cluster {
+        return (WHOLE, "probe".into());
+    }
+    let tag = hash_tag(key);
+    (Slot::for_key(format!("{{{tag}}}")), tag)
 }
 
 /// `keys` without repeats, first occurrence kept: a key listed twice is spent once.
@@ -107,6 +136,32 @@ mod tests {
         let daily = key_name("hg", &BudgetKey::Daily { portal_id: 7 });
         assert_eq!(burst, "hg:{p7}:burst:1");
         assert_eq!(daily, "hg:{p7}:daily");
+        assert_eq!(
+            key_name(
+                "hg",
+                &BudgetKey::Unidentified {
+                    credential_hash: 255
+                }
+            ),
+            "hg:{u00000000000000ff}:burst"
+        );
+        assert_eq!(key_name("hg", &BudgetKey::Token), "hg:{anon}:token");
+    }
+
+    #[test]
+    fn a_portals_budgets_fall_in_the_slot_redis_gives_its_tag() {
+        // CLUSTER KEYSLOT {p7} on a real cluster answers 3821.
+        let burst = BudgetKey::Burst {
+            app_id: 1,
+            portal_id: 7,
+        };
+        assert_eq!(
+            shard_of(&burst, true).0,
+            shard_of(&BudgetKey::Daily { portal_id: 7 }, true).0
+        );
+        assert_eq!(shard_of(&burst, true).1, "p7");
+        assert_eq!(shard_of(&burst, true).0, Slot::new(3821).unwrap());
+        assert_eq!(shard_of(&burst, false), (WHOLE, "probe".to_string()));
     }
 
     #[test]

@@ -20,14 +20,18 @@
 //! the window counts as full: a 429's pause); `{prefix}:{p<portal>}:daily` (hash `day`,
 //! `used`, `exhausted`); `{prefix}:{u<hash>}:burst` for unresolved credentials and
 //! `{prefix}:{anon}:global` for anonymous calls; the prober's own window is
-//! `{prefix}:{probe}:live`. The `{…}` hash tag is the portal, so the
-//! keys of one reservation sit in one Redis Cluster slot. Logs expire one span after their
+//! `{prefix}:{probe}:live` (in a cluster `{prefix}:{<tag>}:live` beside each degraded
+//! slot's budgets). The `{…}` hash tag is the portal, so the keys of one reservation sit in
+//! one Redis Cluster slot, which the cluster connection (`link`) routes the script to. Logs expire one span after their
 //! last send, blocks when they end, daily hashes a minute after their day: idle keys go.
 //! Specs travel in `ARGV` with every call, so replicas must share `[budgets]`; a reload
 //! takes effect with the next call, and the keys' state carries over.
 //!
 //! # When Redis fails
-//! A connection that fails (refused, dropped) flips the store to *degraded* at once. Redis
+//! Every mode below is a *shard's*: all of one Redis, or one slot of a cluster (a slot
+//! lives on one master and fails over with it), so a dead master degrades its slots'
+//! budgets alone and the prober brings each back through a key of its own tag.
+//! A connection that fails (refused, dropped) flips the shard to *degraded* at once. Redis
 //! that is reached but does not run the script (no answer within `[store]
 //! command_timeout_ms`, OOM, READONLY after a failover, BUSY) is *struggling*: the call
 //! tries again 50 ms later, and only a struggle lasting `degrade_after_ms` with no script
@@ -63,6 +67,7 @@
 
 mod failover;
 mod keys;
+mod link;
 mod protocol;
 mod settings;
 
@@ -74,11 +79,12 @@ use prometheus::IntGauge;
 use tokio::time::Instant;
 
 pub use failover::StoreHealth;
+pub use link::Link;
 pub use settings::{OnFailure, RedisSettings};
 
 use crate::store::budget_store::{BudgetStore, BudgetView, Lesson, StoreFuture};
 use failover::{apply_local_lesson, quarantine, Failover, Mode, Verdict};
-use keys::{dedup, max_span_micros};
+use keys::{dedup, max_span_micros, shard_of, Shard};
 use protocol::Redis;
 
 /// How soon a call whose script found Redis struggling tries again.
@@ -136,7 +142,11 @@ impl RedisStore {
 
     /// Whether Redis is unreachable now, and what is done about it.
     pub fn health(&self) -> StoreHealth {
-        self.inner.failover.health()
+        match self.inner.failover.health() {
+            StoreHealth::Healthy => StoreHealth::Healthy,
+            _ if self.inner.redis.is_cluster() => StoreHealth::SlotsDegraded,
+            degraded => degraded,
+        }
     }
 
     /// Scripts sent to Redis so far (reservations and lessons).
@@ -152,10 +162,11 @@ impl Inner {
             return Reservation::Granted;
         }
         let limits = self.limits.load_full();
+        let (shard, tag) = self.shard_of(&keys[0]);
         {
             let failover = &self.failover;
             let mut local = failover.local();
-            match failover.mode(&mut local) {
+            match failover.mode(&mut local, shard) {
                 Mode::Shared => {}
                 Mode::Degraded { failed_at } => {
                     return local.answer(
@@ -181,7 +192,7 @@ impl Inner {
             Ok(answer) => {
                 let elapsed = started.elapsed();
                 let mut local = self.failover.local();
-                local.script_ran(&keys);
+                local.script_ran(shard, &keys);
                 let reservation = answer.into_reservation(now, elapsed);
                 match reservation {
                     Reservation::Granted => {
@@ -203,7 +214,7 @@ impl Inner {
                 }
                 reservation
             }
-            Err(failure) => match self.failover.failed(now, &keys, &failure) {
+            Err(failure) => match self.failover.failed(now, (shard, &tag), &keys, &failure) {
                 Verdict::Degraded { failed_at } | Verdict::KeysUnusable { failed_at } => {
                     let fail_closed = self.failover.fails_closed();
                     self.failover.local().answer(
@@ -223,10 +234,11 @@ impl Inner {
     }
 
     async fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) {
+        let (shard, tag) = self.shard_of(&lesson_key(lesson));
         let mode = {
             let mut local = self.failover.local();
             apply_local_lesson(&mut local.mirror, lesson, now, unix_ms);
-            let mode = self.failover.mode(&mut local);
+            let mode = self.failover.mode(&mut local, shard);
             if mode != Mode::Shared {
                 apply_local_lesson(&mut local.share, lesson, now, unix_ms);
             }
@@ -239,15 +251,32 @@ impl Inner {
         if let Err(failure) = self.redis.learn(lesson, now, &limits).await {
             // A lesson is not sent again: while Redis struggles it is lost to Redis, as a
             // timed-out one may already have been applied.
-            self.failover.failed(now, &[], &failure);
+            self.failover.failed(now, (shard, &tag), &[], &failure);
             apply_local_lesson(&mut self.failover.local().share, lesson, now, unix_ms);
         }
+    }
+
+    /// Where `key` lives: all of one Redis, or its slot of a cluster.
+    fn shard_of(&self, key: &BudgetKey) -> (Shard, String) {
+        shard_of(key, self.redis.is_cluster())
     }
 
     /// How long rejoining co-signs with the local share: the longest span (the margin on
     /// top is the failover's).
     fn longest_span(&self) -> Duration {
         Duration::from_micros(max_span_micros(&self.limits.load()))
+    }
+}
+
+/// The budget a lesson is about.
+fn lesson_key(lesson: Lesson) -> BudgetKey {
+    match lesson {
+        Lesson::BlockUntil { key, .. }
+        | Lesson::Remaining { key, .. }
+        | Lesson::Usage { key, .. }
+        | Lesson::Rejected { key }
+        | Lesson::ArrivedBy { key, .. } => key,
+        Lesson::DailyExhausted { portal_id } => BudgetKey::Daily { portal_id },
     }
 }
 
@@ -265,13 +294,24 @@ async fn probe(inner: Weak<Inner>) {
         if !inner.failover.is_degraded() {
             continue;
         }
-        match inner.redis.probe().await {
-            Ok(()) => inner.failover.resume(inner.longest_span()),
-            Err(failure) => tracing::debug!(
-                error = failure.message,
-                "Redis budget store still cannot run its script"
-            ),
+        // Each degraded slot of a cluster is probed through its own tag, all at once: a
+        // master's slots come back together when its replica is promoted, and a round
+        // lasts one command timeout however many slots it held.
+        let mut probes = tokio::task::JoinSet::new();
+        for (shard, tag) in inner.failover.degraded_shards() {
+            let inner = inner.clone();
+            probes.spawn(async move {
+                match inner.redis.probe(&tag).await {
+                    Ok(()) => inner.failover.resume(shard, inner.longest_span()),
+                    Err(failure) => tracing::debug!(
+                        error = failure.message,
+                        ?shard,
+                        "Redis budget store still cannot run its script"
+                    ),
+                }
+            });
         }
+        while probes.join_next().await.is_some() {}
     }
 }
 
@@ -298,8 +338,12 @@ impl BudgetStore for RedisStore {
         ahead: usize,
     ) -> Result<Duration, DailyExhausted> {
         let failover = &self.inner.failover;
+        let Some(first) = keys.first() else {
+            return Ok(Duration::ZERO);
+        };
+        let (shard, _) = self.inner.shard_of(first);
         let mut local = failover.local();
-        match failover.mode(&mut local) {
+        match failover.mode(&mut local, shard) {
             // Queue it; the reservation answers 503 at once.
             Mode::Degraded { .. } if failover.fails_closed() => Ok(Duration::ZERO),
             Mode::Degraded { failed_at } => {

@@ -8,10 +8,10 @@ use std::time::Duration;
 use hubgate_engine::{
     BudgetKey, BudgetSpec, DailyExhausted, Limits, Reservation, Tick, WindowSpec,
 };
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::keys::key_name;
+use super::link::Link;
 use super::settings::RedisSettings;
 use crate::store::budget_store::Lesson;
 
@@ -58,14 +58,15 @@ impl Failure {
     }
 }
 
-/// The key the prober's reservation runs on: a window of one send per millisecond, so
-/// every probe writes and none is ever refused for long.
-const PROBE_KEY: &str = "{probe}:live";
+/// What follows the hash tag in the key the prober's reservation runs on: a window of one
+/// send per millisecond, so every probe writes and none is ever refused for long.
+const PROBE_KEY: &str = "live";
 
 /// The connection and the scripts; every call reads the limits it is handed.
 pub(super) struct Redis {
-    /// Multiplexed connection that reconnects by itself; clones are cheap handles.
-    conn: ConnectionManager,
+    /// Multiplexed connection (one node or a cluster) that reconnects by itself; clones are
+    /// cheap handles.
+    conn: Link,
     /// Key prefix from `[store] key_prefix`.
     prefix: String,
     command_timeout: Duration,
@@ -262,10 +263,16 @@ impl Redis {
         Ok(())
     }
 
-    /// The reservation script on a key of its own, bounded: whether Redis runs scripts that
-    /// write, which a `PING` cannot tell (it answers while OOM, read-only or BUSY).
-    pub(super) async fn probe(&self) -> Result<(), Failure> {
-        let name = format!("{}:{PROBE_KEY}", self.prefix);
+    /// Whether budgets live in a cluster, each slot failing on its own.
+    pub(super) fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// The reservation script on a key of its own under hash tag `tag` (so on the node
+    /// that tag's budgets live on), bounded: whether Redis runs scripts that write, which a
+    /// `PING` cannot tell (it answers while OOM, read-only or BUSY).
+    pub(super) async fn probe(&self, tag: &str) -> Result<(), Failure> {
+        let name = format!("{}:{{{tag}}}:{PROBE_KEY}", self.prefix);
         let mut invocation = self.reserve_script.prepare_invoke();
         invocation
             .key(name.clone())

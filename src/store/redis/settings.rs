@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 
+use super::link::Link;
 use crate::config::StoreConfig;
 
 /// What a degraded store does with calls.
@@ -18,8 +20,10 @@ pub enum OnFailure {
 /// Settings of a Redis store, from `[store]`.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://` or `rediss://` URL of one node (empty for a cluster).
     pub url: String,
+    /// Seed nodes of a Redis Cluster; empty for one node.
+    pub cluster_seeds: Vec<String>,
     /// Prefix of every key.
     pub key_prefix: String,
     /// What to do while Redis is unreachable.
@@ -44,6 +48,11 @@ impl RedisSettings {
     pub fn from_config(config: &StoreConfig) -> RedisSettings {
         RedisSettings {
             url: config.redis_url.clone(),
+            cluster_seeds: if config.is_redis_cluster() {
+                config.redis_urls.clone()
+            } else {
+                Vec::new()
+            },
             key_prefix: config.key_prefix.clone(),
             on_failure: if config.on_failure == "fail_closed" {
                 OnFailure::FailClosed
@@ -61,21 +70,53 @@ impl RedisSettings {
 }
 
 impl RedisSettings {
-    /// A connection to `url`, made lazily: a Redis that is down at start only makes the
-    /// first command find it unreachable. Budgets and OAuth installs each hold one.
-    pub fn connection(&self) -> anyhow::Result<ConnectionManager> {
-        let client = match &self.ca_file {
+    /// A connection to `url` (or to the cluster its seeds name), made lazily: a Redis that
+    /// is down at start only makes the first command find it unreachable. Budgets and
+    /// OAuth installs each hold one.
+    pub fn connection(&self) -> anyhow::Result<Link> {
+        if !self.cluster_seeds.is_empty() {
+            return self.cluster_connection().map(Link::Cluster);
+        }
+        self.node_connection().map(Link::Node)
+    }
+
+    /// The CA bundle of `ca_file`, for a TLS connection to a private CA's Redis.
+    fn certificates(&self) -> anyhow::Result<Option<redis::TlsCertificates>> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("[store] ca_file: reading {}: {e}", path.display()))?;
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
+    }
+
+    fn cluster_connection(&self) -> anyhow::Result<redis::cluster_async::ClusterConnection> {
+        let mut builder = ClusterClientBuilder::new(self.cluster_seeds.iter().map(String::as_str))
+            // A master that stops answering is the store's to handle (per slot, see
+            // `failover`); the client's own retries only bridge a MOVED or a refreshed slot
+            // map, and stay well inside one command timeout.
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(u64::try_from(self.command_timeout.as_millis() / 4).unwrap_or(50));
+        if let Some(certificates) = self.certificates()? {
+            builder = builder.certs(certificates);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("[store] redis_urls: {e}"))?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.command_timeout);
+        Ok(client.get_pending_async_connection_with_config(config))
+    }
+
+    fn node_connection(&self) -> anyhow::Result<ConnectionManager> {
+        let client = match self.certificates()? {
             None => redis::Client::open(self.url.as_str()),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("[store] ca_file: reading {}: {e}", path.display())
-                })?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(self.url.as_str(), certificates)
-            }
+            Some(certificates) => redis::Client::build_with_tls(self.url.as_str(), certificates),
         }
         .map_err(|e| anyhow::anyhow!("[store] redis_url: {e}"))?;
         let manager_config = ConnectionManagerConfig::new()

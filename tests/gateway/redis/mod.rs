@@ -4,7 +4,9 @@
 //!
 //! `store`: the store itself against the engine (reservations, late sends, TLS, reloads,
 //! daily budgets, lessons); `replicas`: gateways sharing one budget through Redis, and
-//! Redis dying and coming back under them.
+//! Redis dying and coming back under them; `cluster`: the same through a Redis Cluster,
+//! and one of its masters dying under them.
 
+mod cluster;
 mod replicas;
 mod store;

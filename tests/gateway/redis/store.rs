@@ -1,5 +1,6 @@
 //! The Redis store on its own: its script's semantics against the in-memory engine,
-//! sends made late, TLS to Redis, reloaded limits, daily budgets and shared lessons.
+//! sends made late, TLS to Redis, reloaded limits, daily budgets and shared lessons, and
+//! the same script on a Redis Cluster.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ const DAILY: BudgetKey = BudgetKey::Daily { portal_id: 10 };
 fn settings(redis: &RedisServer, prefix: &str) -> RedisSettings {
     RedisSettings {
         url: redis.url(),
+        cluster_seeds: Vec::new(),
         key_prefix: prefix.into(),
         on_failure: OnFailure::LocalShare,
         replicas: 2,
@@ -362,4 +364,78 @@ async fn what_one_replica_learns_every_replica_obeys() {
         b.reserve(&[other], clock.now(), clock.unix_ms()).await,
         Reservation::DailyExhausted(_)
     ));
+}
+
+/// The script on a cluster: the same answers as on one node for budgets on every master,
+/// and a master that lost its scripts (`SCRIPT FLUSH`, as after a restart or a promotion)
+/// is sent the script again by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_script_answers_as_on_one_node_and_reloads_where_flushed() {
+    let cluster = RedisCluster::start(3, 0);
+    let limits = burst_limits(5, 500, DailySpec::default());
+    let settings = RedisSettings {
+        url: String::new(),
+        cluster_seeds: cluster.urls(),
+        key_prefix: "cl".into(),
+        on_failure: OnFailure::LocalShare,
+        replicas: 2,
+        command_timeout: Duration::from_millis(500),
+        degrade_after: Duration::from_millis(1_000),
+        connect_timeout: Duration::from_millis(500),
+        reconnect_interval: Duration::from_millis(100),
+        ca_file: None,
+    };
+    let store = RedisStore::new(
+        settings,
+        limits.clone(),
+        prometheus::IntGauge::new("g", "g").unwrap(),
+    )
+    .unwrap();
+    let clock = Clock::new();
+    // Portals until every master holds one.
+    let mut masters = std::collections::BTreeSet::new();
+    let mut portals = Vec::new();
+    for portal in 1..1_000u64 {
+        if masters.insert(cluster.master_of(&format!("{{p{portal}}}"))) {
+            portals.push(portal);
+        }
+        if masters.len() == 3 {
+            break;
+        }
+    }
+    for round in 0..2 {
+        if round == 1 {
+            assert!(cluster
+                .on_every_node(&["SCRIPT", "FLUSH"])
+                .iter()
+                .all(|answer| answer.as_deref().map(str::trim) == Some("OK")));
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        for portal in &portals {
+            let keys = [
+                BudgetKey::Burst {
+                    app_id: 1,
+                    portal_id: *portal,
+                },
+                BudgetKey::Daily { portal_id: *portal },
+            ];
+            for _ in 0..5 {
+                assert_eq!(
+                    store.reserve(&keys, clock.now(), clock.unix_ms()).await,
+                    Reservation::Granted,
+                    "portal {portal}, round {round}"
+                );
+            }
+            let now = clock.now();
+            let Reservation::NotBefore(t) = store.reserve(&keys, now, clock.unix_ms()).await else {
+                panic!("portal {portal}: the 6th send must wait")
+            };
+            let wait = ms_after(t, now);
+            assert!(
+                (380..=510).contains(&wait),
+                "portal {portal}: waits {wait} ms"
+            );
+        }
+    }
+    assert_eq!(store.health(), hubgate::store::StoreHealth::Healthy);
 }
