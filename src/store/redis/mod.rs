@@ -81,6 +81,11 @@ use failover::{apply_local_lesson, quarantine, Failover, Mode, Verdict};
 use keys::{dedup, max_span_micros};
 use protocol::Redis;
 
+/// Most reservations a lane sends in one script call: past HubSpot's largest burst window
+/// (190 per 10 s), so a burst from idle never needs a second batch for want of room, and
+/// small enough that one script stays well under a millisecond of Redis's time.
+const MAX_BATCH: usize = 256;
+
 /// How soon a call whose script found Redis struggling tries again.
 const TRY_AGAIN_AFTER: Duration = Duration::from_millis(50);
 
@@ -146,21 +151,31 @@ impl RedisStore {
 }
 
 impl Inner {
-    async fn reserve(&self, keys: &[BudgetKey], now: Tick, unix_ms: i64) -> Reservation {
-        let keys = dedup(keys);
-        if keys.is_empty() {
-            return Reservation::Granted;
+    /// A lane's reservations in one script call: each all-or-nothing, in order, up to the
+    /// first refused (see `BudgetStore::reserve_many`).
+    async fn reserve_many(
+        &self,
+        asks: &[&[BudgetKey]],
+        now: Tick,
+        unix_ms: i64,
+    ) -> Vec<Reservation> {
+        let mut asks: Vec<Vec<BudgetKey>> = asks.iter().map(|keys| dedup(keys)).collect();
+        if asks.iter().all(Vec::is_empty) {
+            return vec![Reservation::Granted; asks.len()];
         }
         let limits = self.limits.load_full();
+        // What the local share refused while it co-signs: the answer to the ask after the
+        // last one Redis is asked for.
+        let mut cosign_refusal = None;
         {
             let failover = &self.failover;
             let mut local = failover.local();
             match failover.mode(&mut local) {
                 Mode::Shared => {}
                 Mode::Degraded { failed_at } => {
-                    return local.answer(
+                    return local.answer_each(
                         &limits,
-                        &keys,
+                        &asks,
                         (now, unix_ms),
                         failed_at,
                         failover.fails_closed(),
@@ -169,55 +184,70 @@ impl Inner {
                 Mode::Rejoining { failed_at, .. } => {
                     // The local share co-signs; a slot it grants and Redis then refuses stays
                     // spent locally, which only errs on the safe side for the rest of the rejoin.
-                    match local.answer(&limits, &keys, (now, unix_ms), failed_at, false) {
-                        Reservation::Granted => {}
-                        other => return other,
+                    let cosigned =
+                        local.answer_each(&limits, &asks, (now, unix_ms), failed_at, false);
+                    if cosigned.last() != Some(&Reservation::Granted) {
+                        cosign_refusal = cosigned.last().copied();
+                        asks.truncate(cosigned.len() - 1);
+                    }
+                    if asks.is_empty() {
+                        return cosigned;
                     }
                 }
             }
         }
         let started = Instant::now();
-        match self.redis.reserve(&keys, &limits).await {
-            Ok(answer) => {
+        match self.redis.reserve(&asks, &limits).await {
+            Ok(reply) => {
                 let elapsed = started.elapsed();
                 let mut local = self.failover.local();
-                local.script_ran(&keys);
+                let mut answers = vec![Reservation::Granted; reply.granted];
+                for keys in &asks[..reply.granted] {
+                    local.script_ran(keys);
+                    local.mirror.reserve(keys, now, unix_ms);
+                }
+                let Some(answer) = reply.refusal else {
+                    answers.extend(cosign_refusal);
+                    return answers;
+                };
+                let keys = &asks[reply.granted];
+                local.script_ran(keys);
                 let reservation = answer.into_reservation(now, elapsed);
                 match reservation {
-                    Reservation::Granted => {
-                        local.mirror.reserve(&keys, now, unix_ms);
-                    }
                     Reservation::NotBefore(t) => {
                         if let Some(key) = answer.refusing_key().and_then(|i| keys.get(i)) {
                             local.mirror.block_until(key, now, t);
                         }
                     }
                     Reservation::DailyExhausted(_) => {
-                        for key in &keys {
+                        for key in keys {
                             if let BudgetKey::Daily { portal_id } = key {
                                 local.mirror.mark_daily_exhausted(*portal_id, now, unix_ms);
                             }
                         }
                     }
-                    Reservation::StoreUnavailable => {}
+                    Reservation::Granted | Reservation::StoreUnavailable => {}
                 }
-                reservation
+                answers.push(reservation);
+                answers
             }
-            Err(failure) => match self.failover.failed(now, &keys, &failure) {
+            // A failed batch is one failed script: every ask in it is answered as a single
+            // reservation's failure would be, over the budgets of them all.
+            Err(failure) => match self.failover.failed(now, &dedup(&asks.concat()), &failure) {
                 Verdict::Degraded { failed_at } | Verdict::KeysUnusable { failed_at } => {
                     let fail_closed = self.failover.fails_closed();
-                    self.failover.local().answer(
+                    self.failover.local().answer_each(
                         &limits,
-                        &keys,
+                        &asks,
                         (now, unix_ms),
                         failed_at,
                         fail_closed,
                     )
                 }
-                Verdict::TryAgain => Reservation::NotBefore(
+                Verdict::TryAgain => vec![Reservation::NotBefore(
                     now.saturating_add(started.elapsed())
                         .saturating_add(TRY_AGAIN_AFTER),
-                ),
+                )],
             },
         }
     }
@@ -282,7 +312,23 @@ impl BudgetStore for RedisStore {
         now: Tick,
         unix_ms: i64,
     ) -> StoreFuture<'a, Reservation> {
-        Box::pin(self.inner.reserve(keys, now, unix_ms))
+        Box::pin(async move {
+            let answers = self.inner.reserve_many(&[keys], now, unix_ms).await;
+            answers.first().copied().unwrap_or(Reservation::Granted)
+        })
+    }
+
+    fn reserve_many<'a>(
+        &'a self,
+        asks: &'a [&'a [BudgetKey]],
+        now: Tick,
+        unix_ms: i64,
+    ) -> StoreFuture<'a, Vec<Reservation>> {
+        Box::pin(self.inner.reserve_many(asks, now, unix_ms))
+    }
+
+    fn batch_limit(&self) -> usize {
+        MAX_BATCH
     }
 
     fn try_reserve_now(&self, _: &[BudgetKey], _: Tick, _: i64) -> Option<Reservation> {
