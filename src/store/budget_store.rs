@@ -87,6 +87,13 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
         1
     }
 
+    /// A tick before which a reservation for `keys` is known to be refused, unless a
+    /// lesson about them comes first (a store that needs a round trip keeps its latest
+    /// refusals), so a lane sleeps instead of asking only to hear it; `None`: ask.
+    fn known_wait(&self, _keys: &[BudgetKey], _now: Tick) -> Option<Tick> {
+        None
+    }
+
     /// The same as `reserve` when the store can answer without I/O; `None` when it cannot,
     /// and the caller must queue and let the lane's driver do the round trip.
     fn try_reserve_now(&self, keys: &[BudgetKey], now: Tick, unix_ms: i64) -> Option<Reservation>;

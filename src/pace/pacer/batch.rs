@@ -54,6 +54,9 @@ pub(super) fn plan(
         (now, unix_ms),
         0,
     )?;
+    if let Some(until) = inner.store.known_wait(&first.item.keys, now) {
+        return Err(state.queue.next_deadline().map_or(until, |d| d.min(until)));
+    }
     let (ticket, seat) = (first.ticket, first.item.seat);
     let mut batch = vec![(ticket, first.item.keys.clone())];
     if limit <= 1 || state.queue.len() <= 1 {

@@ -66,7 +66,8 @@ mod keys;
 mod protocol;
 mod settings;
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use hubgate_engine::{BudgetKey, DailyExhausted, Limits, Reservation, Tick};
@@ -86,6 +87,9 @@ use protocol::Redis;
 /// small enough that one script stays well under a millisecond of Redis's time.
 const MAX_BATCH: usize = 256;
 
+/// Most budgets held at once; past it the holds are forgotten (a lane then asks Redis).
+const MAX_HELD: usize = 4_096;
+
 /// How soon a call whose script found Redis struggling tries again.
 const TRY_AGAIN_AFTER: Duration = Duration::from_millis(50);
 
@@ -102,6 +106,11 @@ struct Inner {
     /// The full limits: what Redis enforces, and what the mirror estimates with. Swapped
     /// whole by a reload; every script call reads them once.
     limits: arc_swap::ArcSwap<Limits>,
+    /// Budgets Redis said wait until a tick (its latest refusal, or what one more send
+    /// after a granted batch would meet: a probe just sent holds the rest until its
+    /// answer), so a lane woken by new arrivals does not ask only to hear it again.
+    /// Dropped when a lesson on the budget comes (it may free a slot sooner).
+    held: Mutex<HashMap<BudgetKey, Tick>>,
     /// Replicas sharing the budgets, to size the local share of reloaded limits.
     replicas: u32,
     reconnect_interval: Duration,
@@ -132,6 +141,7 @@ impl RedisStore {
             redis,
             failover,
             limits: arc_swap::ArcSwap::from_pointee(limits),
+            held: Mutex::default(),
             replicas: settings.replicas,
             reconnect_interval: settings.reconnect_interval,
         });
@@ -210,14 +220,24 @@ impl Inner {
                     answers.extend(cosign_refusal);
                     return answers;
                 };
-                let keys = &asks[reply.granted];
-                local.script_ran(keys);
                 let reservation = answer.into_reservation(now, elapsed);
+                let Some(keys) = asks.get(reply.granted) else {
+                    // All granted, and one more like the last would wait: say so to the
+                    // lane before it asks.
+                    if let (Reservation::NotBefore(t), Some(keys)) = (reservation, asks.last()) {
+                        self.hold(answer.refusing_key().and_then(|i| keys.get(i)), t);
+                    }
+                    answers.extend(cosign_refusal);
+                    return answers;
+                };
+                local.script_ran(keys);
                 match reservation {
                     Reservation::NotBefore(t) => {
-                        if let Some(key) = answer.refusing_key().and_then(|i| keys.get(i)) {
+                        let key = answer.refusing_key().and_then(|i| keys.get(i));
+                        if let Some(key) = key {
                             local.mirror.block_until(key, now, t);
                         }
+                        self.hold(key, t);
                     }
                     Reservation::DailyExhausted(_) => {
                         for key in keys {
@@ -252,6 +272,18 @@ impl Inner {
         }
     }
 
+    /// Redis said a reservation on `key` waits until `t`: a lane asks again only then, or
+    /// once a lesson about the key may have freed a slot sooner.
+    fn hold(&self, key: Option<&BudgetKey>, t: Tick) {
+        if let (Some(key), true) = (key, t != Tick::MAX) {
+            let mut held = lock(&self.held);
+            if held.len() >= MAX_HELD {
+                held.clear();
+            }
+            held.insert(*key, t);
+        }
+    }
+
     async fn learn(&self, lesson: Lesson, now: Tick, unix_ms: i64) {
         let mode = {
             let mut local = self.failover.local();
@@ -271,6 +303,10 @@ impl Inner {
             // timed-out one may already have been applied.
             self.failover.failed(now, &[], &failure);
             apply_local_lesson(&mut self.failover.local().share, lesson, now, unix_ms);
+        }
+        // Only once Redis has it: the lane woken after it must meet the lesson there.
+        if let Some(key) = lesson_key(&lesson) {
+            lock(&self.held).remove(&key);
         }
     }
 
@@ -331,6 +367,17 @@ impl BudgetStore for RedisStore {
         MAX_BATCH
     }
 
+    fn known_wait(&self, keys: &[BudgetKey], now: Tick) -> Option<Tick> {
+        if self.inner.failover.is_degraded() {
+            return None;
+        }
+        let held = lock(&self.inner.held);
+        keys.iter()
+            .filter_map(|key| held.get(key).copied())
+            .filter(|&t| t > now)
+            .max()
+    }
+
     fn try_reserve_now(&self, _: &[BudgetKey], _: Tick, _: i64) -> Option<Reservation> {
         // Every answer needs the round trip; the lane's driver does it.
         None
@@ -375,10 +422,12 @@ impl BudgetStore for RedisStore {
     fn set_limits(&self, limits: Limits, unix_ms: i64) {
         let inner = &self.inner;
         inner.failover.set_limits(&limits, inner.replicas, unix_ms);
+        lock(&inner.held).clear();
         inner.limits.store(Arc::new(limits));
     }
 
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
+        lock(&self.inner.held).retain(|_, t| *t > now);
         let mut local = self.inner.failover.local();
         local.share.evict_idle(now, unix_ms, idle_ttl);
         local.mirror.evict_idle(now, unix_ms, idle_ttl)
@@ -407,4 +456,23 @@ impl BudgetStore for RedisStore {
             .get(key)
             .map(|budget| BudgetView::of(*key, budget, now, unix_ms))
     }
+}
+
+/// The budget a lesson is about.
+fn lesson_key(lesson: &Lesson) -> Option<BudgetKey> {
+    match *lesson {
+        Lesson::BlockUntil { key, .. }
+        | Lesson::Remaining { key, .. }
+        | Lesson::Usage { key, .. }
+        | Lesson::Rejected { key }
+        | Lesson::ArrivedBy { key, .. } => Some(key),
+        Lesson::DailyExhausted { .. } => None,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A map of hints: consistent after any panic, and worth keeping.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -309,7 +309,8 @@ async fn bounded<T>(
 }
 
 /// What the reservation script said about a batch: how many of its first reservations
-/// were granted, and why the next one was not (`None` when all were granted).
+/// were granted, and the refusal after them. When all were granted, the refusal (if any)
+/// is what one more reservation like the last would meet now: a hint, nothing was spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reply {
     pub(super) granted: usize,
@@ -325,14 +326,13 @@ impl Reply {
         let refusal = match refusal {
             [] if granted == asked => None,
             [] => return None,
-            _ if granted == asked => return None,
             refusal => Some(Answer::parse(refusal)?),
         };
         Some(Reply { granted, refusal })
     }
 }
 
-/// Why the reservation script refused a reservation.
+/// Why the reservation script refused (or would refuse) a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Answer {
     /// Refused; `delay_us` from Redis's now (`None` = never), and the index of the budget
@@ -438,14 +438,25 @@ mod tests {
                 })
             })
         );
+        // All granted, and what one more like the last would meet.
+        assert_eq!(
+            Reply::parse(&[1, 2, 500, 1], 1),
+            Some(Reply {
+                granted: 1,
+                refusal: Some(Answer::NotBefore {
+                    delay_us: Some(500),
+                    index: 0
+                })
+            })
+        );
         for (bad, asked) in [
             (&[][..], 1),
             (&[2], 3),
             (&[4], 3),
             (&[-1], 1),
-            (&[1, 2, 5, 1], 1),
             (&[0, 1], 2),
             (&[0, 9], 2),
+            (&[0, 2, 5, 0], 2),
         ] {
             assert_eq!(Reply::parse(bad, asked), None, "{bad:?} of {asked}");
         }

@@ -6,9 +6,10 @@
 -- per daily budget its hash; reservation after reservation.
 -- ARGV[1]: number of reservations; then per reservation its number of budgets and per
 -- window `w, capacity, span_us, learn_first`, per daily `d, limit, offset_ms`. Returns
--- `{granted}` when all were granted, else `{granted, 2, delay_us | -1, index}` (not before;
--- `index` among the refused reservation's budgets) or `{granted, 3, reset_unix_ms}` (daily
--- budget spent) for the reservation after the `granted` first ones. Timestamps are
+-- `{granted}`, or `{granted, 2, delay_us | -1, index}` (not before; `index` among the refused
+-- reservation's budgets) or `{granted, 3, reset_unix_ms}` (daily budget spent) for the
+-- reservation after the `granted` first ones; when all were granted, that refusal is what
+-- one more reservation like the last would meet now (nothing is spent for it). Timestamps are
 -- written with `%d`: Lua's default number formatting would round 16-digit microseconds.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -185,14 +186,20 @@ local function commit(b, n)
     end
   end
 end
+local function answer(granted, refusal)
+  if refusal == nil then return {granted} end
+  if refusal[1] == 2 then return {granted, 2, refusal[2], refusal[3]} end
+  return {granted, 3, refusal[2]}
+end
 local m = tonumber(ARGV[1])
+local b, n
 for r = 1, m do
-  local b, n = parse()
+  b, n = parse()
   local refusal = check(b, n)
-  if refusal then
-    if refusal[1] == 2 then return {r - 1, 2, refusal[2], refusal[3]} end
-    return {r - 1, 3, refusal[2]}
-  end
+  if refusal then return answer(r - 1, refusal) end
   commit(b, n)
 end
-return {m}
+-- All granted: whether one more like the last would wait too, and how long (a probe just
+-- sent holds the rest until its answer), so the lane need not ask only to hear it.
+if m > 0 then return answer(m, check(b, n)) end
+return {0}

@@ -4,7 +4,9 @@
 //!
 //! `store`: the store itself against the engine (reservations, late sends, TLS, reloads,
 //! daily budgets, lessons); `replicas`: gateways sharing one budget through Redis, and
-//! Redis dying and coming back under them.
+//! Redis dying and coming back under them; `batched`: Redis far away (behind a delaying
+//! proxy), where a lane's reservations go in one script call.
 
+mod batched;
 mod replicas;
 mod store;
