@@ -46,7 +46,8 @@ pub enum Lesson {
 }
 
 /// Budget state behind one atomic operation per send. A shared store (Redis) answers
-/// `reserve` in one round trip; the in-memory store answers `try_reserve_now` at once.
+/// `reserve` (and a lane's `reserve_many`) in one round trip; the in-memory store answers
+/// `try_reserve_now` at once.
 pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
     /// All-or-nothing: one slot in every budget of `keys`, or nothing and the reason.
     fn reserve<'a>(

@@ -6,8 +6,10 @@
 //! between `high`, `normal` and `low`, deficit round robin between callers. A call that
 //! finds its lane empty reserves at once when the store can answer without I/O, so a
 //! burst from idle leaves with no delay. Otherwise it queues, and the lane's driver task —
-//! spawned when the lane gets busy, gone when it empties — reserves for the head, sleeps
-//! until the store's "not before" or the next deadline, and wakes on new arrivals.
+//! spawned when the lane gets busy, gone when it empties — reserves for the head (on a
+//! store that needs a round trip, for every call it would let go one at a time, in one
+//! batch), sleeps until the store's "not before" or the next deadline, and wakes on new
+//! arrivals.
 //! Nothing polls: an idle owner has no task and no timer, and a sweeper drops idle lanes.
 
 mod batch;

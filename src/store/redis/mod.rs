@@ -1,5 +1,14 @@
-//! Owns budgets shared by every replica through Redis: one atomic Lua script per send on
-//! Redis's clock, lessons applied in Redis, and the degraded modes while Redis is away.
+//! Owns budgets shared by every replica through Redis: one Lua script per lane's batch of
+//! sends (each send atomic, in the lane's order) on Redis's clock, lessons applied in
+//! Redis, and the degraded modes while Redis is away.
+//!
+//! # Batches
+//! A lane hands `reserve_many` the calls it would send one at a time, in that order; the
+//! script grants a prefix of them and says why the next waits, and a granted batch comes
+//! back with what one more send would meet. Those "not before"s are kept per budget
+//! (`held`), so a lane woken by an arrival sleeps on until a lesson on the budget lands
+//! instead of asking Redis only to hear the same answer: a burst from idle costs the probe's
+//! round trip and one more.
 //!
 //! # Time
 //! The pacer hands every store its own monotonic `Tick` (`now`). Replicas' ticks share no
