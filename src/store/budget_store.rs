@@ -89,8 +89,9 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// A tick before which a reservation for `keys` is known to be refused, unless a
-    /// lesson about them comes first (a store that needs a round trip keeps its latest
-    /// refusals), so a lane sleeps instead of asking only to hear it; `None`: ask.
+    /// lesson about them comes first (a store that needs a round trip keeps what one more
+    /// send would meet after a granted batch), so a lane sleeps instead of asking only to
+    /// hear it; `None`: ask.
     fn known_wait(&self, _keys: &[BudgetKey], _now: Tick) -> Option<Tick> {
         None
     }

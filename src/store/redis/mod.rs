@@ -5,10 +5,9 @@
 //! # Batches
 //! A lane hands `reserve_many` the calls it would send one at a time, in that order; the
 //! script grants a prefix of them and says why the next waits, and a granted batch comes
-//! back with what one more send would meet. Those "not before"s are kept per budget
-//! (`held`), so a lane woken by an arrival sleeps on until a lesson on the budget lands
-//! instead of asking Redis only to hear the same answer: a burst from idle costs the probe's
-//! round trip and one more.
+//! back with what one more send would meet. That "not before" is kept per budget (`held`),
+//! so the lane sleeps until a lesson on the budget lands instead of asking Redis at once
+//! only to hear it: a burst from idle costs the probe's round trip and one more.
 //!
 //! # Time
 //! The pacer hands every store its own monotonic `Tick` (`now`). Replicas' ticks share no
@@ -115,10 +114,11 @@ struct Inner {
     /// The full limits: what Redis enforces, and what the mirror estimates with. Swapped
     /// whole by a reload; every script call reads them once.
     limits: arc_swap::ArcSwap<Limits>,
-    /// Budgets Redis said wait until a tick (its latest refusal, or what one more send
-    /// after a granted batch would meet: a probe just sent holds the rest until its
-    /// answer), so a lane woken by new arrivals does not ask only to hear it again.
-    /// Dropped when a lesson on the budget comes (it may free a slot sooner).
+    /// Budgets Redis said wait until a tick after a granted batch (what one more send
+    /// would meet: a probe just sent holds the rest until its answer), so the lane does
+    /// not ask at once only to hear it. Dropped when a lesson on the budget lands (it may
+    /// free a slot sooner). A refusal is not held: another replica's lessons can free its
+    /// slot sooner, and a lane woken by an arrival asks again, as it always did.
     held: Mutex<HashMap<BudgetKey, Tick>>,
     /// Replicas sharing the budgets, to size the local share of reloaded limits.
     replicas: u32,
@@ -242,11 +242,9 @@ impl Inner {
                 local.script_ran(keys);
                 match reservation {
                     Reservation::NotBefore(t) => {
-                        let key = answer.refusing_key().and_then(|i| keys.get(i));
-                        if let Some(key) = key {
+                        if let Some(key) = answer.refusing_key().and_then(|i| keys.get(i)) {
                             local.mirror.block_until(key, now, t);
                         }
-                        self.hold(key, t);
                     }
                     Reservation::DailyExhausted(_) => {
                         for key in keys {
@@ -281,8 +279,8 @@ impl Inner {
         }
     }
 
-    /// Redis said a reservation on `key` waits until `t`: a lane asks again only then, or
-    /// once a lesson about the key may have freed a slot sooner.
+    /// Redis said one more reservation on `key` would wait until `t`: the lane asks again
+    /// only then, or once a lesson about the key may have freed a slot sooner.
     fn hold(&self, key: Option<&BudgetKey>, t: Tick) {
         if let (Some(key), true) = (key, t != Tick::MAX) {
             let mut held = lock(&self.held);
