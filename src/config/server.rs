@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Connections the kernel queues before hubgate accepts them (capped by
     /// `net.core.somaxconn`), so a burst of new connections costs no SYN retries.
     pub listen_backlog: u32,
+    /// Threads serving caller connections, each with its own runtime and upstream
+    /// connection pool; 0: one per core.
+    pub workers: usize,
     /// A connection with no call in flight this long is closed (HTTP/2: GOAWAY).
     pub idle_timeout_ms: u64,
     /// HTTP/2: a ping goes to a connection quiet for this long (0: none) ...
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             response_write_timeout_ms: 30_000,
             max_connections: 10_000,
             listen_backlog: 4096,
+            workers: 0,
             idle_timeout_ms: 120_000,
             h2_keep_alive_interval_ms: 20_000,
             h2_keep_alive_timeout_ms: 20_000,
@@ -116,6 +120,12 @@ impl ServerConfig {
             problems.add(
                 "server.max_header_bytes",
                 "must be at least 1024: HubSpot calls carry a bearer token and more",
+            );
+        }
+        if self.workers > 1024 {
+            problems.add(
+                "server.workers",
+                "must be at most 1024 (0: one per core); more threads than cores only add switching",
             );
         }
         if self.header_read_timeout_ms == 0 {
