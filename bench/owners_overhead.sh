@@ -5,7 +5,8 @@
 # server), 64 connections and one wrk thread, straight to the fast upstream, through nginx
 # `proxy_pass` (one worker, upstream keepalive) and through hubgate (release, its default
 # runtime), in rounds so the three take turns with the machine's noise. Prints a markdown
-# table: median requests/s, latency and CPU per call.
+# table: median requests/s, latency and CPU per call. With HUBGATE_BEFORE naming another
+# hubgate build (an earlier commit's), it takes its turn too, for a before-and-after.
 # Usage: bench/owners_overhead.sh [SECONDS] [ROUNDS] [OWNERS] [CONNECTIONS]
 source "$(dirname "$0")/lib.sh"
 seconds=${1:-10}
@@ -43,10 +44,30 @@ app_id = $i
 portal_id = $((100000 + i))
 "
 done
-gw_upstream="http://127.0.0.1:$up_port" start_gateway "[budgets]
+owners_toml="[budgets]
 burst_limit = 65536
 burst_window_ms = 1000
 $credentials"
+targets=(direct nginx)
+declare -A base=(
+  [direct]="http://127.0.0.1:$up_port"
+  [nginx]="http://127.0.0.1:$px_port"
+)
+# Whose CPU each path spends, besides wrk's: the upstream answers every path, so a proxy's
+# own cost per call is its CPU time over the calls it carried (see bench/overhead.sh).
+declare -A spender=(
+  [direct]="$(nginx_workers upstream)"
+  [nginx]="$(nginx_workers proxy)"
+)
+if [ -n "${HUBGATE_BEFORE:-}" ]; then
+  built="$bin"; bin="$HUBGATE_BEFORE"
+  gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
+  bin="$built"
+  targets+=(before); base[before]="http://127.0.0.1:$gw_port"; spender[before]="$gw_pid"
+  before_admin=$gw_admin
+fi
+gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
+targets+=(hubgate); base[hubgate]="http://127.0.0.1:$gw_port"; spender[hubgate]="$gw_pid"
 
 cat >"$work/rotate.lua" <<LUA
 -- The next owner's token on every request, in turn.
@@ -60,19 +81,6 @@ end
 LUA
 
 path="/crm/v3/objects/contacts?limit=1"
-declare -A base=(
-  [direct]="http://127.0.0.1:$up_port"
-  [nginx]="http://127.0.0.1:$px_port"
-  [hubgate]="http://127.0.0.1:$gw_port"
-)
-# Whose CPU each path spends, besides wrk's: the upstream answers every path, so a proxy's
-# own cost per call is its CPU time over the calls it carried (see bench/overhead.sh).
-declare -A spender=(
-  [direct]="$(nginx_workers upstream)"
-  [nginx]="$(nginx_workers proxy)"
-  [hubgate]="$gw_pid"
-)
-targets=(direct nginx hubgate)
 wrk_args=(-t1 -c"$connections" --latency -s "$work/rotate.lua")
 # One warm-up pass fills connection pools, caches and every owner's lane on every path.
 for t in "${targets[@]}"; do
@@ -95,9 +103,10 @@ done
 owners_active=$(curl -sf "http://127.0.0.1:$gw_admin/metrics" | awk '$1 == "hubgate_owners_active" {print $2}')
 echo "hubgate_owners_active after the rounds: $owners_active" >&2
 command="wrk -t1 -c$connections -d${seconds}s --latency -s rotate.lua"
-python3 - "$work" "$rounds" "$command" "$owners" <<'PY'
+python3 - "$work" "$rounds" "$command" "$owners" "${targets[@]}" <<'PY'
 import re, statistics, sys
 work, rounds, command, owners = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+targets = sys.argv[5:]
 
 def ms(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
@@ -113,7 +122,7 @@ def run(target, r):
     return rps, p50, p99, cpu_us
 
 rows = {}
-for target in ["direct", "nginx", "hubgate"]:
+for target in targets:
     runs = [run(target, r) for r in range(1, rounds + 1)]
     rows[target] = [statistics.median(x[i] for x in runs) for i in range(4)] + [
         ", ".join(f"{x[0]:,.0f}" for x in runs)
@@ -125,6 +134,7 @@ print("|---|---|---|---|---|---|")
 names = {
     "direct": "straight to the upstream (CPU: the upstream's)",
     "nginx": "through nginx `proxy_pass` (1 worker, upstream keepalive)",
+    "before": "through hubgate, before (HUBGATE_BEFORE)",
     "hubgate": "through hubgate",
 }
 for target, (rps, p50, p99, cpu_us, each) in rows.items():
@@ -135,4 +145,7 @@ cpu_ratio = rows["hubgate"][3] / rows["nginx"][3]
 print(f"\nhubgate / nginx requests/s: **{ratio:.2f}** (target >= 1.00: "
       f"{'met' if ratio >= 1 else 'missed'}); CPU per call, hubgate / nginx: "
       f"**{cpu_ratio:.2f}** (target <= 1.00: {'met' if cpu_ratio <= 1 else 'missed'})")
+if "before" in rows:
+    print(f"\nbefore / nginx requests/s: {rows['before'][0] / rows['nginx'][0]:.2f}; "
+          f"CPU per call, before / nginx: {rows['before'][3] / rows['nginx'][3]:.2f}")
 PY
