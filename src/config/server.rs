@@ -174,4 +174,23 @@ mod tests {
             "inbound auth is opt-in"
         );
     }
+
+    #[test]
+    fn workers_are_one_per_core_by_default_and_bounded() {
+        assert_eq!(ServerConfig::default().workers, 0, "0: one per core");
+        let mut problems = Problems::default();
+        ServerConfig {
+            workers: 1024,
+            ..ServerConfig::default()
+        }
+        .check(&mut problems);
+        assert!(problems.is_empty(), "{}", problems.summary());
+        ServerConfig {
+            workers: 1025,
+            ..ServerConfig::default()
+        }
+        .check(&mut problems);
+        let keys: Vec<String> = problems.into_vec().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["server.workers"]);
+    }
 }
