@@ -51,13 +51,14 @@ start_sim() {
 }
 
 # start_gateway EXTRA_TOML: starts hubgate in front of the simulator (or of $gw_upstream
-# when set); sets gw_port, gw_admin, gw_pid.
+# when set), with $gw_server's lines in `[server]`; sets gw_port, gw_admin, gw_pid.
 start_gateway() {
   gw_port=$(free_port); gw_admin=$(free_port)
   cat >"$work/hubgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$gw_port"
 admin_listen = "127.0.0.1:$gw_admin"
+${gw_server:-}
 [upstream]
 base_url = "${gw_upstream:-http://127.0.0.1:$sim_port}"
 [log]

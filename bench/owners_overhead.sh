@@ -5,8 +5,10 @@
 # server), 64 connections and one wrk thread, straight to the fast upstream, through nginx
 # `proxy_pass` (one worker, upstream keepalive) and through hubgate (release, its default
 # runtime), in rounds so the three take turns with the machine's noise. Prints a markdown
-# table: median requests/s, latency and CPU per call. With HUBGATE_BEFORE naming another
-# hubgate build (an earlier commit's), it takes its turn too, for a before-and-after.
+# table: median requests/s, latency and CPU per call. hubgate runs twice, as configured by
+# default and with `[server] workers = WORKERS` (default: one per core). With
+# HUBGATE_BEFORE naming another hubgate build (an earlier commit's), it takes its turn too,
+# for a before-and-after.
 # Usage: bench/owners_overhead.sh [SECONDS] [ROUNDS] [OWNERS] [CONNECTIONS]
 source "$(dirname "$0")/lib.sh"
 seconds=${1:-10}
@@ -68,6 +70,9 @@ if [ -n "${HUBGATE_BEFORE:-}" ]; then
 fi
 gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
 targets+=(hubgate); base[hubgate]="http://127.0.0.1:$gw_port"; spender[hubgate]="$gw_pid"
+workers=${WORKERS:-$(nproc)}
+gw_server="workers = $workers" gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
+targets+=(workers); base[workers]="http://127.0.0.1:$gw_port"; spender[workers]="$gw_pid"
 
 cat >"$work/rotate.lua" <<LUA
 -- The next owner's token on every request, in turn.
@@ -103,10 +108,10 @@ done
 owners_active=$(curl -sf "http://127.0.0.1:$gw_admin/metrics" | awk '$1 == "hubgate_owners_active" {print $2}')
 echo "hubgate_owners_active after the rounds: $owners_active" >&2
 command="wrk -t1 -c$connections -d${seconds}s --latency -s rotate.lua"
-python3 - "$work" "$rounds" "$command" "$owners" "${targets[@]}" <<'PY'
+python3 - "$work" "$rounds" "$command" "$owners" "$workers" "${targets[@]}" <<'PY'
 import re, statistics, sys
-work, rounds, command, owners = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-targets = sys.argv[5:]
+work, rounds, command, owners, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+targets = sys.argv[6:]
 
 def ms(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
@@ -135,17 +140,17 @@ names = {
     "direct": "straight to the upstream (CPU: the upstream's)",
     "nginx": "through nginx `proxy_pass` (1 worker, upstream keepalive)",
     "before": "through hubgate, before (HUBGATE_BEFORE)",
-    "hubgate": "through hubgate",
+    "hubgate": "through hubgate (default: no worker threads)",
+    "workers": f"through hubgate, `[server] workers = {workers}`",
 }
 for target, (rps, p50, p99, cpu_us, each) in rows.items():
     print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms "
           f"| {cpu_us:.1f} µs |")
-ratio = rows["hubgate"][0] / rows["nginx"][0]
-cpu_ratio = rows["hubgate"][3] / rows["nginx"][3]
-print(f"\nhubgate / nginx requests/s: **{ratio:.2f}** (target >= 1.00: "
-      f"{'met' if ratio >= 1 else 'missed'}); CPU per call, hubgate / nginx: "
-      f"**{cpu_ratio:.2f}** (target <= 1.00: {'met' if cpu_ratio <= 1 else 'missed'})")
-if "before" in rows:
-    print(f"\nbefore / nginx requests/s: {rows['before'][0] / rows['nginx'][0]:.2f}; "
-          f"CPU per call, before / nginx: {rows['before'][3] / rows['nginx'][3]:.2f}")
+print()
+for target in [t for t in ["hubgate", "workers", "before"] if t in rows]:
+    ratio = rows[target][0] / rows["nginx"][0]
+    cpu_ratio = rows[target][3] / rows["nginx"][3]
+    print(f"- {names[target]} / nginx requests/s: **{ratio:.2f}** (target >= 1.00: "
+          f"{'met' if ratio >= 1 else 'missed'}); CPU per call / nginx's: "
+          f"**{cpu_ratio:.2f}** (target <= 1.00: {'met' if cpu_ratio <= 1 else 'missed'})")
 PY

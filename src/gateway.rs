@@ -26,7 +26,7 @@ use crate::ops::reload::Reloader;
 use crate::proxy::body::{self, Body};
 use crate::proxy::peer::{LocalAddr, PeerAddr};
 use crate::proxy::stack::{self, ProxyService};
-use crate::workers::{self, Workers};
+use crate::workers::Workers;
 
 /// The sockets hubgate serves on, bound by the caller (tests bind `127.0.0.1:0`).
 #[derive(Debug)]
@@ -102,13 +102,14 @@ async fn serve(
         );
     }
     let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
-    // Caller connections are served on threads of their own; everything else (admin,
-    // reloads, background tasks) stays on the runtime this runs on.
-    let workers = Arc::new(
-        Workers::start(workers::count(config.server.workers)).map_err(|e| {
+    // With `[server] workers`, caller connections are served on threads of their own;
+    // everything else (admin, reloads, background tasks) stays on this runtime.
+    let workers = match config.server.workers {
+        0 => None,
+        count => Some(Arc::new(Workers::start(count).map_err(|e| {
             anyhow::anyhow!("cannot start the worker threads ([server] workers): {e}")
-        })?,
-    );
+        })?)),
+    };
     let stack::Stack {
         service,
         pacer,
@@ -120,7 +121,7 @@ async fn serve(
         &config,
         &metrics,
         installs.as_ref().map(|opened| opened.store.clone()),
-        workers.len(),
+        workers.as_ref().map_or(0, |workers| workers.len()),
     )?;
     // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
     let observer = Observer::new(
@@ -266,8 +267,8 @@ struct Accepting {
     proxy_addr: std::net::SocketAddr,
     /// Turns true on shutdown: each connection then closes once its calls are answered.
     stopping: tokio::sync::watch::Receiver<bool>,
-    /// Where accepted connections are served.
-    workers: Arc<Workers>,
+    /// Where accepted connections are served: the worker threads, or this runtime.
+    workers: Option<Arc<Workers>>,
 }
 
 impl Accepting {
@@ -297,7 +298,8 @@ impl Accepting {
                 local: stream.local_addr().unwrap_or(self.proxy_addr),
                 activity: activity.clone(),
             };
-            // Handed over unregistered: the worker's own reactor watches it from now on.
+            // Handed over unregistered: the reactor of the runtime that serves it watches it
+            // from then on.
             let stream = match stream.into_std() {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -308,7 +310,7 @@ impl Accepting {
             let (builder, mut stopping) = (self.builder.clone(), self.stopping.clone());
             let (opening_timeout, write_timeout) = (self.opening_timeout, self.write_timeout);
             let idle_timeout = self.idle_timeout;
-            self.workers.spawn(async move {
+            let serving = async move {
                 let Ok(mut stream) = TcpStream::from_std(stream) else {
                     return;
                 };
@@ -342,7 +344,11 @@ impl Accepting {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
                 drop((seat, stopping));
-            });
+            };
+            match &self.workers {
+                Some(workers) => workers.spawn(serving),
+                None => drop(tokio::spawn(serving)),
+            }
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - `ops`: admin listener, metrics, budget views, reload, logging, redaction;
 //! - `connection`: one caller connection around hyper (its cap and socket timeouts);
 //! - `gateway`: runs all of it on two listeners; `workers`: the threads caller
-//!   connections are served on; `cli` and `load` are the commands.
+//!   connections are served on when asked for; `cli` and `load` are the commands.
 //!
 //! The budget arithmetic itself is the `hubgate-engine` crate; the HubSpot simulator is
 //! `hubgate-sim`.

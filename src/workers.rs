@@ -1,8 +1,8 @@
-//! The threads that serve caller connections: one single-threaded tokio runtime per
-//! worker (one per core by default, `[server] workers`), as nginx's workers are. A caller
-//! connection, its calls and the upstream connections they go out on are then polled on
-//! one thread, so handing a call to its upstream connection and its answer back wakes
-//! nothing on another core; each worker has an upstream pool of its own for that.
+//! The threads that serve caller connections when `[server] workers` asks for them: one
+//! single-threaded tokio runtime per worker, as nginx's workers are. A caller connection,
+//! its calls and the upstream connections they go out on are then polled on one thread,
+//! so handing a call to its upstream connection and its answer back wakes nothing on
+//! another core; each worker has an upstream pool of its own for that.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -20,14 +20,6 @@ thread_local! {
 /// serves the admin listener, reloads and background tasks).
 pub(crate) fn current() -> Option<usize> {
     WORKER.with(Cell::get)
-}
-
-/// How many workers `[server] workers` asks for: 0 is one per core.
-pub(crate) fn count(configured: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Running workers; dropping this ends them, and with them every connection and task

@@ -37,7 +37,7 @@ pub struct ServerConfig {
     /// `net.core.somaxconn`), so a burst of new connections costs no SYN retries.
     pub listen_backlog: u32,
     /// Threads serving caller connections, each with its own runtime and upstream
-    /// connection pool; 0: one per core.
+    /// connection pool; 0: none, connections share the main runtime's threads.
     pub workers: usize,
     /// A connection with no call in flight this long is closed (HTTP/2: GOAWAY).
     pub idle_timeout_ms: u64,
@@ -125,7 +125,7 @@ impl ServerConfig {
         if self.workers > 1024 {
             problems.add(
                 "server.workers",
-                "must be at most 1024 (0: one per core); more threads than cores only add switching",
+                "must be at most 1024 (0: none); more threads than cores only add switching",
             );
         }
         if self.header_read_timeout_ms == 0 {
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn workers_are_one_per_core_by_default_and_bounded() {
-        assert_eq!(ServerConfig::default().workers, 0, "0: one per core");
+        assert_eq!(ServerConfig::default().workers, 0, "off unless asked for");
         let mut problems = Problems::default();
         ServerConfig {
             workers: 1024,
