@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn workers_are_one_per_core_by_default_and_bounded() {
+    fn workers_are_off_by_default_and_bounded() {
         assert_eq!(ServerConfig::default().workers, 0, "off unless asked for");
         let mut problems = Problems::default();
         ServerConfig {
