@@ -1,9 +1,14 @@
 # Shared by the bench scripts: free loopback ports, starting release binaries, RSS reads.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin="$(pwd)/target/release/hubgate"
 # Always built: a stale binary would measure old code (a no-op when up to date).
-cargo build --release --quiet
+# HUBGATE_BIN names another build instead (another commit's, for a before-and-after).
+if [ -n "${HUBGATE_BIN:-}" ]; then
+  bin="$HUBGATE_BIN"
+else
+  bin="$(pwd)/target/release/hubgate"
+  cargo build --release --quiet
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -46,13 +51,14 @@ start_sim() {
 }
 
 # start_gateway EXTRA_TOML: starts hubgate in front of the simulator (or of $gw_upstream
-# when set); sets gw_port, gw_admin, gw_pid.
+# when set), with $gw_server's lines in `[server]`; sets gw_port, gw_admin, gw_pid.
 start_gateway() {
   gw_port=$(free_port); gw_admin=$(free_port)
   cat >"$work/hubgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$gw_port"
 admin_listen = "127.0.0.1:$gw_admin"
+${gw_server:-}
 [upstream]
 base_url = "${gw_upstream:-http://127.0.0.1:$sim_port}"
 [log]
@@ -64,14 +70,15 @@ TOML
   wait_http "http://127.0.0.1:$gw_admin/readyz"
 }
 
-# start_nginx NAME HTTP_BLOCK: an nginx as a user would run it (a master and one worker
-# per core), its files under $work, with HTTP_BLOCK inside `http { }`; waits for nothing.
+# start_nginx NAME HTTP_BLOCK [WORKERS]: an nginx as a user would run it (a master and one
+# worker per core, or WORKERS), its files under $work, with HTTP_BLOCK inside `http { }`;
+# waits for nothing.
 start_nginx() {
   need nginx
   local dir="$work/nginx-$1"
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<CONF
-worker_processes auto;
+worker_processes ${3:-auto};
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }

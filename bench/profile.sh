@@ -4,10 +4,13 @@
 # in front of a fast upstream (nginx), a client sends WARMUP calls, the counters are zeroed,
 # then CALLS calls one after another on one keep-alive connection, and the counters are
 # dumped. Prints instructions per call and the functions they go to; the full annotated
-# profile is kept in target/bench-profile/. Usage: bench/profile.sh [CALLS] [WARMUP]
+# profile is kept in target/bench-profile/. With OWNERS, the calls take OWNERS tokens in
+# turn, each its own owner from `[[credentials]]` (the case of bench/owners_overhead.sh).
+# Usage: bench/profile.sh [CALLS] [WARMUP] [OWNERS]
 source "$(dirname "$0")/lib.sh"
 calls=${1:-20000}
 warmup=${2:-1000}
+owners=${3:-0}
 need valgrind
 need python3
 echo "$(machine)"
@@ -25,6 +28,10 @@ base_url = "http://127.0.0.1:$up_port"
 level = "warn"
 $unbound_budgets
 TOML
+for i in $(seq 1 "$owners"); do
+  printf '[[credentials]]\ntoken = "pat-na1-owner-%d"\napp_id = %d\nportal_id = %d\n' \
+    "$i" "$((i + 1))" "$((100000 + i))" >>"$work/hubgate.toml"
+done
 out="$(pwd)/target/bench-profile"
 mkdir -p "$out"
 rm -f "$out"/callgrind.out.*
@@ -33,12 +40,13 @@ valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
 gw_pid=$!; pids+=("$gw_pid")
 for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$gw_admin/readyz" && break; sleep 0.1; done
 send() {
-  python3 - "$gw_port" "$1" "$bench_token" <<'PY'
+  python3 - "$gw_port" "$1" "$bench_token" "$owners" <<'PY'
 import http.client, sys
-port, n, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, token, owners = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 conn = http.client.HTTPConnection("127.0.0.1", port)
-headers = {"Authorization": f"Bearer {token}"}
-for _ in range(n):
+tokens = [f"pat-na1-owner-{i}" for i in range(1, owners + 1)] or [token]
+for i in range(n):
+    headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
     conn.request("GET", "/crm/v3/objects/contacts?limit=1", headers=headers)
     response = conn.getresponse()
     response.read()
@@ -73,7 +81,7 @@ table() {
     }' "$2"
 }
 echo
-echo "\`bench/profile.sh $calls $warmup\` at $commit: $calls sequential GETs through hubgate"
+echo "\`bench/profile.sh $calls $warmup${3:+ $owners}\` at $commit: $calls sequential GETs through hubgate${3:+, $owners owners in turn}"
 echo
 echo "**$((total / calls)) instructions per call** ($total in all)"
 table "function, exclusive (top 25)" "$out/exclusive.txt" "." 25

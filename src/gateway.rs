@@ -11,7 +11,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
@@ -26,6 +26,7 @@ use crate::ops::reload::Reloader;
 use crate::proxy::body::{self, Body};
 use crate::proxy::peer::{LocalAddr, PeerAddr};
 use crate::proxy::stack::{self, ProxyService};
+use crate::workers::Workers;
 
 /// The sockets hubgate serves on, bound by the caller (tests bind `127.0.0.1:0`).
 #[derive(Debug)]
@@ -101,6 +102,14 @@ async fn serve(
         );
     }
     let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
+    // With `[server] workers`, caller connections are served on threads of their own;
+    // everything else (admin, reloads, background tasks) stays on this runtime.
+    let workers = match config.server.workers {
+        0 => None,
+        count => Some(Arc::new(Workers::start(count).map_err(|e| {
+            anyhow::anyhow!("cannot start the worker threads ([server] workers): {e}")
+        })?)),
+    };
     let stack::Stack {
         service,
         pacer,
@@ -112,6 +121,7 @@ async fn serve(
         &config,
         &metrics,
         installs.as_ref().map(|opened| opened.store.clone()),
+        workers.as_ref().map_or(0, |workers| workers.len()),
     )?;
     // Budget and queue gauges are read from the pacer at scrape time, not kept per call.
     let observer = Observer::new(
@@ -191,6 +201,7 @@ async fn serve(
         idle_timeout: config.server.idle_timeout(),
         proxy_addr,
         stopping,
+        workers: workers.clone(),
     };
     tokio::select! {
         () = accepting.clone().serve(&listeners.proxy) => {}
@@ -237,6 +248,8 @@ async fn serve(
     if let Some(refresher) = refresher {
         refresher.abort();
     }
+    // Ends the worker threads, and any connection the grace left open.
+    drop(workers);
     tracing::info!("hubgate stopped");
     Ok(())
 }
@@ -254,13 +267,15 @@ struct Accepting {
     proxy_addr: std::net::SocketAddr,
     /// Turns true on shutdown: each connection then closes once its calls are answered.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Where accepted connections are served: the worker threads, or this runtime.
+    workers: Option<Arc<Workers>>,
 }
 
 impl Accepting {
     /// Accepts callers until dropped.
     async fn serve(self, listener: &TcpListener) {
         loop {
-            let (mut stream, peer) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like pass; keep the listener.
@@ -283,10 +298,22 @@ impl Accepting {
                 local: stream.local_addr().unwrap_or(self.proxy_addr),
                 activity: activity.clone(),
             };
+            // Handed over unregistered: the reactor of the runtime that serves it watches it
+            // from then on.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "connection lost before it was served");
+                    continue;
+                }
+            };
             let (builder, mut stopping) = (self.builder.clone(), self.stopping.clone());
             let (opening_timeout, write_timeout) = (self.opening_timeout, self.write_timeout);
             let idle_timeout = self.idle_timeout;
-            tokio::spawn(async move {
+            let serving = async move {
+                let Ok(mut stream) = TcpStream::from_std(stream) else {
+                    return;
+                };
                 // A connection that has not spoken yet has no call to finish on shutdown.
                 let opening = tokio::select! {
                     opening = connection::read_opening(&mut stream, opening_timeout) => opening,
@@ -317,7 +344,11 @@ impl Accepting {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
                 drop((seat, stopping));
-            });
+            };
+            match &self.workers {
+                Some(workers) => workers.spawn(serving),
+                None => drop(tokio::spawn(serving)),
+            }
         }
     }
 }

@@ -11,7 +11,8 @@
 //! - `oauth`: OAuth installs and their tokens, where they live, encrypted at rest;
 //! - `ops`: admin listener, metrics, budget views, reload, logging, redaction;
 //! - `connection`: one caller connection around hyper (its cap and socket timeouts);
-//! - `gateway`: runs all of it on two listeners; `cli` and `load` are the commands.
+//! - `gateway`: runs all of it on two listeners; `workers`: the threads caller
+//!   connections are served on when asked for; `cli` and `load` are the commands.
 //!
 //! The budget arithmetic itself is the `hubgate-engine` crate; the HubSpot simulator is
 //! `hubgate-sim`.
@@ -27,6 +28,7 @@ pub mod ops;
 pub mod pace;
 pub mod proxy;
 pub mod store;
+mod workers;
 
 pub use config::Config;
 pub use gateway::{run, run_from_file, shutdown_signal, Listeners};

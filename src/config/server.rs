@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Connections the kernel queues before hubgate accepts them (capped by
     /// `net.core.somaxconn`), so a burst of new connections costs no SYN retries.
     pub listen_backlog: u32,
+    /// Threads serving caller connections, each with its own runtime and upstream
+    /// connection pool; 0: none, connections share the main runtime's threads.
+    pub workers: usize,
     /// A connection with no call in flight this long is closed (HTTP/2: GOAWAY).
     pub idle_timeout_ms: u64,
     /// HTTP/2: a ping goes to a connection quiet for this long (0: none) ...
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             response_write_timeout_ms: 30_000,
             max_connections: 10_000,
             listen_backlog: 4096,
+            workers: 0,
             idle_timeout_ms: 120_000,
             h2_keep_alive_interval_ms: 20_000,
             h2_keep_alive_timeout_ms: 20_000,
@@ -118,6 +122,12 @@ impl ServerConfig {
                 "must be at least 1024: HubSpot calls carry a bearer token and more",
             );
         }
+        if self.workers > 1024 {
+            problems.add(
+                "server.workers",
+                "must be at most 1024 (0: none); more threads than cores only add switching",
+            );
+        }
         if self.header_read_timeout_ms == 0 {
             problems.add("server.header_read_timeout_ms", "must be greater than 0");
         }
@@ -163,5 +173,24 @@ mod tests {
             !crate::config::InboundConfig::default().require_caller_key,
             "inbound auth is opt-in"
         );
+    }
+
+    #[test]
+    fn workers_are_off_by_default_and_bounded() {
+        assert_eq!(ServerConfig::default().workers, 0, "off unless asked for");
+        let mut problems = Problems::default();
+        ServerConfig {
+            workers: 1024,
+            ..ServerConfig::default()
+        }
+        .check(&mut problems);
+        assert!(problems.is_empty(), "{}", problems.summary());
+        ServerConfig {
+            workers: 1025,
+            ..ServerConfig::default()
+        }
+        .check(&mut problems);
+        let keys: Vec<String> = problems.into_vec().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["server.workers"]);
     }
 }

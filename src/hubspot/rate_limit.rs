@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 
 /// Which HubSpot limit a 429 names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,29 +79,34 @@ pub struct RateLimitHeaders {
     pub daily_remaining: Option<u64>,
 }
 
-const MAX: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-max");
-const REMAINING: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-remaining");
-const INTERVAL_MS: HeaderName =
-    HeaderName::from_static("x-hubspot-ratelimit-interval-milliseconds");
-const DAILY: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-daily");
-const DAILY_REMAINING: HeaderName = HeaderName::from_static("x-hubspot-ratelimit-daily-remaining");
-
 impl RateLimitHeaders {
+    /// Reads each header's first value, as `HeaderMap::get` would. One pass over the
+    /// answer's names, matched by text: every answer is read, and five hashed lookups of
+    /// custom names cost several times that.
     pub fn parse(headers: &HeaderMap) -> RateLimitHeaders {
-        // Names as constants: a `&str` name is parsed again on every lookup.
-        let number = |name: HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        RateLimitHeaders {
-            max: number(MAX),
-            remaining: number(REMAINING),
-            interval_ms: number(INTERVAL_MS),
-            daily: number(DAILY),
-            daily_remaining: number(DAILY_REMAINING),
+        let mut found = RateLimitHeaders::default();
+        let mut seen = [false; 5];
+        for (name, value) in headers {
+            let Some(which) = name.as_str().strip_prefix("x-hubspot-ratelimit-") else {
+                continue;
+            };
+            let (index, slot) = match which {
+                "max" => (0, &mut found.max),
+                "remaining" => (1, &mut found.remaining),
+                "interval-milliseconds" => (2, &mut found.interval_ms),
+                "daily" => (3, &mut found.daily),
+                "daily-remaining" => (4, &mut found.daily_remaining),
+                _ => continue,
+            };
+            if std::mem::replace(&mut seen[index], true) {
+                continue;
+            }
+            *slot = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
         }
+        found
     }
 }
 
@@ -173,6 +178,18 @@ mod tests {
         assert_eq!(
             (parsed.max, parsed.remaining, parsed.daily),
             (Some(110), Some(7), None)
+        );
+        headers.append("x-hubspot-ratelimit-max", "999".parse().unwrap());
+        headers.append(
+            "X-HubSpot-RateLimit-Interval-Milliseconds",
+            "10000".parse().unwrap(),
+        );
+        let parsed = RateLimitHeaders::parse(&headers);
+        assert_eq!(parsed.max, Some(110), "the first value, as `get` reads it");
+        assert_eq!(
+            parsed.interval_ms,
+            Some(10_000),
+            "names are case-insensitive"
         );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         headers.insert("retry-after", "3".parse().unwrap());

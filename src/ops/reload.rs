@@ -26,7 +26,7 @@ use crate::proxy::stack::LiveSettings;
 /// the budget and install stores, the OAuth apps' credentials and the token broker are
 /// built once, the replay buffer's size with the stack, metric series bounds are fixed at
 /// registration, and the log format with the subscriber.
-pub(crate) const NEEDS_RESTART: [&str; 20] = [
+pub(crate) const NEEDS_RESTART: [&str; 21] = [
     "server.listen",
     "server.admin_listen",
     "server.max_body_bytes",
@@ -37,6 +37,7 @@ pub(crate) const NEEDS_RESTART: [&str; 20] = [
     "server.response_write_timeout_ms",
     "server.max_connections",
     "server.listen_backlog",
+    "server.workers",
     "server.idle_timeout_ms",
     "server.h2_keep_alive_interval_ms",
     "server.h2_keep_alive_timeout_ms",

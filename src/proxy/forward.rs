@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::body::{self, Body, BoxError, CallerBodyError};
 use super::hop;
 use super::outcome::Outcome;
-use super::upstream::{ConnectStep, UpstreamClient};
+use super::upstream::{ConnectStep, UpstreamClients};
 use crate::config::UpstreamTarget;
 use crate::ops::metrics::Metrics;
 
@@ -60,7 +60,7 @@ pub(crate) struct Forward {
 
 #[derive(Debug)]
 struct ForwardInner {
-    client: UpstreamClient,
+    clients: UpstreamClients,
     target: UpstreamTarget,
     /// `Host` sent upstream: the upstream's authority, whatever the caller used.
     host: HeaderValue,
@@ -72,7 +72,7 @@ struct ForwardInner {
 
 impl Forward {
     pub(crate) fn new(
-        client: UpstreamClient,
+        clients: UpstreamClients,
         target: UpstreamTarget,
         response_timeout: Duration,
         body_idle_timeout: Duration,
@@ -81,7 +81,7 @@ impl Forward {
         let host = HeaderValue::from_str(target.authority.as_str())?;
         Ok(Forward {
             inner: Arc::new(ForwardInner {
-                client,
+                clients,
                 target,
                 host,
                 response_timeout,
@@ -124,9 +124,11 @@ impl ForwardInner {
         let upstream_request = Request::from_parts(parts, body);
 
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(self.response_timeout, self.client.request(upstream_request))
-                .await;
+        let sent = tokio::time::timeout(
+            self.response_timeout,
+            self.clients.here().request(upstream_request),
+        )
+        .await;
         let response = match sent {
             Err(_elapsed) => {
                 return Err(UpstreamError::Timeout {

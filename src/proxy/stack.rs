@@ -83,16 +83,18 @@ impl LiveSettings {
 }
 
 /// Builds the request path; must run inside the tokio runtime (the pacer starts its sweeper).
-/// `installs` is the opened install store; without it the token broker is off.
+/// `installs` is the opened install store; without it the token broker is off. `workers`
+/// is how many worker threads serve it (`crate::workers`): each gets an upstream pool.
 pub(crate) fn build(
     config: &Config,
     metrics: &Metrics,
     installs: Option<Arc<dyn InstallStore>>,
+    workers: usize,
 ) -> anyhow::Result<Stack> {
     let target = config
         .upstream_target()
         .map_err(|e| anyhow::anyhow!("[upstream] base_url: {e}"))?;
-    let client = upstream::build_client(&config.upstream)?;
+    let clients = upstream::build_clients(&config.upstream, workers)?;
     let limits = InboundLimits {
         upstream_host: target.host().to_string(),
         max_header_bytes: config.server.max_header_bytes,
@@ -104,7 +106,7 @@ pub(crate) fn build(
         &config.identity,
         &config.credentials,
         &config.apps,
-        client.clone(),
+        clients.shared().clone(),
         target.clone(),
         metrics.clone(),
     )?;
@@ -137,7 +139,7 @@ pub(crate) fn build(
         resolver: resolver.clone(),
     };
     let forward = Forward::new(
-        client,
+        clients,
         target,
         Duration::from_millis(config.upstream.response_timeout_ms),
         Duration::from_millis(config.upstream.body_idle_timeout_ms),

@@ -22,6 +22,29 @@ use crate::config::UpstreamConfig;
 
 pub type UpstreamClient = Client<UpstreamConnector, Body>;
 
+/// An upstream pool per worker thread (`crate::workers`) and one for calls made anywhere
+/// else: a worker's calls go out on connections whose tasks run on that worker, so no
+/// call crosses threads on its way to HubSpot and back.
+#[derive(Debug, Clone)]
+pub struct UpstreamClients {
+    per_worker: Arc<[UpstreamClient]>,
+    shared: UpstreamClient,
+}
+
+impl UpstreamClients {
+    /// The pool for the thread this runs on.
+    pub fn here(&self) -> &UpstreamClient {
+        crate::workers::current()
+            .and_then(|worker| self.per_worker.get(worker))
+            .unwrap_or(&self.shared)
+    }
+
+    /// The pool for calls made off the worker threads.
+    pub fn shared(&self) -> &UpstreamClient {
+        &self.shared
+    }
+}
+
 type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// Why no connection to the upstream could be opened, where it is not TLS's own error.
@@ -114,8 +137,29 @@ impl tower::Service<Uri> for UpstreamConnector {
     }
 }
 
-/// Builds the client once at start-up; every call shares its connection pool.
+/// Builds the clients once at start-up: one pool for each of `workers`, and a shared one.
+pub fn build_clients(config: &UpstreamConfig, workers: usize) -> anyhow::Result<UpstreamClients> {
+    let connector = connector(config)?;
+    let client = || {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector.clone())
+    };
+    Ok(UpstreamClients {
+        per_worker: (0..workers).map(|_| client()).collect(),
+        shared: client(),
+    })
+}
+
+/// Builds one client, whose connection pool every call through it shares.
 pub fn build_client(config: &UpstreamConfig) -> anyhow::Result<UpstreamClient> {
+    Ok(build_clients(config, 0)?.shared)
+}
+
+fn connector(config: &UpstreamConfig) -> anyhow::Result<UpstreamConnector> {
     let mut http = HttpConnector::new();
     // The https connector decides the scheme; the inner connector must accept both.
     http.enforce_http(false);
@@ -128,16 +172,10 @@ pub fn build_client(config: &UpstreamConfig) -> anyhow::Result<UpstreamClient> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(TcpConnector(http));
-    let connector = UpstreamConnector {
+    Ok(UpstreamConnector {
         https,
         timeout: Duration::from_millis(config.connect_timeout_ms),
-    };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector))
+    })
 }
 
 fn tls_config(config: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-pub use resolver::{IdentityResolver, Resolution};
+pub use resolver::{IdentityResolver, Presented, Resolution};
 pub use turns::TurnLine;
 
 use super::body::{Body, BoxError};
@@ -82,7 +82,8 @@ where
                 name: &name,
                 claimed_from: claimed_from.as_deref(),
             };
-            let owner = match resolver.resolve_for(&credential, line).await {
+            let presented = Presented::new(&credential);
+            let owner = match resolver.resolve_digested(&presented, line).await {
                 Resolution::Owner(owner) => owner,
                 // HubSpot rejects the token; the call still goes (paced with calls that
                 // carry no credential) so the caller gets HubSpot's own 401.
@@ -91,7 +92,7 @@ where
             request.extensions_mut().insert(owner);
             let answer = next(request).await;
             if let Ok(response) = &answer {
-                resolver.observe_answer(&credential, response.status());
+                resolver.observe_digested(&presented, response.status());
             }
             answer
         })

@@ -144,6 +144,24 @@ fn sha256(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
+/// A call's credential with its SHA-256 (`None` without a credential), taken once per
+/// call: the lookup and the note of HubSpot's answer both key by it.
+#[derive(Debug)]
+pub struct Presented<'a> {
+    credential: &'a Credential,
+    digest: Option<[u8; 32]>,
+}
+
+impl<'a> Presented<'a> {
+    pub fn new(credential: &'a Credential) -> Presented<'a> {
+        let digest = match credential {
+            Credential::None => None,
+            Credential::Bearer(secret) | Credential::HapiKey(secret) => Some(sha256(secret)),
+        };
+        Presented { credential, digest }
+    }
+}
+
 /// What keys an unidentified credential: the first 8 bytes of its SHA-256, big-endian.
 fn credential_hash(digest: &[u8; 32]) -> u64 {
     let mut first = [0u8; 8];
@@ -220,21 +238,30 @@ impl IdentityResolver {
     /// The owner of a call presenting `credential`, or `Invalid` when HubSpot rejected it;
     /// a lookup waits in `line`.
     pub async fn resolve_for(&self, credential: &Credential, line: TurnLine<'_>) -> Resolution {
-        let (resolution, result) = match credential {
-            Credential::None => (Resolution::Owner(Owner::Anonymous), "anonymous"),
-            Credential::HapiKey(key) => {
-                let digest = sha256(key);
-                match self.inner.proven.get(&digest) {
-                    Some(until) if until > Instant::now() => (
-                        Resolution::Owner(Owner::Unidentified {
-                            credential_hash: credential_hash(&digest),
-                        }),
-                        "hapikey",
-                    ),
-                    _ => (Resolution::Owner(Owner::UNPROVEN), "unproven"),
-                }
+        self.resolve_digested(&Presented::new(credential), line)
+            .await
+    }
+
+    /// `resolve_for` with the credential's digest already taken.
+    pub async fn resolve_digested(
+        &self,
+        presented: &Presented<'_>,
+        line: TurnLine<'_>,
+    ) -> Resolution {
+        let (resolution, result) = match (presented.credential, &presented.digest) {
+            (Credential::None, _) | (_, None) => (Resolution::Owner(Owner::Anonymous), "anonymous"),
+            (Credential::HapiKey(_), Some(digest)) => match self.inner.proven.get(digest) {
+                Some(until) if until > Instant::now() => (
+                    Resolution::Owner(Owner::Unidentified {
+                        credential_hash: credential_hash(digest),
+                    }),
+                    "hapikey",
+                ),
+                _ => (Resolution::Owner(Owner::UNPROVEN), "unproven"),
+            },
+            (Credential::Bearer(token), Some(digest)) => {
+                self.inner.resolve_bearer(token, digest, line).await
             }
-            Credential::Bearer(token) => self.inner.resolve_bearer(token, line).await,
         };
         self.inner.metrics.count_identity_lookup(result);
         resolution
@@ -244,23 +271,31 @@ impl IdentityResolver {
     /// (it gets an owner of its own) and has a token whose lookup failed looked up again; a
     /// 401 or 403 unproves a hapikey.
     pub fn observe_answer(&self, credential: &Credential, status: http::StatusCode) {
+        self.observe_digested(&Presented::new(credential), status);
+    }
+
+    /// `observe_answer` with the credential's digest already taken.
+    pub fn observe_digested(&self, presented: &Presented<'_>, status: http::StatusCode) {
         let accepted = status.is_success();
         let refused = matches!(status.as_u16(), 401 | 403);
-        match credential {
-            Credential::HapiKey(key) if accepted => {
+        let Some(digest) = presented.digest else {
+            return;
+        };
+        match presented.credential {
+            Credential::HapiKey(_) if accepted => {
                 let settings = self.inner.settings.load();
                 let until = Instant::now()
                     .checked_add(settings.private_app_ttl)
                     .unwrap_or_else(|| Instant::now() + MAX_OAUTH_TTL);
                 self.inner
                     .proven
-                    .insert(sha256(key), until, settings.max_proven_hapikeys);
+                    .insert(digest, until, settings.max_proven_hapikeys);
             }
-            Credential::HapiKey(key) if refused => {
-                self.inner.proven.remove_if(&sha256(key), |_| true);
+            Credential::HapiKey(_) if refused => {
+                self.inner.proven.remove_if(&digest, |_| true);
             }
-            Credential::Bearer(token) if accepted => {
-                self.inner.cache.forget_failure(&sha256(token));
+            Credential::Bearer(_) if accepted => {
+                self.inner.cache.forget_failure(&digest);
             }
             _ => {}
         }
@@ -283,8 +318,13 @@ impl IdentityResolver {
 }
 
 impl Inner {
-    async fn resolve_bearer(&self, token: &str, line: TurnLine<'_>) -> (Resolution, &'static str) {
-        let digest = sha256(token);
+    async fn resolve_bearer(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        line: TurnLine<'_>,
+    ) -> (Resolution, &'static str) {
+        let digest = *digest;
         let bounds = {
             let settings = self.settings.load();
             if let Some(owner) = settings.statics.get(&digest) {

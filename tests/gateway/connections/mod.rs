@@ -9,6 +9,7 @@ mod flood;
 mod idle;
 mod shutdown;
 mod slow_callers;
+mod workers;
 
 use crate::support::*;
 

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Proxy cost per call with many owners, budgets far from binding: wrk with a Lua script
+# that sends each request with the next of OWNERS bearer tokens (one owner each, from
+# `[[credentials]]`, so nothing is introspected and the upstream stays a fast static
+# server), 64 connections and one wrk thread, straight to the fast upstream, through nginx
+# `proxy_pass` (one worker, upstream keepalive) and through hubgate (release, its default
+# runtime), in rounds so the three take turns with the machine's noise. Prints a markdown
+# table: median requests/s, latency and CPU per call. hubgate runs twice, as configured by
+# default and with `[server] workers = WORKERS` (default: one per core). With
+# HUBGATE_BEFORE naming another hubgate build (an earlier commit's), it takes its turn too,
+# for a before-and-after.
+# Usage: bench/owners_overhead.sh [SECONDS] [ROUNDS] [OWNERS] [CONNECTIONS]
+source "$(dirname "$0")/lib.sh"
+seconds=${1:-10}
+rounds=${2:-3}
+owners=${3:-200}
+connections=${4:-64}
+need wrk
+echo "$(machine)"
+start_fast_upstream
+px_port=$(free_port)
+# One worker: nginx's per-call cost on one core is what hubgate is measured against.
+start_nginx proxy "
+  upstream hubspot {
+    server 127.0.0.1:$up_port;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$px_port;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://hubspot;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }" 1
+wait_http "http://127.0.0.1:$px_port/"
+
+# Each token its own (app, portal): OWNERS owners, each far below 65,536 calls per 1 s.
+credentials=""
+for i in $(seq 1 "$owners"); do
+  credentials+="[[credentials]]
+token = \"pat-na1-owner-$i\"
+app_id = $i
+portal_id = $((100000 + i))
+"
+done
+owners_toml="[budgets]
+burst_limit = 65536
+burst_window_ms = 1000
+$credentials"
+targets=(direct nginx)
+declare -A base=(
+  [direct]="http://127.0.0.1:$up_port"
+  [nginx]="http://127.0.0.1:$px_port"
+)
+# Whose CPU each path spends, besides wrk's: the upstream answers every path, so a proxy's
+# own cost per call is its CPU time over the calls it carried (see bench/overhead.sh).
+declare -A spender=(
+  [direct]="$(nginx_workers upstream)"
+  [nginx]="$(nginx_workers proxy)"
+)
+if [ -n "${HUBGATE_BEFORE:-}" ]; then
+  built="$bin"; bin="$HUBGATE_BEFORE"
+  gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
+  bin="$built"
+  targets+=(before); base[before]="http://127.0.0.1:$gw_port"; spender[before]="$gw_pid"
+  before_admin=$gw_admin
+fi
+gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
+targets+=(hubgate); base[hubgate]="http://127.0.0.1:$gw_port"; spender[hubgate]="$gw_pid"
+workers=${WORKERS:-$(nproc)}
+gw_server="workers = $workers" gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
+targets+=(workers); base[workers]="http://127.0.0.1:$gw_port"; spender[workers]="$gw_pid"
+
+cat >"$work/rotate.lua" <<LUA
+-- The next owner's token on every request, in turn.
+local tokens = {}
+for i = 1, $owners do tokens[i] = "Bearer pat-na1-owner-" .. i end
+local turn = 0
+request = function()
+  turn = turn % $owners + 1
+  return wrk.format(nil, nil, { ["Authorization"] = tokens[turn] })
+end
+LUA
+
+path="/crm/v3/objects/contacts?limit=1"
+wrk_args=(-t1 -c"$connections" --latency -s "$work/rotate.lua")
+# One warm-up pass fills connection pools, caches and every owner's lane on every path.
+for t in "${targets[@]}"; do
+  wrk "${wrk_args[@]}" -d2s "${base[$t]}$path" >/dev/null
+done
+for r in $(seq 1 "$rounds"); do
+  for t in "${targets[@]}"; do
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(cpu_ns ${spender[$t]})
+    wrk "${wrk_args[@]}" -d"${seconds}s" "${base[$t]}$path" >"$work/wrk-$t-$r.txt"
+    # shellcheck disable=SC2086
+    echo $(($(cpu_ns ${spender[$t]}) - before)) >"$work/cpu-$t-$r.txt"
+    if grep -q 'Non-2xx' "$work/wrk-$t-$r.txt"; then
+      echo "$t answered non-2xx:" >&2; cat "$work/wrk-$t-$r.txt" >&2; exit 1
+    fi
+    echo "round $r $t: $(awk '/Requests\/sec/ {print $2}' "$work/wrk-$t-$r.txt") req/s" >&2
+  done
+done
+# Every token was paced as an owner of its own.
+owners_active=$(curl -sf "http://127.0.0.1:$gw_admin/metrics" | awk '$1 == "hubgate_owners_active" {print $2}')
+echo "hubgate_owners_active after the rounds: $owners_active" >&2
+command="wrk -t1 -c$connections -d${seconds}s --latency -s rotate.lua"
+python3 - "$work" "$rounds" "$command" "$owners" "$workers" "${targets[@]}" <<'PY'
+import re, statistics, sys
+work, rounds, command, owners, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+targets = sys.argv[6:]
+
+def ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+def run(target, r):
+    text = open(f"{work}/wrk-{target}-{r}.txt").read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
+    p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
+    calls = int(re.search(r"(\d+) requests in", text).group(1))
+    cpu_us = int(open(f"{work}/cpu-{target}-{r}.txt").read()) / 1000 / calls
+    return rps, p50, p99, cpu_us
+
+rows = {}
+for target in targets:
+    runs = [run(target, r) for r in range(1, rounds + 1)]
+    rows[target] = [statistics.median(x[i] for x in runs) for i in range(4)] + [
+        ", ".join(f"{x[0]:,.0f}" for x in runs)
+    ]
+print(f"\n`{command} URL`, {owners} tokens in turn (each target {rounds} times, "
+      "taking turns; medians)\n")
+print("| path | requests/s | each round | latency p50 | latency p99 | CPU per call |")
+print("|---|---|---|---|---|---|")
+names = {
+    "direct": "straight to the upstream (CPU: the upstream's)",
+    "nginx": "through nginx `proxy_pass` (1 worker, upstream keepalive)",
+    "before": "through hubgate, before (HUBGATE_BEFORE)",
+    "hubgate": "through hubgate (default: no worker threads)",
+    "workers": f"through hubgate, `[server] workers = {workers}`",
+}
+for target, (rps, p50, p99, cpu_us, each) in rows.items():
+    print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms "
+          f"| {cpu_us:.1f} µs |")
+print()
+for target in [t for t in ["hubgate", "workers", "before"] if t in rows]:
+    ratio = rows[target][0] / rows["nginx"][0]
+    cpu_ratio = rows[target][3] / rows["nginx"][3]
+    print(f"- {names[target]} / nginx requests/s: **{ratio:.2f}** (target >= 1.00: "
+          f"{'met' if ratio >= 1 else 'missed'}); CPU per call / nginx's: "
+          f"**{cpu_ratio:.2f}** (target <= 1.00: {'met' if cpu_ratio <= 1 else 'missed'})")
+PY
