@@ -96,10 +96,13 @@ CONF
   pids+=("$!")
 }
 
-# start_fast_upstream: nginx answering every call at once with a small contacts page and
-# HubSpot's rate-limit headers (so hubgate parses them as it would HubSpot's), for
-# measuring what sits in front of it; sets up_port.
+# start_fast_upstream [LIMIT] [INTERVAL_MS]: nginx answering every call at once with a
+# small contacts page and HubSpot's rate-limit headers (so hubgate parses them as it would
+# HubSpot's), for measuring what sits in front of it; sets up_port. The headers report
+# LIMIT per INTERVAL_MS (65,536 per 1,000 ms): a lower `-Max` than hubgate's limit would
+# read as a lower tier and bind the budget.
 start_fast_upstream() {
+  local limit=${1:-65536} interval=${2:-1000}
   up_port=$(free_port)
   start_nginx upstream "
   server {
@@ -107,9 +110,9 @@ start_fast_upstream() {
     keepalive_requests 1000000;
     location / {
       default_type application/json;
-      add_header X-HubSpot-RateLimit-Max 65536;
-      add_header X-HubSpot-RateLimit-Remaining 65535;
-      add_header X-HubSpot-RateLimit-Interval-Milliseconds 1000;
+      add_header X-HubSpot-RateLimit-Max $limit;
+      add_header X-HubSpot-RateLimit-Remaining $((limit - 1));
+      add_header X-HubSpot-RateLimit-Interval-Milliseconds $interval;
       return 200 '{\"results\":[{\"id\":\"1\",\"properties\":{\"email\":\"a@example.com\"}}]}';
     }
   }"

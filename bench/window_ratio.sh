@@ -23,22 +23,8 @@ echo "$(machine)"
 # another (65536, the engine's largest before it was raised, binds a 10 s window at 6,554
 # req/s).
 limit=${BURST_LIMIT:-1000000}
-up_port=$(free_port)
-# The upstream reports HubSpot's count with the same limit, as HubSpot would: a lower
-# `-Max` would read as a lower tier and bind the budget.
-start_nginx upstream "
-  server {
-    listen 127.0.0.1:$up_port;
-    keepalive_requests 1000000;
-    location / {
-      default_type application/json;
-      add_header X-HubSpot-RateLimit-Max $limit;
-      add_header X-HubSpot-RateLimit-Remaining $((limit - 1));
-      add_header X-HubSpot-RateLimit-Interval-Milliseconds 10000;
-      return 200 '{\"results\":[{\"id\":\"1\",\"properties\":{\"email\":\"a@example.com\"}}]}';
-    }
-  }"
-wait_http "http://127.0.0.1:$up_port/"
+# The upstream reports HubSpot's count with the same limit, as HubSpot would.
+start_fast_upstream "$limit" 10000
 
 # start_window_gateway WINDOW_MS: a hubgate whose one owner has a `limit` per WINDOW_MS
 # burst window; sets port[WINDOW_MS] and pid[WINDOW_MS].
