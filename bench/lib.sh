@@ -119,6 +119,30 @@ start_fast_upstream() {
   wait_http "http://127.0.0.1:$up_port/"
 }
 
+# start_nginx_proxy [WORKERS]: nginx `proxy_pass` in front of the fast upstream, set up as a
+# user would (upstream keepalive, HTTP/1.1); sets px_port. keepalive_requests is raised on
+# both sides: nginx's default of 1000 per connection would make it reconnect where hubgate
+# does not.
+start_nginx_proxy() {
+  px_port=$(free_port)
+  start_nginx proxy "
+  upstream hubspot {
+    server 127.0.0.1:$up_port;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$px_port;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://hubspot;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }" "$@"
+  wait_http "http://127.0.0.1:$px_port/"
+}
+
 # hubgate settings for measuring its overhead: a known token (no introspection) whose
 # budgets never bind at these rates (65,536 per 1 s window).
 bench_token="pat-na1-bench"

@@ -11,25 +11,7 @@ rounds=${3:-3}
 need wrk
 echo "$(machine)"
 start_fast_upstream
-px_port=$(free_port)
-# keepalive_requests raised on both sides: nginx's default of 1000 per connection would
-# make it reconnect where hubgate does not.
-start_nginx proxy "
-  upstream hubspot {
-    server 127.0.0.1:$up_port;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$px_port;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass http://hubspot;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }
-  }"
-wait_http "http://127.0.0.1:$px_port/"
+start_nginx_proxy
 gw_upstream="http://127.0.0.1:$up_port" start_gateway "$unbound_budgets"
 
 path="/crm/v3/objects/contacts?limit=1"

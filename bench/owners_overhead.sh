@@ -18,24 +18,8 @@ connections=${4:-64}
 need wrk
 echo "$(machine)"
 start_fast_upstream
-px_port=$(free_port)
 # One worker: nginx's per-call cost on one core is what hubgate is measured against.
-start_nginx proxy "
-  upstream hubspot {
-    server 127.0.0.1:$up_port;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$px_port;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass http://hubspot;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }
-  }" 1
-wait_http "http://127.0.0.1:$px_port/"
+start_nginx_proxy 1
 
 # Each token its own (app, portal): OWNERS owners, each far below 65,536 calls per 1 s.
 credentials=""
