@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{degraded_gauge, every_gauge_degraded, readyz};
 use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -167,15 +168,6 @@ fn count_between(seen: &[(StatusCode, Duration)], from: Duration, to: Duration) 
         .count() as u64
 }
 
-async fn degraded_gauge(gateway: &Gateway) -> f64 {
-    metric_value(&gateway.metrics().await, "hubgate_store_degraded").expect("gauge exported")
-}
-
-async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
-    let (status, _, body) = get(&format!("http://{}/readyz", gateway.admin)).await;
-    (status, json(&body))
-}
-
 /// Three replicas sharing `shared`, `callers` per portal each, saturating every portal for
 /// `MEASURED`: per portal, the calls answered within it, the calls allowed, and the
 /// simulator's 429s and fullest window.
@@ -297,18 +289,9 @@ async fn a_killed_master_degrades_its_portals_alone_and_they_rejoin_after_the_ta
     let spared_load = saturate(&gateways[..1], spared, 12, started, RUN);
     tokio::time::sleep(KILL_AT).await;
     cluster.kill(hit_master);
-    wait_until(
-        "every gauge says degraded",
-        Duration::from_secs(3),
-        || async {
-            for gateway in &gateways {
-                if degraded_gauge(gateway).await != 1.0 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
+    wait_until("every gauge says degraded", Duration::from_secs(3), || {
+        every_gauge_degraded(&gateways)
+    })
     .await;
     for gateway in &gateways {
         let (status, body) = readyz(gateway).await;

@@ -10,3 +10,27 @@
 mod cluster;
 mod replicas;
 mod store;
+
+use crate::support::*;
+use http::StatusCode;
+
+/// The replica's `hubgate_store_degraded` gauge: 1 while any budget of its store is degraded.
+async fn degraded_gauge(gateway: &Gateway) -> f64 {
+    metric_value(&gateway.metrics().await, "hubgate_store_degraded").expect("gauge exported")
+}
+
+/// Whether every replica's gauge says its store is degraded.
+async fn every_gauge_degraded(gateways: &[std::sync::Arc<Gateway>]) -> bool {
+    for gateway in gateways {
+        if degraded_gauge(gateway).await != 1.0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// The replica's `/readyz` status and JSON body.
+async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
+    let (status, _, body) = get(&format!("http://{}/readyz", gateway.admin)).await;
+    (status, json(&body))
+}

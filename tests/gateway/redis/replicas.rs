@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{degraded_gauge, every_gauge_degraded, readyz};
 use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -87,15 +88,6 @@ async fn saturate(
     out
 }
 
-async fn degraded_gauge(gateway: &Gateway) -> f64 {
-    metric_value(&gateway.metrics().await, "hubgate_store_degraded").expect("gauge exported")
-}
-
-async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
-    let (status, _, body) = get(&format!("http://{}/readyz", gateway.admin)).await;
-    (status, json(&body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_saturating_one_budget_never_cross_it_and_use_it_all() {
     let _turn = heavy_turn().await;
@@ -164,18 +156,9 @@ async fn redis_killed_mid_run_serves_local_shares_then_shared_mode_resumes_by_it
     // The load's first phase, shared (the times the assertions below count from).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     redis.kill();
-    wait_until(
-        "every gauge says degraded",
-        Duration::from_secs(1),
-        || async {
-            for gateway in &gateways {
-                if degraded_gauge(gateway).await != 1.0 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
+    wait_until("every gauge says degraded", Duration::from_secs(1), || {
+        every_gauge_degraded(&gateways)
+    })
     .await;
     for gateway in &gateways {
         let (status, body) = readyz(gateway).await;
