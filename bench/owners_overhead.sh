@@ -4,7 +4,10 @@
 # `[[credentials]]`, so nothing is introspected and the upstream stays a fast static
 # server), 64 connections and one wrk thread, straight to the fast upstream, through nginx
 # `proxy_pass` (one worker, upstream keepalive) and through hubgate (release, its default
-# runtime), in rounds so the three take turns with the machine's noise. Prints a markdown
+# runtime), in rounds so they take turns with the machine's noise. The floor beside them is
+# `examples/bare_proxy.rs`: hyper 1.x forwarding each connection's calls on an upstream
+# connection of its own with nothing else done, on one thread, which is what the hyper
+# stack itself costs. Prints a markdown
 # table: median requests/s, latency and CPU per call. hubgate runs twice, as configured by
 # default and with `[server] workers = WORKERS` (default: one per core). With
 # HUBGATE_BEFORE naming another hubgate build (an earlier commit's), it takes its turn too,
@@ -34,16 +37,24 @@ owners_toml="[budgets]
 burst_limit = 65536
 burst_window_ms = 1000
 $credentials"
-targets=(direct nginx)
+cargo build --release --quiet --example bare_proxy
+bare_port=$(free_port)
+target/release/examples/bare_proxy "127.0.0.1:$bare_port" "127.0.0.1:$up_port" 1 \
+  2>"$work/bare_proxy.log" &
+bare_pid=$!; pids+=("$bare_pid")
+wait_http "http://127.0.0.1:$bare_port/"
+targets=(direct nginx bare)
 declare -A base=(
   [direct]="http://127.0.0.1:$up_port"
   [nginx]="http://127.0.0.1:$px_port"
+  [bare]="http://127.0.0.1:$bare_port"
 )
 # Whose CPU each path spends, besides wrk's: the upstream answers every path, so a proxy's
 # own cost per call is its CPU time over the calls it carried (see bench/overhead.sh).
 declare -A spender=(
   [direct]="$(nginx_workers upstream)"
   [nginx]="$(nginx_workers proxy)"
+  [bare]="$bare_pid"
 )
 if [ -n "${HUBGATE_BEFORE:-}" ]; then
   built="$bin"; bin="$HUBGATE_BEFORE"
@@ -123,6 +134,7 @@ print("|---|---|---|---|---|---|")
 names = {
     "direct": "straight to the upstream (CPU: the upstream's)",
     "nginx": "through nginx `proxy_pass` (1 worker, upstream keepalive)",
+    "bare": "through a bare hyper forwarder, 1 thread (`examples/bare_proxy.rs`)",
     "before": "through hubgate, before (HUBGATE_BEFORE)",
     "hubgate": "through hubgate (default: no worker threads)",
     "workers": f"through hubgate, `[server] workers = {workers}`",
@@ -131,7 +143,7 @@ for target, (rps, p50, p99, cpu_us, each) in rows.items():
     print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms "
           f"| {cpu_us:.1f} µs |")
 print()
-for target in [t for t in ["hubgate", "workers", "before"] if t in rows]:
+for target in [t for t in ["bare", "hubgate", "workers", "before"] if t in rows]:
     ratio = rows[target][0] / rows["nginx"][0]
     cpu_ratio = rows[target][3] / rows["nginx"][3]
     print(f"- {names[target]} / nginx requests/s: **{ratio:.2f}** (target >= 1.00: "
