@@ -49,43 +49,7 @@ for r in $(seq 1 "$rounds"); do
     echo "round $r $t: $(awk '/Requests\/sec/ {print $2}' "$work/wrk-$t-$r.txt") req/s" >&2
   done
 done
-python3 - "$work" "$rounds" "$command" <<'PY'
-import re, statistics, sys
-work, rounds, command = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-def ms(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-def run(target, r):
-    text = open(f"{work}/wrk-{target}-{r}.txt").read()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
-    p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
-    calls = int(re.search(r"(\d+) requests in", text).group(1))
-    cpu_us = int(open(f"{work}/cpu-{target}-{r}.txt").read()) / 1000 / calls
-    return rps, p50, p99, cpu_us
-
-rows = {}
-for target in ["direct", "nginx", "hubgate"]:
-    runs = [run(target, r) for r in range(1, rounds + 1)]
-    rows[target] = [statistics.median(x[i] for x in runs) for i in range(4)] + [
-        ", ".join(f"{x[0]:,.0f}" for x in runs)
-    ]
-print(f"\n`{command} URL` (each target {rounds} times, taking turns; medians)\n")
-print("| path | requests/s | each round | latency p50 | latency p99 | CPU per call |")
-print("|---|---|---|---|---|---|")
-names = {
-    "direct": "straight to the upstream (CPU: the upstream's)",
-    "nginx": "through nginx `proxy_pass` (upstream keepalive)",
-    "hubgate": "through hubgate",
-}
-for target, (rps, p50, p99, cpu_us, each) in rows.items():
-    print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms "
-          f"| {cpu_us:.1f} µs |")
-ratio = rows["hubgate"][0] / rows["nginx"][0]
-verdict = "met" if ratio >= 1 else "missed"
-print(f"\nhubgate / nginx requests/s: **{ratio:.2f}** (target >= 1.00: {verdict}); "
-      f"hubgate / direct: {rows['hubgate'][0] / rows['direct'][0]:.2f}; "
-      f"CPU per call, hubgate / nginx: {rows['hubgate'][3] / rows['nginx'][3]:.2f}")
-PY
+python3 bench/wrk_rounds.py "$work" "$rounds" "\`$command URL\`" \
+  "direct=straight to the upstream (CPU: the upstream's)" \
+  "nginx=through nginx \`proxy_pass\` (upstream keepalive)" \
+  "hubgate=through hubgate"

@@ -103,50 +103,15 @@ done
 owners_active=$(curl -sf "http://127.0.0.1:$gw_admin/metrics" | awk '$1 == "hubgate_owners_active" {print $2}')
 echo "hubgate_owners_active after the rounds: $owners_active" >&2
 command="wrk -t1 -c$connections -d${seconds}s --latency -s rotate.lua"
-python3 - "$work" "$rounds" "$command" "$owners" "$workers" "${targets[@]}" <<'PY'
-import re, statistics, sys
-work, rounds, command, owners, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-targets = sys.argv[6:]
-
-def ms(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-def run(target, r):
-    text = open(f"{work}/wrk-{target}-{r}.txt").read()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
-    p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
-    calls = int(re.search(r"(\d+) requests in", text).group(1))
-    cpu_us = int(open(f"{work}/cpu-{target}-{r}.txt").read()) / 1000 / calls
-    return rps, p50, p99, cpu_us
-
-rows = {}
-for target in targets:
-    runs = [run(target, r) for r in range(1, rounds + 1)]
-    rows[target] = [statistics.median(x[i] for x in runs) for i in range(4)] + [
-        ", ".join(f"{x[0]:,.0f}" for x in runs)
-    ]
-print(f"\n`{command} URL`, {owners} tokens in turn (each target {rounds} times, "
-      "taking turns; medians)\n")
-print("| path | requests/s | each round | latency p50 | latency p99 | CPU per call |")
-print("|---|---|---|---|---|---|")
-names = {
-    "direct": "straight to the upstream (CPU: the upstream's)",
-    "nginx": "through nginx `proxy_pass` (1 worker, upstream keepalive)",
-    "bare": "through a bare hyper forwarder, 1 thread (`examples/bare_proxy.rs`)",
-    "before": "through hubgate, before (HUBGATE_BEFORE)",
-    "hubgate": "through hubgate (default: no worker threads)",
-    "workers": f"through hubgate, `[server] workers = {workers}`",
-}
-for target, (rps, p50, p99, cpu_us, each) in rows.items():
-    print(f"| {names[target]} | **{rps:,.0f}** | {each} | {p50:.2f} ms | {p99:.2f} ms "
-          f"| {cpu_us:.1f} µs |")
-print()
-for target in [t for t in ["bare", "hubgate", "workers", "before"] if t in rows]:
-    ratio = rows[target][0] / rows["nginx"][0]
-    cpu_ratio = rows[target][3] / rows["nginx"][3]
-    print(f"- {names[target]} / nginx requests/s: **{ratio:.2f}** (target >= 1.00: "
-          f"{'met' if ratio >= 1 else 'missed'}); CPU per call / nginx's: "
-          f"**{cpu_ratio:.2f}** (target <= 1.00: {'met' if cpu_ratio <= 1 else 'missed'})")
-PY
+declare -A names=(
+  [direct]="straight to the upstream (CPU: the upstream's)"
+  [nginx]="through nginx \`proxy_pass\` (1 worker, upstream keepalive)"
+  [bare]="through a bare hyper forwarder, 1 thread (\`examples/bare_proxy.rs\`)"
+  [before]="through hubgate, before (HUBGATE_BEFORE)"
+  [hubgate]="through hubgate (default: no worker threads)"
+  [workers]="through hubgate, \`[server] workers = $workers\`"
+)
+named=()
+for t in "${targets[@]}"; do named+=("$t=${names[$t]}"); done
+python3 bench/wrk_rounds.py "$work" "$rounds" \
+  "\`$command URL\`, $owners tokens in turn" "${named[@]}"
