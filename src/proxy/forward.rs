@@ -64,6 +64,8 @@ struct ForwardInner {
     target: UpstreamTarget,
     /// `Host` sent upstream: the upstream's authority, whatever the caller used.
     host: HeaderValue,
+    /// The upstream as logs name it, formatted once rather than on every call.
+    display: Arc<str>,
     response_timeout: Duration,
     /// `[upstream] body_idle_timeout_ms`: how long a response body may pause.
     body_idle_timeout: Duration,
@@ -79,11 +81,13 @@ impl Forward {
         metrics: Metrics,
     ) -> anyhow::Result<Forward> {
         let host = HeaderValue::from_str(target.authority.as_str())?;
+        let display = target.display().into();
         Ok(Forward {
             inner: Arc::new(ForwardInner {
                 clients,
                 target,
                 host,
+                display,
                 response_timeout,
                 body_idle_timeout,
                 metrics,
@@ -151,7 +155,7 @@ impl ForwardInner {
         parts.extensions.insert(Outcome::Forwarded);
         // The status is already on its way to the caller; a body that fails or stalls now
         // can only be cut off, which the caller sees as a body that ends early.
-        let upstream = self.target.display();
+        let upstream = self.display.clone();
         let body = body::with_idle_timeout(body::stream(incoming), self.body_idle_timeout)
             .map_err(move |e: BoxError| {
                 tracing::warn!(
