@@ -64,6 +64,7 @@ async fn gateway(sim: &Simulator) -> String {
 async fn open_loop(client: &HttpClient, base: &str, calls: u64, latencies: &mut Histogram<u64>) {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let runtime = tokio::runtime::Handle::current();
+    let target = base.to_string();
     let (client, base) = (client.clone(), base.to_string());
     let period = Duration::from_nanos(1_000_000_000 / RATE_PER_SECOND);
     let sender = std::thread::spawn(move || {
@@ -80,17 +81,20 @@ async fn open_loop(client: &HttpClient, base: &str, calls: u64, latencies: &mut 
             });
         }
     });
-    let mut failed = 0;
+    let mut failed = Vec::new();
     while let Some((status, latency)) = done_rx.recv().await {
         if !status.is_success() {
-            failed += 1;
+            failed.push(status);
         }
         latencies
             .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX))
             .expect("latency within the histogram's range");
     }
     sender.join().expect("the sender thread");
-    assert_eq!(failed, 0, "every call must be answered 2xx");
+    assert!(
+        failed.is_empty(),
+        "every call must be answered 2xx; {target} answered {failed:?}"
+    );
 }
 
 fn ms(micros: u64) -> f64 {
