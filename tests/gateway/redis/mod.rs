@@ -5,8 +5,10 @@
 //! `store`: the store itself against the engine (reservations, late sends, TLS, reloads,
 //! daily budgets, lessons); `replicas`: gateways sharing one budget through Redis, and
 //! Redis dying and coming back under them; `cluster`: the same through a Redis Cluster,
-//! and one of its masters dying under them.
+//! and one of its masters dying under them; `batched`: Redis far away (behind a delaying
+//! proxy), where a lane's reservations go in one script call.
 
+mod batched;
 mod cluster;
 mod replicas;
 mod store;
