@@ -5,9 +5,11 @@
 //! # Batches
 //! A lane hands `reserve_many` the calls it would send one at a time, in that order; the
 //! script grants a prefix of them and says why the next waits, and a granted batch comes
-//! back with what one more send would meet. That "not before" is kept per budget (`held`),
-//! so the lane sleeps until a lesson on the budget lands instead of asking Redis at once
-//! only to hear it: a burst from idle costs the probe's round trip and one more.
+//! back with what one more send would meet. Either "not before" is kept per budget
+//! (`held`), so the lane sleeps until then or until HubSpot's count on the budget lands,
+//! instead of asking Redis at once only to hear it: a burst from idle costs the probe's
+//! round trip and one more, whether the probe left alone or at the head of a batch whose
+//! rest it held back.
 //!
 //! # Time
 //! The pacer hands every store its own monotonic `Tick` (`now`). Replicas' ticks share no
@@ -120,11 +122,12 @@ struct Inner {
     /// The full limits: what Redis enforces, and what the mirror estimates with. Swapped
     /// whole by a reload; every script call reads them once.
     limits: arc_swap::ArcSwap<Limits>,
-    /// Budgets Redis said wait until a tick after a granted batch (what one more send
-    /// would meet: a probe just sent holds the rest until its answer), so the lane does
-    /// not ask at once only to hear it. Dropped when a lesson on the budget lands (it may
-    /// free a slot sooner). A refusal is not held: another replica's lessons can free its
-    /// slot sooner, and a lane woken by an arrival asks again, as it always did.
+    /// Budgets Redis said wait until a tick: the refusal that ended a batch, or after a
+    /// granted one what one more send would meet (a probe just sent holds the rest until
+    /// its answer), so a lane woken by an arrival does not ask at once only to hear it.
+    /// Dropped when this replica's reading of HubSpot's count on the budget lands (it may
+    /// free a slot sooner). Another replica's lessons do not drop it: a slot they free
+    /// sooner (its probe answered) is met at the hold's end, when the lane asks anyway.
     held: Mutex<HashMap<BudgetKey, Tick>>,
     /// Replicas sharing the budgets, to size the local share of reloaded limits.
     replicas: u32,
@@ -257,9 +260,15 @@ impl Inner {
                 local.script_ran(shard, keys);
                 match reservation {
                     Reservation::NotBefore(t) => {
-                        if let Some(key) = answer.refusing_key().and_then(|i| keys.get(i)) {
+                        let key = answer.refusing_key().and_then(|i| keys.get(i));
+                        if let Some(key) = key {
                             local.mirror.block_until(key, now, t);
                         }
+                        // Held like a granted batch's look-ahead, which says the same: were
+                        // it not, an arrival that woke the lane meanwhile would send it
+                        // straight back to Redis to hear this again (a probe's refused
+                        // followers, once more before the probe's answer lands).
+                        self.hold(key, t);
                     }
                     Reservation::DailyExhausted(_) => {
                         for key in keys {
@@ -332,8 +341,14 @@ impl Inner {
             self.failover.failed(now, (shard, &tag), &[], &failure);
             apply_local_lesson(&mut self.failover.local().share, lesson, now, unix_ms);
         }
-        // Only once Redis has it: the lane woken after it must meet the lesson there.
-        lock(&self.held).remove(&lesson_key(lesson));
+        // Only once Redis has it: the lane woken after it must meet the lesson there. Only
+        // HubSpot's count can free a slot sooner (it answers a probe, and may lower another
+        // client's share); every other lesson moves "not before" later, and dropping the
+        // hold on one (a probe's `ArrivedBy` lands just before its `Usage`) would let an
+        // arrival send the lane to Redis to be refused while the probe is still unanswered.
+        if matches!(lesson, Lesson::Usage { .. }) {
+            lock(&self.held).remove(&lesson_key(lesson));
+        }
     }
 
     /// Where `key` lives: all of one Redis, or its slot of a cluster.

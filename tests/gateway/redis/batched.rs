@@ -131,7 +131,8 @@ async fn a_burst_of_110_from_idle_costs_two_reservation_round_trips_to_a_far_red
     );
     assert_eq!(owner.arrivals, BURST as u64);
     assert_eq!(owner.rate_limited.total(), 0);
-    // The probe after the quiet spell alone, then every other call in one script.
+    // The probe after the quiet spell (alone, or granted at the head of a script whose
+    // rest it holds back), then every other call in one script.
     assert!(
         reservations <= 2,
         "{reservations} reservation round trips for one burst"
