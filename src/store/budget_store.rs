@@ -82,9 +82,10 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
         })
     }
 
-    /// Most asks worth handing `reserve_many` at once: 1 for a store that answers without
-    /// I/O, whose lanes reserve one call at a time as they always did.
-    fn batch_limit(&self) -> usize {
+    /// Most asks for `keys` worth handing `reserve_many` at once: 1 for a store that
+    /// answers without I/O, whose lanes reserve one call at a time as they always did; on a
+    /// store shared by replicas, at most one replica's share of the window.
+    fn batch_limit(&self, _keys: &[BudgetKey]) -> usize {
         1
     }
 

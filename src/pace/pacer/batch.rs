@@ -37,15 +37,15 @@ impl Asking for Copied {
     }
 }
 
-/// The calls to reserve for now, at most `limit`, in the order the driver would grant
-/// them one at a time: each next one is chosen as if the ones before it had been granted
-/// (their callers' turns and shares spent, the high reserve counted behind them). `Err`:
-/// none may go now; look again at that tick.
+/// The calls to reserve for now, at most the store's batch limit for the first one's
+/// budgets, in the order the driver would grant them one at a time: each next one is
+/// chosen as if the ones before it had been granted (their callers' turns and shares
+/// spent, the high reserve counted behind them). `Err`: none may go now; look again at
+/// that tick.
 pub(super) fn plan(
     inner: &PacerInner,
     state: &LaneState,
     (now, unix_ms): (Tick, i64),
-    limit: usize,
 ) -> Result<Vec<Planned>, Tick> {
     let first = next(
         inner,
@@ -58,6 +58,7 @@ pub(super) fn plan(
         return Err(state.queue.next_deadline().map_or(until, |d| d.min(until)));
     }
     let (ticket, seat) = (first.ticket, first.item.seat);
+    let limit = inner.store.batch_limit(&first.item.keys);
     let mut batch = vec![(ticket, first.item.keys.clone())];
     if limit <= 1 || state.queue.len() <= 1 {
         return Ok(batch);

@@ -407,7 +407,7 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                 return;
             }
             state.shares.prune(now);
-            batch::plan(&inner, &state, (now, unix_ms), inner.store.batch_limit())
+            batch::plan(&inner, &state, (now, unix_ms))
         };
         let wake_at = match planned {
             Ok(batch) => {

@@ -412,7 +412,7 @@ impl BudgetStore for RoundTrips {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.store.reserve_many(asks, now, unix_ms)
     }
-    fn batch_limit(&self) -> usize {
+    fn batch_limit(&self, _: &[BudgetKey]) -> usize {
         self.batch
     }
     fn try_reserve_now(&self, _: &[BudgetKey], _: Tick, _: i64) -> Option<Reservation> {

@@ -80,6 +80,7 @@ mod keys;
 mod link;
 mod protocol;
 mod settings;
+mod turns;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -129,6 +130,9 @@ struct Inner {
     /// free a slot sooner). Another replica's lessons do not drop it: a slot they free
     /// sooner (its probe answered) is met at the hold's end, when the lane asks anyway.
     held: Mutex<HashMap<BudgetKey, Tick>>,
+    /// Budgets whose lane took a replica's share in a batch granted whole, until its turn
+    /// ends (see `turns`): no lesson ends it early, so the others get theirs.
+    turn_ends: Mutex<HashMap<BudgetKey, Tick>>,
     /// Replicas sharing the budgets, to size the local share of reloaded limits.
     replicas: u32,
     reconnect_interval: Duration,
@@ -160,6 +164,7 @@ impl RedisStore {
             failover,
             limits: arc_swap::ArcSwap::from_pointee(limits),
             held: Mutex::default(),
+            turn_ends: Mutex::default(),
             replicas: settings.replicas,
             reconnect_interval: settings.reconnect_interval,
         });
@@ -243,6 +248,9 @@ impl Inner {
                     local.script_ran(shard, keys);
                     local.mirror.reserve(keys, now, unix_ms);
                 }
+                if reply.granted == asks.len() {
+                    self.end_turn(&asks, &limits, now.saturating_add(elapsed));
+                }
                 let Some(answer) = reply.refusal else {
                     answers.extend(cosign_refusal);
                     return answers;
@@ -305,6 +313,24 @@ impl Inner {
                     )],
                 }
             }
+        }
+    }
+
+    /// A batch granted whole took a replica's share of a window: the lane leaves the rest
+    /// to the other replicas for its turn's gap from `now`.
+    fn end_turn(&self, asks: &[Vec<BudgetKey>], limits: &Limits, now: Tick) {
+        let Some(turn) = asks
+            .first()
+            .and_then(|keys| turns::turn_of(keys, limits, self.replicas))
+        else {
+            return;
+        };
+        if asks.len() >= turn.share {
+            let mut turn_ends = lock(&self.turn_ends);
+            if turn_ends.len() >= MAX_HELD {
+                turn_ends.clear();
+            }
+            turn_ends.insert(turn.key, now.saturating_add(turn.gap));
         }
     }
 
@@ -432,17 +458,21 @@ impl BudgetStore for RedisStore {
         Box::pin(self.inner.reserve_many(asks, now, unix_ms))
     }
 
-    fn batch_limit(&self) -> usize {
-        MAX_BATCH
+    fn batch_limit(&self, keys: &[BudgetKey]) -> usize {
+        let inner = &self.inner;
+        turns::turn_of(keys, &inner.limits.load(), inner.replicas)
+            .map_or(MAX_BATCH, |turn| turn.share.min(MAX_BATCH))
     }
 
     fn known_wait(&self, keys: &[BudgetKey], now: Tick) -> Option<Tick> {
         if self.inner.failover.is_degraded() {
             return None;
         }
-        let held = lock(&self.inner.held);
+        let (held, turn_ends) = (lock(&self.inner.held), lock(&self.inner.turn_ends));
         keys.iter()
-            .filter_map(|key| held.get(key).copied())
+            .flat_map(|key| [held.get(key), turn_ends.get(key)])
+            .flatten()
+            .copied()
             .filter(|&t| t > now)
             .max()
     }
@@ -496,11 +526,13 @@ impl BudgetStore for RedisStore {
         let inner = &self.inner;
         inner.failover.set_limits(&limits, inner.replicas, unix_ms);
         lock(&inner.held).clear();
+        lock(&inner.turn_ends).clear();
         inner.limits.store(Arc::new(limits));
     }
 
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
         lock(&self.inner.held).retain(|_, t| *t > now);
+        lock(&self.inner.turn_ends).retain(|_, t| *t > now);
         let mut local = self.inner.failover.local();
         local.share.evict_idle(now, unix_ms, idle_ttl);
         local.mirror.evict_idle(now, unix_ms, idle_ttl)
