@@ -9,7 +9,8 @@
 //! (`held`), so the lane sleeps until then or until HubSpot's count on the budget lands,
 //! instead of asking Redis at once only to hear it: a burst from idle costs the probe's
 //! round trip and one more, whether the probe left alone or at the head of a batch whose
-//! rest it held back.
+//! rest it held back. With other replicas a batch takes at most this replica's share of
+//! a window, and then its turn ends for a while (`turns`), which no lesson shortens.
 //!
 //! # Time
 //! The pacer hands every store its own monotonic `Tick` (`now`). Replicas' ticks share no
