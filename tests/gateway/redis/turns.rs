@@ -123,7 +123,7 @@ async fn replicas_arriving_together_at_a_quiet_budget_each_get_a_share_of_its_fi
     // holds that line. This one is about who gets the window.
     let share = LIMIT / REPLICAS;
     assert!(
-        per_replica.iter().all(|&n| n >= share * 2 / 3),
+        per_replica.iter().all(|&n| n >= share - share / 4),
         "first window per replica {per_replica:?}: each replica's share is {share}"
     );
 }
