@@ -10,7 +10,8 @@
 //! (`capacity / replicas`, rounded up), and a lane whose batch took that much and was
 //! granted whole asks again only after a twentieth of the window (at most 250 ms: the
 //! time a probe's followers wait for its answer, and so the latest the others wake to a
-//! slot it freed). A replica alone still fills the window, a share per turn.
+//! slot it freed). A replica alone still fills the window, a share per turn (with up to
+//! 20 replicas: 20 turns a window).
 
 use std::time::Duration;
 
