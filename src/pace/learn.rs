@@ -128,11 +128,20 @@ pub(crate) fn from_429(
     lessons
 }
 
-/// Applies `lessons` to the store, in order.
+/// Applies `lessons` to the store, in order. A store that needs a round trip is handed
+/// them all at once: sent in order on its one connection, an answer's lessons cost one
+/// round trip instead of one each, and the lane waiting on them wakes that much sooner.
 pub(crate) async fn apply(store: Arc<dyn BudgetStore>, lessons: Lessons, now: Tick, unix_ms: i64) {
-    for lesson in lessons {
-        store.learn(lesson, now, unix_ms).await;
+    if store.learns_locally() {
+        for lesson in lessons {
+            store.learn(lesson, now, unix_ms).await;
+        }
+        return;
     }
+    let learning = lessons
+        .into_iter()
+        .map(|lesson| store.learn(lesson, now, unix_ms));
+    futures_util::future::join_all(learning).await;
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! What every store offers the pacer: one atomic reservation per send, wait estimates,
-//! lessons from HubSpot's answers, and read-only views of each budget.
+//! What every store offers the pacer: one atomic reservation per send (a lane's batch of
+//! them in one round trip), wait estimates, lessons from HubSpot's answers, and read-only
+//! views of each budget.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +46,8 @@ pub enum Lesson {
 }
 
 /// Budget state behind one atomic operation per send. A shared store (Redis) answers
-/// `reserve` in one round trip; the in-memory store answers `try_reserve_now` at once.
+/// `reserve` (and a lane's `reserve_many`) in one round trip; the in-memory store answers
+/// `try_reserve_now` at once.
 pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
     /// All-or-nothing: one slot in every budget of `keys`, or nothing and the reason.
     fn reserve<'a>(
@@ -54,6 +56,46 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
         now: Tick,
         unix_ms: i64,
     ) -> StoreFuture<'a, Reservation>;
+
+    /// Reserves for each of `asks` in order, each all-or-nothing as `reserve`, and stops
+    /// at the first that is not granted: the answers of a prefix of `asks`, every one
+    /// `Granted` but the last, which may be a refusal. Asks after it are not tried and
+    /// spend nothing. A shared store answers them all in one round trip; by default it is
+    /// `reserve` once per ask.
+    fn reserve_many<'a>(
+        &'a self,
+        asks: &'a [&'a [BudgetKey]],
+        now: Tick,
+        unix_ms: i64,
+    ) -> StoreFuture<'a, Vec<Reservation>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(asks.len());
+            for keys in asks {
+                let answer = self.reserve(keys, now, unix_ms).await;
+                let granted = answer == Reservation::Granted;
+                answers.push(answer);
+                if !granted {
+                    break;
+                }
+            }
+            answers
+        })
+    }
+
+    /// Most asks for `keys` worth handing `reserve_many` at once: 1 for a store that
+    /// answers without I/O, whose lanes reserve one call at a time as they always did; on a
+    /// store shared by replicas, at most one replica's share of the window.
+    fn batch_limit(&self, _keys: &[BudgetKey]) -> usize {
+        1
+    }
+
+    /// A tick before which a reservation for `keys` is known to be refused, unless a
+    /// lesson about them comes first (a store that needs a round trip keeps what one more
+    /// send would meet after a granted batch), so a lane sleeps instead of asking only to
+    /// hear it; `None`: ask.
+    fn known_wait(&self, _keys: &[BudgetKey], _now: Tick) -> Option<Tick> {
+        None
+    }
 
     /// The same as `reserve` when the store can answer without I/O; `None` when it cannot,
     /// and the caller must queue and let the lane's driver do the round trip.

@@ -5,7 +5,8 @@
 //!   to it; [`HubgateProcess`]: the built binary as a child process, on ports it picks and
 //!   reports in its start-up line, stopped with SIGTERM once and for all.
 //! - [`Hubspot`] and [`sim_and_gateway`]: the simulator, and a gateway in front of it with
-//!   the same limits, in one call; [`RedisServer`], [`RedisCluster`]; upstreams that answer as told or
+//!   the same limits, in one call; [`RedisServer`], [`RedisCluster`], and [`DelayProxy`] to
+//!   put Redis far away; upstreams that answer as told or
 //!   misbehave at the socket level; [`pki`] for TLS.
 //! - Ports handed over, never released and bound again ([`ClosedPort`], [`candidate_port`]).
 //! - [`wait_until`] / [`wait_for`]: a condition with a deadline, instead of a sleep.
@@ -15,6 +16,7 @@
 #![allow(dead_code)]
 
 mod client;
+mod delay_proxy;
 pub(crate) mod echo;
 mod files;
 mod gateway;
@@ -31,6 +33,8 @@ mod wait;
 // Each binary uses part of what is re-exported here.
 #[allow(unused_imports)]
 pub(crate) use client::*;
+#[allow(unused_imports)]
+pub(crate) use delay_proxy::*;
 #[allow(unused_imports)]
 pub(crate) use files::*;
 #[allow(unused_imports)]

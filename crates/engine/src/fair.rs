@@ -339,6 +339,53 @@ impl<T> FairQueue<T> {
     pub fn next_deadline(&self) -> Option<Tick> {
         self.deadlines.first().map(|&(deadline, _)| deadline)
     }
+
+    /// A copy of the turn order with each waiter's item mapped by `f`, keeping each
+    /// caller's first `per_caller` waiters: what a lane plans a batch on, so that taking
+    /// from the copy gives the order `take` would give here, one call at a time, for the
+    /// first `per_caller` calls. The queue itself is not touched.
+    pub fn shadow<U>(&self, per_caller: usize, mut f: impl FnMut(&T) -> U) -> FairQueue<U> {
+        let mut seats = HashMap::new();
+        let mut deadlines = BTreeSet::new();
+        let classes = std::array::from_fn(|i| {
+            let (class, priority) = (&self.classes[i], Priority::ALL[i]);
+            let callers = class
+                .callers
+                .iter()
+                .map(|(&caller, queue)| {
+                    let copied: VecDeque<Queued<U>> = queue
+                        .iter()
+                        .take(per_caller.max(1))
+                        .map(|q| {
+                            seats.insert(q.ticket, (priority, caller, q.deadline));
+                            deadlines.insert((q.deadline, q.ticket));
+                            Queued {
+                                ticket: q.ticket,
+                                item: f(&q.item),
+                                deadline: q.deadline,
+                                enqueued_at: q.enqueued_at,
+                            }
+                        })
+                        .collect();
+                    (caller, copied)
+                })
+                .collect();
+            Class {
+                callers,
+                ring: class.ring.clone(),
+                credit: class.credit,
+                weights: class.weights.clone(),
+            }
+        });
+        FairQueue {
+            max_depth: self.max_depth,
+            classes,
+            seats,
+            deadlines,
+            next_back: self.next_back,
+            next_front: self.next_front,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +459,19 @@ mod tests {
                 (Priority::Low, 3)
             ]
         );
+    }
+
+    #[test]
+    fn a_shadow_serves_in_the_queues_order_and_leaves_the_queue_alone() {
+        let mut q = FairQueue::new(1_000);
+        fill(&mut q, seat(Priority::Normal, 1, 2), 20);
+        fill(&mut q, seat(Priority::Normal, 2, 1), 3);
+        fill(&mut q, seat(Priority::Low, 3, 1), 5);
+        drain(&mut q, 3);
+        let mut shadow = q.shadow(12, |item| *item + 100);
+        let planned = drain(&mut shadow, 12);
+        assert_eq!(q.len(), 25, "planning takes nothing from the queue");
+        assert_eq!(drain(&mut q, 12), planned);
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! between `high`, `normal` and `low`, deficit round robin between callers. A call that
 //! finds its lane empty reserves at once when the store can answer without I/O, so a
 //! burst from idle leaves with no delay. Otherwise it queues, and the lane's driver task —
-//! spawned when the lane gets busy, gone when it empties — reserves for the head, sleeps
-//! until the store's "not before" or the next deadline, and wakes on new arrivals.
+//! spawned when the lane gets busy, gone when it empties — reserves for the head (on a
+//! store that needs a round trip, for every call it would let go one at a time, in one
+//! batch), sleeps until the store's "not before" or the next deadline, and wakes on new
+//! arrivals.
 //! Nothing polls: an idle owner has no task and no timer, and a sweeper drops idle lanes.
 
+mod batch;
 mod lane;
 mod shares;
 #[cfg(test)]
@@ -21,7 +24,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use hubgate_engine::{
-    BudgetKey, CallerId, FairQueue, Limits, Priority, RejectReason, Reservation, Seat, Tick,
+    BudgetKey, FairQueue, Limits, Priority, RejectReason, Reservation, Seat, Tick,
 };
 use tokio::sync::{oneshot, Notify};
 
@@ -349,6 +352,19 @@ impl PacerInner {
         now: Tick,
         unix_ms: i64,
     ) -> Duration {
+        self.reserve_wait_behind(state, priority, keys, (now, unix_ms), 0)
+    }
+
+    /// `reserve_wait` for a call reserved after `planned` others of its lane's batch,
+    /// which the store does not count yet.
+    fn reserve_wait_behind(
+        &self,
+        state: &LaneState,
+        priority: Priority,
+        keys: &Keys,
+        (now, unix_ms): (Tick, i64),
+        planned: usize,
+    ) -> Duration {
         let config = self.config.load();
         let reserve = &config.high_reserve;
         let slots = reserve.slots_for(keys);
@@ -360,18 +376,19 @@ impl PacerInner {
         }
         // Free now with `slots` calls ahead means more than `slots` slots are free.
         self.store
-            .estimate_wait(keys, now, unix_ms, slots)
+            .estimate_wait(keys, now, unix_ms, slots + planned)
             .unwrap_or(Duration::ZERO)
     }
 }
 
-/// Serves one lane until it is empty: reserve for the head, deliver, or sleep until the
-/// store says a slot frees up, the high reserve allows, or a deadline passes.
+/// Serves one lane until it is empty: reserve for the head (and, on a store that needs a
+/// round trip, for the calls that would follow it, in one batch), deliver, or sleep until
+/// the store says a slot frees up, the high reserve allows, or a deadline passes.
 async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
     loop {
         let now = inner.clock.now();
         let unix_ms = inner.clock.unix_ms();
-        let head = {
+        let planned = {
             let mut state = lock(&lane.state);
             for expired in state.queue.expire(now) {
                 let waited = now.saturating_duration_since(expired.arrived);
@@ -390,49 +407,24 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                 return;
             }
             state.shares.prune(now);
-            // Only the highest priority with waiters competes; within it, callers share.
-            let top = state.queue.peek().map_or(Priority::Normal, |(_, p)| p);
-            let waiting: Vec<(CallerId, u32)> = state.queue.waiting_callers(top).collect();
-            let split = state.shares.split(top, &waiting);
-            let fair = state
-                .queue
-                .peek_eligible(|c| {
-                    waiting
-                        .iter()
-                        .find(|(w, _)| *w == c)
-                        .is_some_and(|&(_, weight)| state.shares.allows(&split, c, weight))
-                })
-                .map(|(head, priority, _)| (head.ticket, head.item.keys.clone(), priority));
-            let chosen = match fair {
-                Some(head) => Some(head),
-                // Everyone waiting is at its share: hold the rest for an active caller
-                // between calls, or, if there is none, let the next in turn go.
-                None if state.shares.idle_but_active(top, &waiting) => None,
-                None => state
-                    .queue
-                    .peek()
-                    .map(|(head, priority)| (head.ticket, head.item.keys.clone(), priority)),
-            };
-            match chosen {
-                Some((ticket, keys, priority)) => {
-                    let hold = inner.reserve_wait(&state, priority, &keys, now, unix_ms);
-                    if hold.is_zero() {
-                        Ok((ticket, keys))
-                    } else {
-                        let until = now.saturating_add(hold);
-                        Err(state.queue.next_deadline().map_or(until, |d| d.min(until)))
-                    }
-                }
-                None => {
-                    let until = state.shares.next_release().unwrap_or(now);
-                    Err(state.queue.next_deadline().map_or(until, |d| d.min(until)))
-                }
-            }
+            batch::plan(&inner, &state, (now, unix_ms))
         };
-        let wake_at = match head {
-            Ok((ticket, keys)) => {
-                let reservation = inner.store.reserve(&keys, now, unix_ms).await;
-                match settle(&mut lock(&lane.state), ticket, reservation, &inner.clock) {
+        let wake_at = match planned {
+            Ok(batch) => {
+                let answers = match &batch[..] {
+                    [(_, keys)] => vec![inner.store.reserve(keys, now, unix_ms).await],
+                    _ => {
+                        let asks: Vec<&[BudgetKey]> =
+                            batch.iter().map(|(_, keys)| &keys[..]).collect();
+                        inner.store.reserve_many(&asks, now, unix_ms).await
+                    }
+                };
+                let mut state = lock(&lane.state);
+                // A prefix of the batch is answered; the asks after it stay queued as they were.
+                let settled = batch.iter().zip(answers).find_map(|((ticket, _), answer)| {
+                    settle(&mut state, *ticket, answer, &inner.clock)
+                });
+                match settled {
                     Some(wake_at) => wake_at,
                     None => continue,
                 }

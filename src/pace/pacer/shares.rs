@@ -18,14 +18,14 @@ pub(super) struct Split {
 /// waiting calls, but a caller with one call in flight is not waiting when a window's
 /// slots free up all at once; its share is kept for it while it is active (sent within
 /// the window), and given to the others once it is not.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Shares {
     /// The lane's window: capacity and length (capacity 0: no sharing, e.g. exempt calls).
     pub(super) window: (u32, Duration),
     callers: std::collections::HashMap<CallerId, CallerSends, foldhash::fast::RandomState>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CallerSends {
     sends: std::collections::VecDeque<Tick>,
     weight: u32,

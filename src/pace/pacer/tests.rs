@@ -4,7 +4,7 @@
 use super::*;
 use crate::hubspot::{budgets_for, CallClass};
 use crate::store::MemoryStore;
-use hubgate_engine::{DailySpec, Limits, WindowSpec};
+use hubgate_engine::{CallerId, DailySpec, Limits, WindowSpec};
 
 const WINDOW: Duration = Duration::from_millis(1000);
 const OWNER: Owner = Owner::App {
@@ -379,5 +379,167 @@ async fn a_caller_served_at_once_still_counts_against_its_share() {
     assert_eq!(
         times[2], WINDOW,
         "waits until caller 2's send leaves the window"
+    );
+}
+
+/// The memory store as a shared store looks to its lanes: nothing answered without a round
+/// trip, each `reserve_many` a round trip that is counted, batches of up to `batch` calls.
+#[derive(Debug)]
+struct RoundTrips {
+    store: MemoryStore,
+    batch: usize,
+    trips: std::sync::atomic::AtomicUsize,
+}
+
+impl BudgetStore for RoundTrips {
+    fn reserve<'a>(
+        &'a self,
+        keys: &'a [BudgetKey],
+        now: Tick,
+        unix_ms: i64,
+    ) -> crate::store::StoreFuture<'a, Reservation> {
+        self.trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.store.reserve(keys, now, unix_ms)
+    }
+    fn reserve_many<'a>(
+        &'a self,
+        asks: &'a [&'a [BudgetKey]],
+        now: Tick,
+        unix_ms: i64,
+    ) -> crate::store::StoreFuture<'a, Vec<Reservation>> {
+        self.trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.store.reserve_many(asks, now, unix_ms)
+    }
+    fn batch_limit(&self, _: &[BudgetKey]) -> usize {
+        self.batch
+    }
+    fn try_reserve_now(&self, _: &[BudgetKey], _: Tick, _: i64) -> Option<Reservation> {
+        None
+    }
+    fn estimate_wait(
+        &self,
+        keys: &[BudgetKey],
+        now: Tick,
+        unix_ms: i64,
+        ahead: usize,
+    ) -> Result<Duration, hubgate_engine::DailyExhausted> {
+        self.store.estimate_wait(keys, now, unix_ms, ahead)
+    }
+    fn learn(
+        &self,
+        lesson: crate::store::Lesson,
+        now: Tick,
+        unix_ms: i64,
+    ) -> crate::store::StoreFuture<'_, ()> {
+        self.store.learn(lesson, now, unix_ms)
+    }
+    fn set_limits(&self, limits: Limits, unix_ms: i64) {
+        self.store.set_limits(limits, unix_ms)
+    }
+    fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
+        self.store.evict_idle(now, unix_ms, idle_ttl)
+    }
+    fn len(&self) -> usize {
+        self.store.len()
+    }
+    fn snapshot(&self, now: Tick, unix_ms: i64) -> Vec<crate::store::BudgetView> {
+        self.store.snapshot(now, unix_ms)
+    }
+    fn keys(&self) -> Vec<BudgetKey> {
+        self.store.keys()
+    }
+    fn view(&self, key: &BudgetKey, now: Tick, unix_ms: i64) -> Option<crate::store::BudgetView> {
+        self.store.view(key, now, unix_ms)
+    }
+}
+
+/// Queues callers of every priority and weight on a store answering in round trips of up
+/// to `batch` calls; whose calls were granted, in order, and the round trips spent.
+async fn grant_order(batch: usize) -> (Vec<(Priority, CallerId)>, usize) {
+    const LIMIT: u32 = 20;
+    let limits = Limits {
+        burst: WindowSpec::new(LIMIT, WINDOW),
+        ..Limits::default()
+    };
+    let store = Arc::new(RoundTrips {
+        store: MemoryStore::new(limits),
+        batch,
+        trips: Default::default(),
+    });
+    let pacer = Pacer::new(
+        store.clone(),
+        Clock::new(),
+        PacerConfig {
+            fair_windows: FairWindows {
+                burst: (LIMIT, WINDOW),
+                ..FairWindows::default()
+            },
+            ..PacerConfig::unshared(100, Duration::from_secs(300))
+        },
+    );
+    let seats = [
+        (Priority::Normal, 1, 2, 12),
+        (Priority::Normal, 2, 1, 6),
+        (Priority::Low, 3, 1, 3),
+        (Priority::High, 4, 1, 2),
+        (Priority::Normal, 5, 3, 14),
+    ];
+    // Caller 9 sent four and is done: its share of the window is kept for it, so the
+    // others are held to theirs.
+    let early = Ask {
+        seat: Seat {
+            priority: Priority::Normal,
+            caller: 9,
+            weight: 1,
+        },
+        ..ask(OWNER, keys(OWNER), Duration::from_secs(60))
+    };
+    for _ in 0..4 {
+        pacer.admit(early.clone()).await.unwrap();
+    }
+    let granted = Arc::new(Mutex::new(Vec::new()));
+    let mut calls = Vec::new();
+    for (priority, caller, weight, count) in seats {
+        for _ in 0..count {
+            let (pacer, granted) = (pacer.clone(), granted.clone());
+            let ask = Ask {
+                seat: Seat {
+                    priority,
+                    caller,
+                    weight,
+                },
+                ..ask(OWNER, keys(OWNER), Duration::from_secs(60))
+            };
+            calls.push(tokio::spawn(async move {
+                pacer.admit(ask).await.unwrap();
+                granted.lock().unwrap().push((priority, caller));
+            }));
+        }
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    let order = granted.lock().unwrap().clone();
+    (
+        order,
+        store.trips.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_grants_in_the_order_calls_went_one_at_a_time() {
+    let (one_at_a_time, trips_one) = grant_order(1).await;
+    let (batched, trips_batched) = grant_order(256).await;
+    assert_eq!(one_at_a_time.len(), 37);
+    assert_eq!(
+        batched, one_at_a_time,
+        "priority, turns and shares give one order"
+    );
+    assert_eq!(one_at_a_time[..2], [(Priority::High, 4); 2]);
+    assert!(
+        trips_batched * 3 <= trips_one,
+        "{trips_batched} round trips batched, {trips_one} one at a time"
     );
 }

@@ -375,6 +375,28 @@ impl Local {
     }
 }
 
+impl Local {
+    /// `answer` for each of a lane's `asks` in order, up to the first it does not grant.
+    pub(super) fn answer_each(
+        &mut self,
+        limits: &Limits,
+        asks: &[Vec<BudgetKey>],
+        at: (Tick, i64),
+        failed_at: Tick,
+        fail_closed: bool,
+    ) -> Vec<Reservation> {
+        let mut answers = Vec::with_capacity(asks.len());
+        for keys in asks {
+            let answer = self.answer(limits, keys, at, failed_at, fail_closed);
+            answers.push(answer);
+            if answer != Reservation::Granted {
+                break;
+            }
+        }
+        answers
+    }
+}
+
 /// Holds every window budget of `keys` full until one span after `failed_at`: the sends
 /// made through Redis before then are unknown here. Idempotent (blocks never shorten).
 pub(super) fn quarantine(

@@ -1,5 +1,16 @@
-//! Owns budgets shared by every replica through Redis: one atomic Lua script per send on
-//! Redis's clock, lessons applied in Redis, and the degraded modes while Redis is away.
+//! Owns budgets shared by every replica through Redis: one Lua script per lane's batch of
+//! sends (each send atomic, in the lane's order) on Redis's clock, lessons applied in
+//! Redis, and the degraded modes while Redis is away.
+//!
+//! # Batches
+//! A lane hands `reserve_many` the calls it would send one at a time, in that order; the
+//! script grants a prefix of them and says why the next waits, and a granted batch comes
+//! back with what one more send would meet. Either "not before" is kept per budget
+//! (`held`), so the lane sleeps until then or until HubSpot's count on the budget lands,
+//! instead of asking Redis at once only to hear it: a burst from idle costs the probe's
+//! round trip and one more, whether the probe left alone or at the head of a batch whose
+//! rest it held back. With other replicas a batch takes at most this replica's share of
+//! a window, and then its turn ends for a while (`turns`), which no lesson shortens.
 //!
 //! # Time
 //! The pacer hands every store its own monotonic `Tick` (`now`). Replicas' ticks share no
@@ -70,8 +81,10 @@ mod keys;
 mod link;
 mod protocol;
 mod settings;
+mod turns;
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use hubgate_engine::{BudgetKey, DailyExhausted, Limits, Reservation, Tick};
@@ -86,6 +99,14 @@ use crate::store::budget_store::{BudgetStore, BudgetView, Lesson, StoreFuture};
 use failover::{apply_local_lesson, quarantine, Failover, Mode, Verdict};
 use keys::{dedup, max_span_micros, shard_of, Shard};
 use protocol::Redis;
+
+/// Most reservations a lane sends in one script call: past HubSpot's largest burst window
+/// (190 per 10 s), so a burst from idle never needs a second batch for want of room, and
+/// small enough that one script stays well under a millisecond of Redis's time.
+const MAX_BATCH: usize = 256;
+
+/// Most budgets held at once; past it the holds are forgotten (a lane then asks Redis).
+const MAX_HELD: usize = 4_096;
 
 /// How soon a call whose script found Redis struggling tries again.
 const TRY_AGAIN_AFTER: Duration = Duration::from_millis(50);
@@ -103,6 +124,16 @@ struct Inner {
     /// The full limits: what Redis enforces, and what the mirror estimates with. Swapped
     /// whole by a reload; every script call reads them once.
     limits: arc_swap::ArcSwap<Limits>,
+    /// Budgets Redis said wait until a tick: the refusal that ended a batch, or after a
+    /// granted one what one more send would meet (a probe just sent holds the rest until
+    /// its answer), so a lane woken by an arrival does not ask at once only to hear it.
+    /// Dropped when this replica's reading of HubSpot's count on the budget lands (it may
+    /// free a slot sooner). Another replica's lessons do not drop it: a slot they free
+    /// sooner (its probe answered) is met at the hold's end, when the lane asks anyway.
+    held: Mutex<HashMap<BudgetKey, Tick>>,
+    /// Budgets whose lane took a replica's share in a batch granted whole, until its turn
+    /// ends (see `turns`): no lesson ends it early, so the others get theirs.
+    turn_ends: Mutex<HashMap<BudgetKey, Tick>>,
     /// Replicas sharing the budgets, to size the local share of reloaded limits.
     replicas: u32,
     reconnect_interval: Duration,
@@ -133,6 +164,8 @@ impl RedisStore {
             redis,
             failover,
             limits: arc_swap::ArcSwap::from_pointee(limits),
+            held: Mutex::default(),
+            turn_ends: Mutex::default(),
             replicas: settings.replicas,
             reconnect_interval: settings.reconnect_interval,
         });
@@ -156,22 +189,36 @@ impl RedisStore {
 }
 
 impl Inner {
-    async fn reserve(&self, keys: &[BudgetKey], now: Tick, unix_ms: i64) -> Reservation {
-        let keys = dedup(keys);
-        if keys.is_empty() {
-            return Reservation::Granted;
+    /// A lane's reservations in one script call: each all-or-nothing, in order, up to the
+    /// first refused (see `BudgetStore::reserve_many`).
+    async fn reserve_many(
+        &self,
+        asks: &[&[BudgetKey]],
+        now: Tick,
+        unix_ms: i64,
+    ) -> Vec<Reservation> {
+        let mut asks: Vec<Vec<BudgetKey>> = asks.iter().map(|keys| dedup(keys)).collect();
+        if asks.iter().all(Vec::is_empty) {
+            return vec![Reservation::Granted; asks.len()];
         }
         let limits = self.limits.load_full();
-        let (shard, tag) = self.shard_of(&keys[0]);
+        // A lane's asks are one owner's budgets, under one hash tag: one shard.
+        let Some(first) = asks.iter().find_map(|keys| keys.first()) else {
+            return vec![Reservation::Granted; asks.len()];
+        };
+        let (shard, tag) = self.shard_of(first);
+        // What the local share refused while it co-signs: the answer to the ask after the
+        // last one Redis is asked for.
+        let mut cosign_refusal = None;
         {
             let failover = &self.failover;
             let mut local = failover.local();
             match failover.mode(&mut local, shard) {
                 Mode::Shared => {}
                 Mode::Degraded { failed_at } => {
-                    return local.answer(
+                    return local.answer_each(
                         &limits,
-                        &keys,
+                        &asks,
                         (now, unix_ms),
                         failed_at,
                         failover.fails_closed(),
@@ -180,56 +227,123 @@ impl Inner {
                 Mode::Rejoining { failed_at, .. } => {
                     // The local share co-signs; a slot it grants and Redis then refuses stays
                     // spent locally, which only errs on the safe side for the rest of the rejoin.
-                    match local.answer(&limits, &keys, (now, unix_ms), failed_at, false) {
-                        Reservation::Granted => {}
-                        other => return other,
+                    let cosigned =
+                        local.answer_each(&limits, &asks, (now, unix_ms), failed_at, false);
+                    if cosigned.last() != Some(&Reservation::Granted) {
+                        cosign_refusal = cosigned.last().copied();
+                        asks.truncate(cosigned.len() - 1);
+                    }
+                    if asks.is_empty() {
+                        return cosigned;
                     }
                 }
             }
         }
         let started = Instant::now();
-        match self.redis.reserve(&keys, &limits).await {
-            Ok(answer) => {
+        match self.redis.reserve(&asks, &limits).await {
+            Ok(reply) => {
                 let elapsed = started.elapsed();
                 let mut local = self.failover.local();
-                local.script_ran(shard, &keys);
+                let mut answers = vec![Reservation::Granted; reply.granted];
+                for keys in &asks[..reply.granted] {
+                    local.script_ran(shard, keys);
+                    local.mirror.reserve(keys, now, unix_ms);
+                }
+                if reply.granted == asks.len() {
+                    self.end_turn(&asks, &limits, now.saturating_add(elapsed));
+                }
+                let Some(answer) = reply.refusal else {
+                    answers.extend(cosign_refusal);
+                    return answers;
+                };
                 let reservation = answer.into_reservation(now, elapsed);
-                match reservation {
-                    Reservation::Granted => {
-                        local.mirror.reserve(&keys, now, unix_ms);
+                let Some(keys) = asks.get(reply.granted) else {
+                    // All granted, and one more like the last would wait: say so to the
+                    // lane before it asks.
+                    if let (Reservation::NotBefore(t), Some(keys)) = (reservation, asks.last()) {
+                        self.hold(answer.refusing_key().and_then(|i| keys.get(i)), t);
                     }
+                    answers.extend(cosign_refusal);
+                    return answers;
+                };
+                local.script_ran(shard, keys);
+                match reservation {
                     Reservation::NotBefore(t) => {
-                        if let Some(key) = answer.refusing_key().and_then(|i| keys.get(i)) {
+                        let key = answer.refusing_key().and_then(|i| keys.get(i));
+                        if let Some(key) = key {
                             local.mirror.block_until(key, now, t);
                         }
+                        // Held like a granted batch's look-ahead, which says the same: were
+                        // it not, an arrival that woke the lane meanwhile would send it
+                        // straight back to Redis to hear this again (a probe's refused
+                        // followers, once more before the probe's answer lands).
+                        self.hold(key, t);
                     }
                     Reservation::DailyExhausted(_) => {
-                        for key in &keys {
+                        for key in keys {
                             if let BudgetKey::Daily { portal_id } = key {
                                 local.mirror.mark_daily_exhausted(*portal_id, now, unix_ms);
                             }
                         }
                     }
-                    Reservation::StoreUnavailable => {}
+                    Reservation::Granted | Reservation::StoreUnavailable => {}
                 }
-                reservation
+                answers.push(reservation);
+                answers
             }
-            Err(failure) => match self.failover.failed(now, (shard, &tag), &keys, &failure) {
-                Verdict::Degraded { failed_at } | Verdict::KeysUnusable { failed_at } => {
-                    let fail_closed = self.failover.fails_closed();
-                    self.failover.local().answer(
-                        &limits,
-                        &keys,
-                        (now, unix_ms),
-                        failed_at,
-                        fail_closed,
-                    )
+            // A failed batch is one failed script: every ask in it is answered as a single
+            // reservation's failure would be, over the budgets of them all.
+            Err(failure) => {
+                match self
+                    .failover
+                    .failed(now, (shard, &tag), &dedup(&asks.concat()), &failure)
+                {
+                    Verdict::Degraded { failed_at } | Verdict::KeysUnusable { failed_at } => {
+                        let fail_closed = self.failover.fails_closed();
+                        self.failover.local().answer_each(
+                            &limits,
+                            &asks,
+                            (now, unix_ms),
+                            failed_at,
+                            fail_closed,
+                        )
+                    }
+                    Verdict::TryAgain => vec![Reservation::NotBefore(
+                        now.saturating_add(started.elapsed())
+                            .saturating_add(TRY_AGAIN_AFTER),
+                    )],
                 }
-                Verdict::TryAgain => Reservation::NotBefore(
-                    now.saturating_add(started.elapsed())
-                        .saturating_add(TRY_AGAIN_AFTER),
-                ),
-            },
+            }
+        }
+    }
+
+    /// A batch granted whole took a replica's share of a window: the lane leaves the rest
+    /// to the other replicas for its turn's gap from `now`.
+    fn end_turn(&self, asks: &[Vec<BudgetKey>], limits: &Limits, now: Tick) {
+        let Some(turn) = asks
+            .first()
+            .and_then(|keys| turns::turn_of(keys, limits, self.replicas))
+        else {
+            return;
+        };
+        if asks.len() >= turn.share {
+            let mut turn_ends = lock(&self.turn_ends);
+            if turn_ends.len() >= MAX_HELD {
+                turn_ends.clear();
+            }
+            turn_ends.insert(turn.key, now.saturating_add(turn.gap));
+        }
+    }
+
+    /// Redis said one more reservation on `key` would wait until `t`: the lane asks again
+    /// only then, or once a lesson about the key may have freed a slot sooner.
+    fn hold(&self, key: Option<&BudgetKey>, t: Tick) {
+        if let (Some(key), true) = (key, t != Tick::MAX) {
+            let mut held = lock(&self.held);
+            if held.len() >= MAX_HELD {
+                held.clear();
+            }
+            held.insert(*key, t);
         }
     }
 
@@ -253,6 +367,14 @@ impl Inner {
             // timed-out one may already have been applied.
             self.failover.failed(now, (shard, &tag), &[], &failure);
             apply_local_lesson(&mut self.failover.local().share, lesson, now, unix_ms);
+        }
+        // Only once Redis has it: the lane woken after it must meet the lesson there. Only
+        // HubSpot's count can free a slot sooner (it answers a probe, and may lower another
+        // client's share); every other lesson moves "not before" later, and dropping the
+        // hold on one (a probe's `ArrivedBy` lands just before its `Usage`) would let an
+        // arrival send the lane to Redis to be refused while the probe is still unanswered.
+        if matches!(lesson, Lesson::Usage { .. }) {
+            lock(&self.held).remove(&lesson_key(lesson));
         }
     }
 
@@ -322,7 +444,38 @@ impl BudgetStore for RedisStore {
         now: Tick,
         unix_ms: i64,
     ) -> StoreFuture<'a, Reservation> {
-        Box::pin(self.inner.reserve(keys, now, unix_ms))
+        Box::pin(async move {
+            let answers = self.inner.reserve_many(&[keys], now, unix_ms).await;
+            answers.first().copied().unwrap_or(Reservation::Granted)
+        })
+    }
+
+    fn reserve_many<'a>(
+        &'a self,
+        asks: &'a [&'a [BudgetKey]],
+        now: Tick,
+        unix_ms: i64,
+    ) -> StoreFuture<'a, Vec<Reservation>> {
+        Box::pin(self.inner.reserve_many(asks, now, unix_ms))
+    }
+
+    fn batch_limit(&self, keys: &[BudgetKey]) -> usize {
+        let inner = &self.inner;
+        turns::turn_of(keys, &inner.limits.load(), inner.replicas)
+            .map_or(MAX_BATCH, |turn| turn.share.min(MAX_BATCH))
+    }
+
+    fn known_wait(&self, keys: &[BudgetKey], now: Tick) -> Option<Tick> {
+        if self.inner.failover.is_degraded() {
+            return None;
+        }
+        let (held, turn_ends) = (lock(&self.inner.held), lock(&self.inner.turn_ends));
+        keys.iter()
+            .flat_map(|key| [held.get(key), turn_ends.get(key)])
+            .flatten()
+            .copied()
+            .filter(|&t| t > now)
+            .max()
     }
 
     fn try_reserve_now(&self, _: &[BudgetKey], _: Tick, _: i64) -> Option<Reservation> {
@@ -373,10 +526,14 @@ impl BudgetStore for RedisStore {
     fn set_limits(&self, limits: Limits, unix_ms: i64) {
         let inner = &self.inner;
         inner.failover.set_limits(&limits, inner.replicas, unix_ms);
+        lock(&inner.held).clear();
+        lock(&inner.turn_ends).clear();
         inner.limits.store(Arc::new(limits));
     }
 
     fn evict_idle(&self, now: Tick, unix_ms: i64, idle_ttl: Duration) -> usize {
+        lock(&self.inner.held).retain(|_, t| *t > now);
+        lock(&self.inner.turn_ends).retain(|_, t| *t > now);
         let mut local = self.inner.failover.local();
         local.share.evict_idle(now, unix_ms, idle_ttl);
         local.mirror.evict_idle(now, unix_ms, idle_ttl)
@@ -405,4 +562,11 @@ impl BudgetStore for RedisStore {
             .get(key)
             .map(|budget| BudgetView::of(*key, budget, now, unix_ms))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A map of hints: consistent after any panic, and worth keeping.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,5 +1,5 @@
-//! Talking to Redis: the two Lua scripts (one reservation; one lesson) sent in one round
-//! trip each on a multiplexed connection, bounded by `[store] command_timeout_ms`, what
+//! Talking to Redis: the two Lua scripts (a lane's reservations; one lesson) sent in one
+//! round trip each on a multiplexed connection, bounded by `[store] command_timeout_ms`, what
 //! their replies mean on the caller's clock, and what kind of failure an error is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,33 +108,37 @@ impl Redis {
         self.round_trips.load(Ordering::Relaxed)
     }
 
-    /// One script round trip, bounded by the command timeout.
+    /// One script round trip for a lane's reservations, bounded by the command timeout:
+    /// each all-or-nothing, in order, up to the first refused.
     pub(super) async fn reserve(
         &self,
-        keys: &[BudgetKey],
+        asks: &[Vec<BudgetKey>],
         limits: &Limits,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Reply, Failure> {
         let mut invocation = self.reserve_script.prepare_invoke();
-        invocation.arg(keys.len());
-        for key in keys {
-            let name = key_name(&self.prefix, key);
-            match limits.spec_for(key) {
-                BudgetSpec::Window(spec) => {
-                    invocation
-                        .key(name.clone())
-                        .key(format!("{name}:blk"))
-                        .key(format!("{name}:out"))
-                        .arg("w")
-                        .arg(spec.capacity())
-                        .arg(spec.span_micros())
-                        .arg(u8::from(spec.learn_first));
-                }
-                BudgetSpec::Daily(spec) => {
-                    invocation
-                        .key(name)
-                        .arg("d")
-                        .arg(spec.limit)
-                        .arg(i64::from(spec.utc_offset_secs) * 1_000);
+        invocation.arg(asks.len());
+        for keys in asks {
+            invocation.arg(keys.len());
+            for key in keys {
+                let name = key_name(&self.prefix, key);
+                match limits.spec_for(key) {
+                    BudgetSpec::Window(spec) => {
+                        invocation
+                            .key(name.clone())
+                            .key(format!("{name}:blk"))
+                            .key(format!("{name}:out"))
+                            .arg("w")
+                            .arg(spec.capacity())
+                            .arg(spec.span_micros())
+                            .arg(u8::from(spec.learn_first));
+                    }
+                    BudgetSpec::Daily(spec) => {
+                        invocation
+                            .key(name)
+                            .arg("d")
+                            .arg(spec.limit)
+                            .arg(i64::from(spec.utc_offset_secs) * 1_000);
+                    }
                 }
             }
         }
@@ -142,7 +146,7 @@ impl Redis {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let reply: Vec<i64> =
             bounded(self.command_timeout, invocation.invoke_async(&mut conn)).await?;
-        Answer::parse(&reply).ok_or_else(|| {
+        Reply::parse(&reply, asks.len()).ok_or_else(|| {
             Failure::struggling(format!(
                 "unexpected reply from the reservation script: {reply:?}"
             ))
@@ -279,6 +283,7 @@ impl Redis {
             .key(format!("{name}:blk"))
             .key(format!("{name}:out"))
             .arg(1)
+            .arg(1)
             .arg("w")
             .arg(1)
             .arg(1_000)
@@ -286,7 +291,7 @@ impl Redis {
         let mut conn = self.conn.clone();
         let reply: Vec<i64> =
             bounded(self.command_timeout, invocation.invoke_async(&mut conn)).await?;
-        match Answer::parse(&reply) {
+        match Reply::parse(&reply, 1) {
             Some(_) => Ok(()),
             None => Err(Failure::struggling(format!(
                 "unexpected reply from the reservation script: {reply:?}"
@@ -310,27 +315,44 @@ async fn bounded<T>(
     }
 }
 
-/// What the reservation script said.
+/// What the reservation script said about a batch: how many of its first reservations
+/// were granted, and the refusal after them. When all were granted, the refusal (if any)
+/// is what one more reservation like the last would meet now: a hint, nothing was spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reply {
+    pub(super) granted: usize,
+    pub(super) refusal: Option<Answer>,
+}
+
+impl Reply {
+    /// `[granted]` when that is every one of `asked`, else `[granted, …]` with the refusal
+    /// after it (see `Answer::parse`); anything else is `None`.
+    pub(super) fn parse(reply: &[i64], asked: usize) -> Option<Reply> {
+        let (&granted, refusal) = reply.split_first()?;
+        let granted = usize::try_from(granted).ok().filter(|&g| g <= asked)?;
+        let refusal = match refusal {
+            [] if granted == asked => None,
+            [] => return None,
+            refusal => Some(Answer::parse(refusal)?),
+        };
+        Some(Reply { granted, refusal })
+    }
+}
+
+/// Why the reservation script refused (or would refuse) a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Answer {
-    Granted,
     /// Refused; `delay_us` from Redis's now (`None` = never), and the index of the budget
     /// that refused latest.
-    NotBefore {
-        delay_us: Option<u64>,
-        index: usize,
-    },
+    NotBefore { delay_us: Option<u64>, index: usize },
     /// A daily budget is spent until this unix time (ms, Redis's clock).
-    Daily {
-        resets_at_unix_ms: i64,
-    },
+    Daily { resets_at_unix_ms: i64 },
 }
 
 impl Answer {
-    /// `[1]`, `[2, delay_us | -1, index]` or `[3, reset_ms]`; anything else is `None`.
+    /// `[2, delay_us | -1, index]` or `[3, reset_ms]`; anything else is `None`.
     pub(super) fn parse(reply: &[i64]) -> Option<Answer> {
         match *reply {
-            [1] => Some(Answer::Granted),
             [2, delay, index] => Some(Answer::NotBefore {
                 delay_us: u64::try_from(delay).ok(),
                 index: usize::try_from(index).ok()?.checked_sub(1)?,
@@ -352,7 +374,6 @@ impl Answer {
     /// Onto the caller's clock: the round trip has passed since `now`, then the delay.
     pub(super) fn into_reservation(self, now: Tick, elapsed: Duration) -> Reservation {
         match self {
-            Answer::Granted => Reservation::Granted,
             Answer::NotBefore { delay_us: None, .. } => Reservation::NotBefore(Tick::MAX),
             Answer::NotBefore {
                 delay_us: Some(delay),
@@ -371,7 +392,6 @@ mod tests {
 
     #[test]
     fn replies_parse_or_are_refused_without_panicking() {
-        assert_eq!(Answer::parse(&[1]), Some(Answer::Granted));
         assert_eq!(
             Answer::parse(&[2, 500, 2]),
             Some(Answer::NotBefore {
@@ -392,8 +412,60 @@ mod tests {
                 resets_at_unix_ms: 86_400_000
             })
         );
-        for bad in [&[][..], &[2, 5, 0], &[2, 5, -3], &[9], &[1, 1]] {
+        for bad in [&[][..], &[1], &[2, 5, 0], &[2, 5, -3], &[9], &[1, 1]] {
             assert_eq!(Answer::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn batch_replies_parse_or_are_refused_without_panicking() {
+        assert_eq!(
+            Reply::parse(&[3], 3),
+            Some(Reply {
+                granted: 3,
+                refusal: None
+            })
+        );
+        assert_eq!(
+            Reply::parse(&[1, 2, 500, 1], 4),
+            Some(Reply {
+                granted: 1,
+                refusal: Some(Answer::NotBefore {
+                    delay_us: Some(500),
+                    index: 0
+                })
+            })
+        );
+        assert_eq!(
+            Reply::parse(&[0, 3, 86_400_000], 1),
+            Some(Reply {
+                granted: 0,
+                refusal: Some(Answer::Daily {
+                    resets_at_unix_ms: 86_400_000
+                })
+            })
+        );
+        // All granted, and what one more like the last would meet.
+        assert_eq!(
+            Reply::parse(&[1, 2, 500, 1], 1),
+            Some(Reply {
+                granted: 1,
+                refusal: Some(Answer::NotBefore {
+                    delay_us: Some(500),
+                    index: 0
+                })
+            })
+        );
+        for (bad, asked) in [
+            (&[][..], 1),
+            (&[2], 3),
+            (&[4], 3),
+            (&[-1], 1),
+            (&[0, 1], 2),
+            (&[0, 9], 2),
+            (&[0, 2, 5, 0], 2),
+        ] {
+            assert_eq!(Reply::parse(bad, asked), None, "{bad:?} of {asked}");
         }
     }
 

@@ -5,11 +5,15 @@
 //! `store`: the store itself against the engine (reservations, late sends, TLS, reloads,
 //! daily budgets, lessons); `replicas`: gateways sharing one budget through Redis, and
 //! Redis dying and coming back under them; `cluster`: the same through a Redis Cluster,
-//! and one of its masters dying under them.
+//! and one of its masters dying under them; `batched`: Redis far away (behind a delaying
+//! proxy), where a lane's reservations go in one script call; `turns`: replicas whose
+//! callers arrive together, each getting its share of a window.
 
+mod batched;
 mod cluster;
 mod replicas;
 mod store;
+mod turns;
 
 use crate::support::*;
 use http::StatusCode;

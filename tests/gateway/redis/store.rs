@@ -439,3 +439,42 @@ async fn on_a_cluster_the_script_answers_as_on_one_node_and_reloads_where_flushe
     }
     assert_eq!(store.health(), hubgate::store::StoreHealth::Healthy);
 }
+
+#[tokio::test]
+async fn a_probes_refused_followers_are_held_until_its_answer_lands() {
+    let redis = RedisServer::start();
+    let limits = Limits {
+        burst: WindowSpec::new(110, Duration::from_secs(10)).learning_first(),
+        ..Limits::default()
+    };
+    let s = store(&redis, &limits);
+    let clock = Clock::new();
+    let (now, unix_ms) = (clock.now(), clock.unix_ms());
+    // One batch from idle: the probe goes, the rest wait for its answer.
+    let asks: Vec<&[BudgetKey]> = vec![&[APP]; 3];
+    let answers = s.reserve_many(&asks, now, unix_ms).await;
+    let [Reservation::Granted, Reservation::NotBefore(t)] = answers[..] else {
+        panic!("the probe alone goes: {answers:?}")
+    };
+    // Kept, so a lane woken by an arrival sleeps on instead of hearing it again from Redis.
+    assert_eq!(s.known_wait(&[APP], clock.now()), Some(t));
+    let before = s.round_trips();
+    s.learn(
+        Lesson::Usage {
+            key: APP,
+            hub_used: 1,
+            max: 110,
+            admitted: now,
+        },
+        clock.now(),
+        clock.unix_ms(),
+    )
+    .await;
+    assert_eq!(s.round_trips(), before + 1);
+    // Its answer is in Redis: the rest may go, and Redis grants them.
+    assert_eq!(s.known_wait(&[APP], clock.now()), None);
+    let answers = s
+        .reserve_many(&asks[1..], clock.now(), clock.unix_ms())
+        .await;
+    assert_eq!(answers, [Reservation::Granted, Reservation::Granted]);
+}
