@@ -74,15 +74,7 @@ async fn gateway(sim: &Simulator, coalesce: Option<u32>) -> String {
         app_id: 1,
         portal_id: 10,
     }];
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", proxy.local_addr().unwrap());
-    tokio::spawn(hubgate::run(
-        config,
-        hubgate::Listeners { proxy, admin },
-        std::future::pending(),
-    ));
-    base
+    support::start_gateway(config).await
 }
 
 async fn call(client: &HttpClient, url: String, token: &str) -> (StatusCode, bool, Bytes) {

@@ -47,15 +47,7 @@ async fn gateway(sim: &Simulator) -> String {
         app_id: 1,
         portal_id: 1,
     }];
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", proxy.local_addr().unwrap());
-    tokio::spawn(hubgate::run(
-        config,
-        hubgate::Listeners { proxy, admin },
-        std::future::pending(),
-    ));
-    base
+    support::start_gateway(config).await
 }
 
 /// Sends `calls` calls at `RATE_PER_SECOND`, each on its own task so a slow answer never
@@ -106,6 +98,7 @@ fn main() {
         let sim = simulator().await;
         let direct = sim.base_url();
         let through = gateway(&sim).await;
+        eprintln!("straight to the simulator: {direct}; through hubgate: {through}");
         let client = client();
         let new_histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let (mut direct_us, mut through_us) = (new_histogram(), new_histogram());

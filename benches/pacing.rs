@@ -50,15 +50,7 @@ async fn gateway(sim: &Simulator) -> String {
             portal_id: 1000 + i,
         })
         .collect();
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", proxy.local_addr().unwrap());
-    tokio::spawn(hubgate::run(
-        config,
-        hubgate::Listeners { proxy, admin },
-        std::future::pending(),
-    ));
-    base
+    support::start_gateway(config).await
 }
 
 /// What closed-loop callers of one owner got over `WINDOWS` windows.

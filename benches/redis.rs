@@ -106,15 +106,7 @@ async fn gateway(sim: &Simulator, limit: u64, redis: Option<(&Redis, &str, u32)>
         config.store.key_prefix = prefix.into();
         config.store.replicas = replicas;
     }
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", proxy.local_addr().unwrap());
-    tokio::spawn(hubgate::run(
-        config,
-        hubgate::Listeners { proxy, admin },
-        std::future::pending(),
-    ));
-    base
+    support::start_gateway(config).await
 }
 
 /// `LATENCY_CALLS` calls from `callers` closed-loop callers on a budget that never fills:
@@ -225,15 +217,7 @@ async fn far_gateway(
             portal_id: 10,
         });
     }
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", proxy.local_addr().unwrap());
-    tokio::spawn(hubgate::run(
-        config,
-        hubgate::Listeners { proxy, admin },
-        std::future::pending(),
-    ));
-    base
+    support::start_gateway(config).await
 }
 
 /// Another owner's token: its call opens the gateway's connection to Redis.

@@ -19,6 +19,20 @@ pub(crate) fn client() -> HttpClient {
         .build_http()
 }
 
+/// Starts hubgate with `config` in this process on loopback ports of its own (proxy and
+/// admin); its proxy's base URL. It runs until the bench ends.
+pub(crate) async fn start_gateway(config: hubgate::Config) -> String {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", proxy.local_addr().unwrap());
+    tokio::spawn(hubgate::run(
+        config,
+        hubgate::Listeners { proxy, admin },
+        std::future::pending(),
+    ));
+    base
+}
+
 /// One contacts page with `token`; the status, or 502 when no answer came.
 pub(crate) async fn get(client: &HttpClient, base: &str, token: &str) -> StatusCode {
     get_as(client, base, token, None).await
@@ -45,7 +59,11 @@ pub(crate) async fn get_as(
             let _ = response.into_body().collect().await;
             status
         }
-        Err(_) => StatusCode::BAD_GATEWAY,
+        Err(error) => {
+            // Said here: the status alone would not tell a call no one answered from a 502.
+            eprintln!("a call to {base} got no answer: {error:?}");
+            StatusCode::BAD_GATEWAY
+        }
     }
 }
 

@@ -8,19 +8,9 @@ use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hubgate::config::StaticCredential;
 use hubgate::Config;
 
 const TOKEN: &str = "pat-na1-obs-secret-0123456789abcdef";
-
-fn credential(token: &str, app_id: u64, portal_id: u64) -> StaticCredential {
-    StaticCredential {
-        token: Some(token.to_string()),
-        token_sha256: None,
-        app_id,
-        portal_id,
-    }
-}
 
 async fn ok_upstream() -> String {
     let addr = upstream(|_| async { Response::new(Full::new(Bytes::from_static(b"{}"))) }).await;
@@ -53,7 +43,7 @@ async fn gauges_and_admin_api_follow_a_queued_burst() {
         c.budgets.burst_window_ms = 1500;
         c.budgets.burst_margin_ms = 0;
         c.budgets.daily_limit = 1000;
-        c.credentials = vec![credential(TOKEN, 7, 70)];
+        c.credentials = vec![known_owner(TOKEN, 7, 70)];
     })
     .await;
     for _ in 0..3 {
@@ -188,7 +178,7 @@ async fn owners_beyond_max_owner_series_are_summed_under_other() {
         c.credentials = tokens
             .iter()
             .zip(1u64..)
-            .map(|(t, i)| credential(t, i, 10 * i))
+            .map(|(t, i)| known_owner(t, i, 10 * i))
             .collect();
     })
     .await;
@@ -258,7 +248,7 @@ async fn owners_beyond_max_owner_series_are_summed_under_other() {
 async fn admin_owner_lookups_and_nothing_leaks_a_token() {
     let base = ok_upstream().await;
     let gateway = Gateway::start(&base, |c: &mut Config| {
-        c.credentials = vec![credential(TOKEN, 7, 70)];
+        c.credentials = vec![known_owner(TOKEN, 7, 70)];
     })
     .await;
     assert_eq!(call(&gateway, TOKEN).await, StatusCode::OK);

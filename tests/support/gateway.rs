@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::StatusCode;
+use hubgate::config::StaticCredential;
 use hubgate::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -176,4 +177,15 @@ pub(crate) async fn assert_tasks_return_to(baseline: usize, slack: usize, within
         },
     )
     .await
+}
+
+/// A `[[credentials]]` entry: `token` known in advance as (`app_id`, `portal_id`)'s, so no
+/// introspection stands between its first call and its lane.
+pub(crate) fn known_owner(token: &str, app_id: u64, portal_id: u64) -> StaticCredential {
+    StaticCredential {
+        token: Some(token.to_string()),
+        token_sha256: None,
+        app_id,
+        portal_id,
+    }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate::config::StaticCredential;
 use hubgate::Config;
 use tokio::time::Instant;
 
@@ -60,21 +59,9 @@ async fn far_redis(one_way: Duration) -> (RedisServer, DelayProxy, String) {
 async fn gateway_on(sim: &Hubspot, proxy: &DelayProxy) -> Gateway {
     let url = proxy.redis_url();
     sim.gateway(move |c: &mut Config| {
-        // Owners known in advance: no introspection (paced through Redis too) before the
-        // first call.
-        for (token, app_id, portal_id) in [(BURST_TOKEN, 1, 10), (WARM_TOKEN, 2, 20)] {
-            c.credentials.push(StaticCredential {
-                token: Some(token.into()),
-                token_sha256: None,
-                app_id,
-                portal_id,
-            });
-        }
-        c.budgets.burst_margin_ms = 40;
+        let owners = [(BURST_TOKEN, 1, 10), (WARM_TOKEN, 2, 20)];
+        super::known_owners_on_redis(c, url, "far", &owners);
         c.queue.max_wait_ms = 20_000;
-        c.store.kind = "redis".into();
-        c.store.redis_url = url;
-        c.store.key_prefix = "far".into();
         c.store.command_timeout_ms = 1_000;
     })
     .await

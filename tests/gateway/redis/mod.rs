@@ -17,6 +17,7 @@ mod turns;
 
 use crate::support::*;
 use http::StatusCode;
+use hubgate::Config;
 
 /// The replica's `hubgate_store_degraded` gauge: 1 while any budget of its store is degraded.
 async fn degraded_gauge(gateway: &Gateway) -> f64 {
@@ -37,4 +38,24 @@ async fn every_gauge_degraded(gateways: &[std::sync::Arc<Gateway>]) -> bool {
 async fn readyz(gateway: &Gateway) -> (StatusCode, serde_json::Value) {
     let (status, _, body) = get(&format!("http://{}/readyz", gateway.admin)).await;
     (status, json(&body))
+}
+
+/// `c` as a replica on the Redis at `url` (keys under `key_prefix`) whose callers' `owners`
+/// (token, app, portal) are known in advance, so no introspection (paced through Redis
+/// too) comes before their first call; margins of 40 ms, as HubSpot on loopback needs.
+fn known_owners_on_redis(
+    c: &mut Config,
+    url: String,
+    key_prefix: &str,
+    owners: &[(&str, u64, u64)],
+) {
+    c.credentials.extend(
+        owners
+            .iter()
+            .map(|&(token, app, portal)| known_owner(token, app, portal)),
+    );
+    c.budgets.burst_margin_ms = 40;
+    c.store.kind = "redis".into();
+    c.store.redis_url = url;
+    c.store.key_prefix = key_prefix.into();
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hubgate::config::StaticCredential;
 use hubgate::Config;
 use tokio::time::Instant;
 
@@ -36,20 +35,8 @@ portal_id = 20
 async fn replica(sim: &Hubspot, redis: &RedisServer) -> Gateway {
     let url = redis.url();
     sim.gateway(move |c: &mut Config| {
-        // Owners known in advance: no introspection between the callers and their lane.
-        for (token, app_id, portal_id) in [(TOKEN, 1, 10), (WARM_TOKEN, 2, 20)] {
-            c.credentials.push(StaticCredential {
-                token: Some(token.into()),
-                token_sha256: None,
-                app_id,
-                portal_id,
-            });
-        }
-        c.budgets.burst_margin_ms = 40;
+        super::known_owners_on_redis(c, url, "turns", &[(TOKEN, 1, 10), (WARM_TOKEN, 2, 20)]);
         c.queue.max_wait_ms = 5_000;
-        c.store.kind = "redis".into();
-        c.store.redis_url = url;
-        c.store.key_prefix = "turns".into();
         c.store.replicas = REPLICAS as u32;
         c.store.command_timeout_ms = 500;
     })
