@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::*;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use hubgate::Config;
 use tokio::time::Instant;
 
@@ -67,14 +66,6 @@ async fn gateway_on(sim: &Hubspot, proxy: &DelayProxy) -> Gateway {
     .await
 }
 
-async fn call(gateway: &Gateway, token: &str) -> StatusCode {
-    let request = Request::get(gateway.url("/crm/v3/objects/contacts"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    send(request).await.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_110_from_idle_costs_two_reservation_round_trips_to_a_far_redis() {
     let _turn = heavy_turn().await;
@@ -85,7 +76,10 @@ async fn a_burst_of_110_from_idle_costs_two_reservation_round_trips_to_a_far_red
     let gateway = Arc::new(gateway_on(&sim, &proxy).await);
     // The connection to Redis opens on the first reservation: another owner's call opens
     // it, and its answer's lessons go before the burst starts.
-    assert_eq!(call(&gateway, WARM_TOKEN).await, StatusCode::OK);
+    assert_eq!(
+        super::contacts_as(&gateway, WARM_TOKEN).await,
+        StatusCode::OK
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reservations_before = proxy.count_sent(reserve_sha.as_bytes());
 
@@ -93,7 +87,12 @@ async fn a_burst_of_110_from_idle_costs_two_reservation_round_trips_to_a_far_red
     let calls: Vec<_> = (0..BURST)
         .map(|_| {
             let gateway = gateway.clone();
-            tokio::spawn(async move { (call(&gateway, BURST_TOKEN).await, started.elapsed()) })
+            tokio::spawn(async move {
+                (
+                    super::contacts_as(&gateway, BURST_TOKEN).await,
+                    started.elapsed(),
+                )
+            })
         })
         .collect();
     let mut answered_at = Vec::new();
@@ -144,7 +143,10 @@ async fn an_owners_throughput_with_redis_90_ms_away_is_its_budget_not_one_call_p
     let (_redis, proxy, _) = far_redis(ONE_WAY).await;
     let sim = Hubspot::start(sim_config(&world(LIMIT as u32, 1_000))).await;
     let gateway = Arc::new(gateway_on(&sim, &proxy).await);
-    assert_eq!(call(&gateway, WARM_TOKEN).await, StatusCode::OK);
+    assert_eq!(
+        super::contacts_as(&gateway, WARM_TOKEN).await,
+        StatusCode::OK
+    );
 
     let started = Instant::now();
     let callers: Vec<_> = (0..CALLERS)
@@ -153,7 +155,7 @@ async fn an_owners_throughput_with_redis_90_ms_away_is_its_budget_not_one_call_p
             tokio::spawn(async move {
                 let mut answered = Vec::new();
                 while started.elapsed() < MEASURED {
-                    let status = call(&gateway, BURST_TOKEN).await;
+                    let status = super::contacts_as(&gateway, BURST_TOKEN).await;
                     answered.push((status, started.elapsed()));
                 }
                 answered

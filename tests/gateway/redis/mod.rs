@@ -59,3 +59,12 @@ fn known_owners_on_redis(
     c.store.redis_url = url;
     c.store.key_prefix = key_prefix.into();
 }
+
+/// The status of one contacts page through `gateway` with `token`.
+async fn contacts_as(gateway: &Gateway, token: &str) -> StatusCode {
+    let request = http::Request::get(gateway.url("/crm/v3/objects/contacts"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    send(request).await.0
+}

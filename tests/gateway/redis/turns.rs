@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::*;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use hubgate::Config;
 use tokio::time::Instant;
 
@@ -43,14 +42,6 @@ async fn replica(sim: &Hubspot, redis: &RedisServer) -> Gateway {
     .await
 }
 
-async fn call(gateway: &Gateway, token: &str) -> StatusCode {
-    let request = Request::get(gateway.url("/crm/v3/objects/contacts"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    send(request).await.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_arriving_together_at_a_quiet_budget_each_get_a_share_of_its_first_window() {
     let _turn = heavy_turn().await;
@@ -59,7 +50,10 @@ async fn replicas_arriving_together_at_a_quiet_budget_each_get_a_share_of_its_fi
     let mut gateways = Vec::new();
     for _ in 0..REPLICAS {
         let gateway = Arc::new(replica(&sim, &redis).await);
-        assert_eq!(call(&gateway, WARM_TOKEN).await, StatusCode::OK);
+        assert_eq!(
+            super::contacts_as(&gateway, WARM_TOKEN).await,
+            StatusCode::OK
+        );
         gateways.push(gateway);
     }
     // As many callers per replica as the window holds: whichever lane is served first
@@ -70,7 +64,7 @@ async fn replicas_arriving_together_at_a_quiet_budget_each_get_a_share_of_its_fi
         for _ in 0..LIMIT {
             let gateway = gateway.clone();
             calls.push(tokio::spawn(async move {
-                let status = call(&gateway, TOKEN).await;
+                let status = super::contacts_as(&gateway, TOKEN).await;
                 (index, status, started.elapsed())
             }));
         }
