@@ -143,6 +143,32 @@ start_nginx_proxy() {
   wait_http "http://127.0.0.1:$px_port/"
 }
 
+# wrk_rounds ROUNDS SECONDS URL_PATH WRK_ARGS...: one 2 s warm-up pass (connection pools,
+# caches, lanes), then ROUNDS rounds in which each of "${targets[@]}" takes its turn for
+# SECONDS against "${base[$t]}URL_PATH", so all share the machine's noise alike. Writes
+# $work/wrk-T-R.txt and $work/cpu-T-R.txt (the CPU ns the pids "${spender[$t]}" ran), which
+# bench/wrk_rounds.py reads; stops at a non-2xx answer.
+wrk_rounds() {
+  local rounds=$1 seconds=$2 path=$3 r t before
+  shift 3
+  for t in "${targets[@]}"; do
+    wrk "$@" -d2s "${base[$t]}$path" >/dev/null
+  done
+  for r in $(seq 1 "$rounds"); do
+    for t in "${targets[@]}"; do
+      # shellcheck disable=SC2086 # a list of pids
+      before=$(cpu_ns ${spender[$t]})
+      wrk "$@" --latency -d"${seconds}s" "${base[$t]}$path" >"$work/wrk-$t-$r.txt"
+      # shellcheck disable=SC2086
+      echo $(($(cpu_ns ${spender[$t]}) - before)) >"$work/cpu-$t-$r.txt"
+      if grep -q 'Non-2xx' "$work/wrk-$t-$r.txt"; then
+        echo "$t answered non-2xx:" >&2; cat "$work/wrk-$t-$r.txt" >&2; exit 1
+      fi
+      echo "round $r $t: $(awk '/Requests\/sec/ {print $2}' "$work/wrk-$t-$r.txt") req/s" >&2
+    done
+  done
+}
+
 # hubgate settings for measuring its overhead: a known token (no introspection) whose
 # budgets never bind at these rates (65,536 per 1 s window).
 bench_token="pat-na1-bench"

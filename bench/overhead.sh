@@ -31,24 +31,8 @@ declare -A spender=(
 )
 targets=(direct nginx hubgate)
 command="wrk -t2 -c$connections -d${seconds}s --latency -H 'Authorization: Bearer $bench_token'"
-# One warm-up pass fills connection pools and caches on every path.
-for t in "${targets[@]}"; do
-  wrk -t2 -c"$connections" -d2s -H "Authorization: Bearer $bench_token" "${base[$t]}$path" >/dev/null
-done
-for r in $(seq 1 "$rounds"); do
-  for t in "${targets[@]}"; do
-    # shellcheck disable=SC2086 # a list of pids
-    before=$(cpu_ns ${spender[$t]})
-    wrk -t2 -c"$connections" -d"${seconds}s" --latency -H "Authorization: Bearer $bench_token" \
-      "${base[$t]}$path" >"$work/wrk-$t-$r.txt"
-    # shellcheck disable=SC2086
-    echo $(($(cpu_ns ${spender[$t]}) - before)) >"$work/cpu-$t-$r.txt"
-    if grep -q 'Non-2xx' "$work/wrk-$t-$r.txt"; then
-      echo "$t answered non-2xx:" >&2; cat "$work/wrk-$t-$r.txt" >&2; exit 1
-    fi
-    echo "round $r $t: $(awk '/Requests\/sec/ {print $2}' "$work/wrk-$t-$r.txt") req/s" >&2
-  done
-done
+wrk_rounds "$rounds" "$seconds" "$path" \
+  -t2 -c"$connections" -H "Authorization: Bearer $bench_token"
 python3 bench/wrk_rounds.py "$work" "$rounds" "\`$command URL\`" \
   "direct=straight to the upstream (CPU: the upstream's)" \
   "nginx=through nginx \`proxy_pass\` (upstream keepalive)" \

@@ -81,24 +81,7 @@ end
 LUA
 
 path="/crm/v3/objects/contacts?limit=1"
-wrk_args=(-t1 -c"$connections" --latency -s "$work/rotate.lua")
-# One warm-up pass fills connection pools, caches and every owner's lane on every path.
-for t in "${targets[@]}"; do
-  wrk "${wrk_args[@]}" -d2s "${base[$t]}$path" >/dev/null
-done
-for r in $(seq 1 "$rounds"); do
-  for t in "${targets[@]}"; do
-    # shellcheck disable=SC2086 # a list of pids
-    before=$(cpu_ns ${spender[$t]})
-    wrk "${wrk_args[@]}" -d"${seconds}s" "${base[$t]}$path" >"$work/wrk-$t-$r.txt"
-    # shellcheck disable=SC2086
-    echo $(($(cpu_ns ${spender[$t]}) - before)) >"$work/cpu-$t-$r.txt"
-    if grep -q 'Non-2xx' "$work/wrk-$t-$r.txt"; then
-      echo "$t answered non-2xx:" >&2; cat "$work/wrk-$t-$r.txt" >&2; exit 1
-    fi
-    echo "round $r $t: $(awk '/Requests\/sec/ {print $2}' "$work/wrk-$t-$r.txt") req/s" >&2
-  done
-done
+wrk_rounds "$rounds" "$seconds" "$path" -t1 -c"$connections" -s "$work/rotate.lua"
 # Every token was paced as an owner of its own.
 owners_active=$(curl -sf "http://127.0.0.1:$gw_admin/metrics" | awk '$1 == "hubgate_owners_active" {print $2}')
 echo "hubgate_owners_active after the rounds: $owners_active" >&2
