@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use super::{degraded_gauge, every_gauge_degraded, readyz};
 use crate::support::*;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use hubgate::Config;
 use tokio::time::Instant;
 
@@ -103,11 +102,7 @@ async fn replica_on(
 }
 
 async fn call(gateway: &Gateway, portal: u64) -> (StatusCode, bytes::Bytes) {
-    let request = Request::get(gateway.url("/crm/v3/objects/contacts"))
-        .header("authorization", format!("Bearer {}", token(portal)))
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let (status, _, body) = send(request).await;
+    let (status, _, body) = super::contacts_page(gateway, &token(portal)).await;
     (status, body)
 }
 
@@ -122,31 +117,7 @@ fn saturate(
 ) -> tokio::task::JoinHandle<Vec<(StatusCode, Duration)>> {
     let gateways = gateways.to_vec();
     tokio::spawn(async move {
-        let mut tasks = Vec::new();
-        for gateway in &gateways {
-            for _ in 0..callers {
-                let gateway = gateway.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut seen = Vec::new();
-                    while started.elapsed() < until {
-                        let (status, body) = call(&gateway, portal).await;
-                        if status != StatusCode::OK {
-                            println!(
-                                "portal {portal}: {status}: {}",
-                                String::from_utf8_lossy(&body)
-                            );
-                        }
-                        seen.push((status, started.elapsed()));
-                    }
-                    seen
-                }));
-            }
-        }
-        let mut out = Vec::new();
-        for task in tasks {
-            out.extend(task.await.unwrap());
-        }
-        out
+        super::saturate_as(&gateways, &token(portal), callers, started, until).await
     })
 }
 

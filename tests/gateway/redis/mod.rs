@@ -15,9 +15,14 @@ mod replicas;
 mod store;
 mod turns;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::support::*;
+use bytes::Bytes;
 use http::StatusCode;
 use hubgate::Config;
+use tokio::time::Instant;
 
 /// The replica's `hubgate_store_degraded` gauge: 1 while any budget of its store is degraded.
 async fn degraded_gauge(gateway: &Gateway) -> f64 {
@@ -25,7 +30,7 @@ async fn degraded_gauge(gateway: &Gateway) -> f64 {
 }
 
 /// Whether every replica's gauge says its store is degraded.
-async fn every_gauge_degraded(gateways: &[std::sync::Arc<Gateway>]) -> bool {
+async fn every_gauge_degraded(gateways: &[Arc<Gateway>]) -> bool {
     for gateway in gateways {
         if degraded_gauge(gateway).await != 1.0 {
             return false;
@@ -60,11 +65,49 @@ fn known_owners_on_redis(
     c.store.key_prefix = key_prefix.into();
 }
 
-/// The status of one contacts page through `gateway` with `token`.
-async fn contacts_as(gateway: &Gateway, token: &str) -> StatusCode {
+/// One contacts page through `gateway` with `token`: status, headers and body.
+async fn contacts_page(gateway: &Gateway, token: &str) -> (StatusCode, http::HeaderMap, Bytes) {
     let request = http::Request::get(gateway.url("/crm/v3/objects/contacts"))
         .header("authorization", format!("Bearer {token}"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
-    send(request).await.0
+    send(request).await
+}
+
+/// The status of one contacts page through `gateway` with `token`.
+async fn contacts_as(gateway: &Gateway, token: &str) -> StatusCode {
+    contacts_page(gateway, token).await.0
+}
+
+/// `callers` loops per gateway calling with `token` until `until` after `started`; every
+/// answer's status and arrival time since `started` (refusals printed with their body).
+async fn saturate_as(
+    gateways: &[Arc<Gateway>],
+    token: &str,
+    callers: usize,
+    started: Instant,
+    until: Duration,
+) -> Vec<(StatusCode, Duration)> {
+    let mut tasks = Vec::new();
+    for gateway in gateways {
+        for _ in 0..callers {
+            let (gateway, token) = (gateway.clone(), token.to_string());
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while started.elapsed() < until {
+                    let (status, _, body) = contacts_page(&gateway, &token).await;
+                    if status != StatusCode::OK {
+                        println!("{token}: {status}: {}", String::from_utf8_lossy(&body));
+                    }
+                    seen.push((status, started.elapsed()));
+                }
+                seen
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(task.await.unwrap());
+    }
+    out
 }

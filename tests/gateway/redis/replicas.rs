@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use super::{degraded_gauge, every_gauge_degraded, readyz};
 use crate::support::*;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use hubgate::Config;
 use tokio::time::Instant;
 
@@ -50,11 +49,7 @@ async fn replica(sim: &Hubspot, redis: &RedisServer, prefix: &str, on_failure: &
 }
 
 async fn call(gateway: &Gateway) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
-    let request = Request::get(gateway.url("/crm/v3/objects/contacts"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .unwrap();
-    send(request).await
+    super::contacts_page(gateway, TOKEN).await
 }
 
 /// `callers` loops per gateway until `until`; every answer's status and arrival time.
@@ -64,28 +59,7 @@ async fn saturate(
     started: Instant,
     until: Duration,
 ) -> Vec<(StatusCode, Duration)> {
-    let mut tasks = Vec::new();
-    for gateway in gateways {
-        for _ in 0..callers {
-            let gateway = gateway.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut seen = Vec::new();
-                while started.elapsed() < until {
-                    let (status, _, body) = call(&gateway).await;
-                    if status != StatusCode::OK {
-                        println!("{status}: {}", String::from_utf8_lossy(&body));
-                    }
-                    seen.push((status, started.elapsed()));
-                }
-                seen
-            }));
-        }
-    }
-    let mut out = Vec::new();
-    for task in tasks {
-        out.extend(task.await.unwrap());
-    }
-    out
+    super::saturate_as(gateways, TOKEN, callers, started, until).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
