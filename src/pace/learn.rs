@@ -19,20 +19,39 @@ fn is_window(key: BudgetKey) -> bool {
     !matches!(key, BudgetKey::Daily { .. })
 }
 
+/// Where one attempt's sends stand in the logs of the windows it spends: admitted at
+/// `admitted`, and held at `held_at` since the latest bound taken while it was on its way
+/// (its admission until then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OnItsWay {
+    pub(crate) admitted: Tick,
+    pub(crate) held_at: Tick,
+}
+
+impl OnItsWay {
+    pub(crate) fn admitted(admitted: Tick) -> OnItsWay {
+        OnItsWay {
+            admitted,
+            held_at: admitted,
+        }
+    }
+}
+
 /// What any answer teaches, 429s included. It came back at `answered`, so HubSpot counted
-/// the call admitted at `admitted` no later than that: each window's send moves there, and
-/// the slot stays held until HubSpot has surely let it go, whatever the delay was (a cold
-/// connection's handshakes, the network, HubSpot's own queue). `-Max`/`-Remaining` and the
-/// daily pair correct the local view of the budgets the call spent; absent headers change
-/// nothing, and nothing here raises a limit.
+/// the call no later than that: each window's send moves there, and the slot stays held
+/// until HubSpot has surely let it go, whatever the delay was (a cold connection's
+/// handshakes, the network, HubSpot's own queue). `-Max`/`-Remaining` and the daily pair
+/// correct the local view of the budgets the call spent; absent headers change nothing,
+/// and nothing here raises a limit.
 pub(crate) fn from_answer(
     headers: &http::HeaderMap,
     answered: Tick,
     keys: &Keys,
-    admitted: Tick,
+    sent: OnItsWay,
 ) -> Lessons {
     let reported = RateLimitHeaders::parse(headers);
-    let mut lessons = from_failure(keys, admitted, answered);
+    let mut lessons = arrived_by(keys, sent, answered);
+    let admitted = sent.admitted;
     for key in keys.iter().copied() {
         match key {
             BudgetKey::Burst { .. } | BudgetKey::Unidentified { .. } => {
@@ -56,19 +75,21 @@ pub(crate) fn from_answer(
     lessons
 }
 
-/// What a call that failed after it may have been sent teaches (a reset, a timeout): if
-/// HubSpot counted it, it did so before `failed`, so its slots are held from then.
-pub(crate) fn from_failure(keys: &Keys, admitted: Tick, failed: Tick) -> Lessons {
+/// What a call teaches that HubSpot counted no later than `by`, if at all: its answer came
+/// then, or it failed then after it may have been sent (a reset, a timeout), or it was
+/// still on its way then, or its caller gave up on it then. Its slots are held from `by`.
+pub(crate) fn arrived_by(keys: &Keys, sent: OnItsWay, by: Tick) -> Lessons {
     let mut lessons = Lessons::new();
-    if failed > admitted {
+    if by > sent.held_at {
         lessons.extend(
             keys.iter()
                 .copied()
                 .filter(|&key| is_window(key))
                 .map(|key| Lesson::ArrivedBy {
                     key,
-                    admitted,
-                    by: failed,
+                    admitted: sent.admitted,
+                    held_at: sent.held_at,
+                    by,
                 }),
         );
     }
@@ -166,13 +187,14 @@ mod tests {
         headers.insert("x-hubspot-ratelimit-remaining", "100".parse().unwrap());
         headers.insert("x-hubspot-ratelimit-daily-remaining", "5".parse().unwrap());
         let spent = keys(&[BURST, DAILY]);
-        let lessons = from_answer(&headers, Tick(50), &spent, Tick(10));
+        let lessons = from_answer(&headers, Tick(50), &spent, OnItsWay::admitted(Tick(10)));
         assert_eq!(
             lessons.as_slice(),
             [
                 Lesson::ArrivedBy {
                     key: BURST,
                     admitted: Tick(10),
+                    held_at: Tick(10),
                     by: Tick(50)
                 },
                 Lesson::Usage {
@@ -187,17 +209,29 @@ mod tests {
                 },
             ]
         );
-        let same_tick = from_answer(&http::HeaderMap::new(), Tick(10), &spent, Tick(10));
+        let same_tick = from_answer(
+            &http::HeaderMap::new(),
+            Tick(10),
+            &spent,
+            OnItsWay::admitted(Tick(10)),
+        );
         assert!(same_tick.is_empty(), "{same_tick:?}");
-        let failed = from_failure(&keys(&[SEARCH, DAILY]), Tick(10), Tick(70));
+        // Still on its way at 40, failed at 70: the second bound moves on from the first.
+        let on_its_way = OnItsWay {
+            admitted: Tick(10),
+            held_at: Tick(40),
+        };
+        let failed = arrived_by(&keys(&[SEARCH, DAILY]), on_its_way, Tick(70));
         assert_eq!(
             failed.as_slice(),
             [Lesson::ArrivedBy {
                 key: SEARCH,
                 admitted: Tick(10),
+                held_at: Tick(40),
                 by: Tick(70)
             }]
         );
+        assert!(arrived_by(&spent, on_its_way, Tick(40)).is_empty());
     }
 
     #[test]

@@ -220,6 +220,7 @@ fn pace_policy(config: &Config, callers: Callers) -> PacePolicy {
         retry: config.retry.clone(),
         callers,
         coalesce: config.coalesce.clone(),
+        still_out_every: config.budgets.limits().shortest_span() / 2,
     }
 }
 

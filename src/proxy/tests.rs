@@ -170,6 +170,7 @@ fn callers_requiring_a_key() -> Arc<ArcSwap<PacePolicy>> {
         retry: RetryConfig::default(),
         callers: Callers::new(&callers, &inbound),
         coalesce: Default::default(),
+        still_out_every: Duration::from_millis(500),
     }))
 }
 

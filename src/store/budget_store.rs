@@ -36,11 +36,14 @@ pub enum Lesson {
     /// HubSpot answered 429 for one of our sends on this window budget.
     Rejected { key: BudgetKey },
     /// A send admitted by `admitted` reached HubSpot no later than `by`, the moment its
-    /// answer (or its failure) came back: the window holds its slot until `by` plus the
-    /// window, which is when HubSpot has surely let it go.
+    /// answer (or its failure) came back, or it was still on its way then: the window
+    /// holds its slot until `by` plus the window, which is when HubSpot has surely let it
+    /// go. `held_at` is where the log holds it now: its admission, or the `by` of the
+    /// last bound taken while it was on its way.
     ArrivedBy {
         key: BudgetKey,
         admitted: Tick,
+        held_at: Tick,
         by: Tick,
     },
 }
@@ -173,7 +176,12 @@ pub fn apply_lesson(book: &mut BudgetBook, lesson: Lesson, now: Tick, unix_ms: i
             admitted,
         ),
         Lesson::Rejected { key } => book.observe_rejection(&key, now),
-        Lesson::ArrivedBy { key, admitted, by } => book.observe_arrival_bound(&key, admitted, by),
+        Lesson::ArrivedBy {
+            key,
+            admitted,
+            held_at,
+            by,
+        } => book.observe_arrival_bound(&key, admitted, held_at, by),
     }
 }
 

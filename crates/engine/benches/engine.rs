@@ -98,7 +98,7 @@ fn steady_full_window(c: &mut Criterion) {
             assert_eq!(r, Reservation::Granted, "limit {limit}: the window bound");
             let slot = (call % IN_FLIGHT as u64) as usize;
             let admitted = std::mem::replace(&mut out[slot], now);
-            book.observe_arrival_bound(&owner[0], admitted, now);
+            book.observe_arrival_bound(&owner[0], admitted, admitted, now);
             book.observe_usage(&owner[0], now, 1, limit, admitted);
             call += 1;
         };

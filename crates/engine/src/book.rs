@@ -128,6 +128,25 @@ impl Limits {
         };
         BudgetSpec::Window(self.window_overrides.get(key).copied().unwrap_or(default))
     }
+
+    /// The shortest time any window holds a send (`WindowSpec::span_micros`): how often a
+    /// call still on its way must be bounded so that no window lets its slot go.
+    pub fn shortest_span(&self) -> Duration {
+        let specs = [
+            self.burst,
+            self.search,
+            self.unidentified,
+            self.global,
+            self.token,
+        ];
+        let shortest = specs
+            .iter()
+            .chain(self.window_overrides.values())
+            .map(WindowSpec::span_micros)
+            .min()
+            .unwrap_or(1);
+        Duration::from_micros(shortest)
+    }
 }
 
 /// One budget's state.
@@ -329,9 +348,15 @@ impl BudgetBook {
     /// A send on window budget `key` admitted by `admitted` reached HubSpot no later than
     /// `by` (see `SlidingLog::observe_arrival_bound`). Ignored for daily keys, which count,
     /// not time.
-    pub fn observe_arrival_bound(&mut self, key: &BudgetKey, admitted: Tick, by: Tick) {
+    pub fn observe_arrival_bound(
+        &mut self,
+        key: &BudgetKey,
+        admitted: Tick,
+        held_at: Tick,
+        by: Tick,
+    ) {
         if let Budget::Window(log) = self.entry(key, by) {
-            log.observe_arrival_bound(admitted, by);
+            log.observe_arrival_bound(admitted, held_at, by);
         }
     }
 

@@ -402,16 +402,21 @@ impl SlidingLog {
     }
 
     /// One of our sends, admitted at or before `admitted`, reached HubSpot no later than
-    /// `by`: its answer (or failure) came then, or its connection opened only then. The
-    /// newest send at or before `admitted` moves to `by`, so the log holds the slot until
-    /// HubSpot has surely let it go (`by + span`), however long the network or HubSpot's
-    /// own queue delayed the call. Moving a send later only ever keeps its slot longer; any
-    /// send of the log stands for any other.
-    pub fn observe_arrival_bound(&mut self, admitted: Tick, by: Tick) {
+    /// `by`: its answer (or failure) came then, or its connection opened only then, or it
+    /// was still on its way then. The newest send at or before `held_at` (its admission,
+    /// or where an earlier bound for the same send moved it) moves to `by`, so the log
+    /// holds the slot until HubSpot has surely let it go (`by + span`), however long the
+    /// network or HubSpot's own queue delayed the call. Moving a send later only ever
+    /// keeps its slot longer; any send of the log stands for any other.
+    ///
+    /// A call still unanswered a span after its admission would otherwise free its slot
+    /// while HubSpot may not even have counted it yet: bounds taken while it is on its way,
+    /// each less than a span after the last, keep it held until the answer comes.
+    pub fn observe_arrival_bound(&mut self, admitted: Tick, held_at: Tick, by: Tick) {
         let span = self.span;
         let delay = u32::try_from(by.0.saturating_sub(admitted.0)).unwrap_or(u32::MAX);
         self.answer_delay.record(by, span, delay);
-        let at = self.sends.at_or_before(admitted);
+        let at = self.sends.at_or_before(held_at);
         let Some(newest) = at.checked_sub(1) else {
             return;
         };

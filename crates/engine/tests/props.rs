@@ -270,7 +270,7 @@ proptest! {
                 1 => log.block_until(Tick(u64::from(arg))),
                 2 => log.observe_remaining(now, arg % 8),
                 3 => { let _ = log.estimate_wait(now, arg as usize); }
-                4 => log.observe_arrival_bound(now, Tick(t.saturating_add(u64::from(arg)))),
+                4 => log.observe_arrival_bound(now, now, Tick(t.saturating_add(u64::from(arg)))),
                 5 => log.observe_usage(now, arg, arg % 7, Tick(t / 2)),
                 6 => log.observe_rejection(now),
                 _ => { let _ = log.is_idle(now); }
@@ -298,26 +298,42 @@ struct LaggedSend {
 /// Calls wanting to go at `wants` (µs, sorted) through one log with no time margin, each
 /// counted by HubSpot `lag_pct` of the way to its answer, which takes `answer_us`; every
 /// answer is applied as `observe_arrival_bound` at its own instant, in time order, before
-/// any later admission.
+/// any later admission. With `still_out_every`, a call not answered yet is bounded that
+/// often too (from where its last bound left it), as the gateway does while it waits.
 fn arrival_lag_run(
     spec: WindowSpec,
     wants: &[u64],
     answer_us: &[u64],
     lag_pct: &[u8],
+    still_out_every: Option<u64>,
 ) -> Vec<LaggedSend> {
+    /// A call on its way: when it was admitted, where the log holds it, when it is answered.
+    struct OnItsWay {
+        admitted: u64,
+        held_at: u64,
+        answered: u64,
+    }
     let mut log = SlidingLog::new(spec);
-    let mut pending: std::collections::BTreeMap<(u64, usize), u64> = Default::default();
+    let mut pending: std::collections::BTreeMap<(u64, usize), OnItsWay> = Default::default();
     let mut done = Vec::new();
     let mut now = 0u64;
     for (i, &want) in wants.iter().enumerate() {
         now = now.max(want);
         loop {
-            while let Some((&(at, id), &admitted)) = pending.iter().next() {
+            while let Some((&(at, id), _)) = pending.iter().next() {
                 if at > now {
                     break;
                 }
-                pending.remove(&(at, id));
-                log.observe_arrival_bound(Tick(admitted), Tick(at));
+                let call = pending.remove(&(at, id)).expect("just seen");
+                log.observe_arrival_bound(Tick(call.admitted), Tick(call.held_at), Tick(at));
+                if at < call.answered {
+                    let next = still_out_every.map_or(call.answered, |every| at + every);
+                    let call = OnItsWay {
+                        held_at: at,
+                        ..call
+                    };
+                    pending.insert((next.min(call.answered), id), call);
+                }
             }
             match log.try_reserve(Tick(now)) {
                 Ok(()) => break,
@@ -330,7 +346,15 @@ fn arrival_lag_run(
         }
         let answer = answer_us[i % answer_us.len()];
         let lag = answer * u64::from(lag_pct[i % lag_pct.len()]) / 100;
-        pending.insert((now + answer, i), now);
+        let first = still_out_every.map_or(answer, |every| every.min(answer));
+        pending.insert(
+            (now + first, i),
+            OnItsWay {
+                admitted: now,
+                held_at: now,
+                answered: now + answer,
+            },
+        );
         done.push(LaggedSend {
             admitted: now,
             answered: now + answer,
@@ -362,12 +386,40 @@ proptest! {
         }
         // Answers within the window: up to 99 % of it.
         let answer_us: Vec<u64> = answer_pct.iter().map(|p| window_us * p / 100).collect();
-        let sends = arrival_lag_run(spec, &wants, &answer_us, &lag_pct);
+        let sends = arrival_lag_run(spec, &wants, &answer_us, &lag_pct, None);
         let mut arrivals: Vec<Tick> = sends.iter().map(|s| Tick(s.arrived)).collect();
         arrivals.sort();
         let most = max_in_any_window(&arrivals, window_us);
         prop_assert!(most <= limit as usize, "{} arrivals in one window of {} µs, limit {}", most, window_us, limit);
         prop_assert!(sends.iter().all(|s| s.admitted <= s.arrived && s.arrived <= s.answered));
+    }
+}
+
+proptest! {
+    /// Answers that take up to four windows: a call still on its way a window after its
+    /// admission is bounded every half window until it is answered, and no window of
+    /// HubSpot's arrivals holds more than the limit, wherever on its way it was counted.
+    #[test]
+    fn given_answers_later_than_a_window_bounds_while_on_the_way_keep_every_window_within_the_limit(
+        limit in 1u32..=12,
+        window_us in 1_000u64..=50_000,
+        gaps in prop::collection::vec(prop_oneof![Just(0u64), 0u64..3_000], 1..150),
+        answer_pct in prop::collection::vec(0u64..400, 1..20),
+        lag_pct in prop::collection::vec(0u8..=100, 1..20),
+    ) {
+        let spec = WindowSpec::new(limit, Duration::from_micros(window_us));
+        let mut wants = Vec::with_capacity(gaps.len());
+        let mut at = 0;
+        for gap in &gaps {
+            at += gap;
+            wants.push(at);
+        }
+        let answer_us: Vec<u64> = answer_pct.iter().map(|p| window_us * p / 100).collect();
+        let sends = arrival_lag_run(spec, &wants, &answer_us, &lag_pct, Some(window_us / 2));
+        let mut arrivals: Vec<Tick> = sends.iter().map(|s| Tick(s.arrived)).collect();
+        arrivals.sort();
+        let most = max_in_any_window(&arrivals, window_us);
+        prop_assert!(most <= limit as usize, "{} arrivals in one window of {} µs, limit {}", most, window_us, limit);
     }
 }
 

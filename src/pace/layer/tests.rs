@@ -43,6 +43,7 @@ fn pace_layer(burst_limit: u32) -> PaceLayer {
             retry: RetryConfig::default(),
             callers: Callers::new(&[], &InboundConfig::default()),
             coalesce: Default::default(),
+            still_out_every: Duration::from_millis(500),
         })),
         clock: Clock::new(),
         metrics: Metrics::new(),
@@ -252,4 +253,42 @@ async fn hubspots_count_in_the_headers_takes_slots_another_client_spent() {
         "the third call waited for the outside use to leave the window ({:?})",
         started.elapsed()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_unanswered_past_its_window_holds_its_slot_until_its_caller_gives_up() {
+    // The first call is never answered; the second is answered at once. Each records when
+    // it left.
+    let sent_at = Arc::new(Mutex::new(Vec::new()));
+    let recorded = sent_at.clone();
+    let upstream = service_fn(move |_request: Request<Body>| {
+        let first = {
+            let mut sent = recorded.lock().unwrap();
+            sent.push(tokio::time::Instant::now());
+            sent.len() == 1
+        };
+        async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, BoxError>(Response::new(body::full("{}")))
+        }
+    });
+    let paced = pace_layer(1).layer(upstream);
+    let start = tokio::time::Instant::now();
+    let given_up = tokio::spawn(paced.clone().oneshot(call(Method::GET)));
+    // Its caller gives up 3.2 s in, three windows after its slot would have freed.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    given_up.abort();
+    assert!(given_up.await.unwrap_err().is_cancelled());
+    let response = paced.oneshot(call(Method::GET)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = sent_at.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    // HubSpot may have counted the first call as late as 3.2 s: the second goes a window
+    // after that, not at once (a window after its admission) nor at 4.0 s (a window after
+    // the last bound taken while it was on its way).
+    let second = sent[1].duration_since(start);
+    assert!(second >= Duration::from_millis(4_200), "{second:?}");
+    assert!(second < Duration::from_millis(4_300), "{second:?}");
 }

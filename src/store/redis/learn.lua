@@ -1,7 +1,7 @@
 -- One lesson on Redis's clock. KEYS[1]: the block key (`block`), the log (`remaining`,
 -- `late`, `usage`, `rejected`) or the daily hash; KEYS[2]: the log's outside-use hash
 -- (`usage`, `rejected`). ARGV: op, then `delay_us` | `limit, capacity, span_us, reported`
--- | `admitted_ago_us, by_ago_us, span_us` | `limit, capacity, span_us, hub_used,
+-- | `held_at_ago_us, by_ago_us, span_us` | `limit, capacity, span_us, hub_used,
 -- reported_max, admitted_ago_us` | `capacity, span_us` | `limit, offset_ms, reported` |
 -- `0, offset_ms`.
 local t = redis.call('TIME')
@@ -131,11 +131,11 @@ if op == 'rejected' then
   return 1
 end
 if op == 'late' then
-  local admitted, sent, span = now - tonumber(ARGV[2]), now - tonumber(ARGV[3]), tonumber(ARGV[4])
+  local held_at, sent, span = now - tonumber(ARGV[2]), now - tonumber(ARGV[3]), tonumber(ARGV[4])
   local log = redis.call('LRANGE', KEYS[1], 0, -1)
   local at = nil
   for i = #log, 1, -1 do
-    if tonumber(log[i]) <= admitted then at = i break end
+    if tonumber(log[i]) <= held_at then at = i break end
   end
   if at == nil or tonumber(log[at]) >= sent then return 0 end
   -- Shift the sends between the old place and the new one down by one, in place: an

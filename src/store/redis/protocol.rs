@@ -235,14 +235,16 @@ impl Redis {
                 BudgetSpec::Daily(_) => return Ok(()),
             },
             // Redis's log is on Redis's clock: the two instants go as "this long ago", and
-            // the script moves the newest send at or before the admission, as the engine
-            // does.
-            Lesson::ArrivedBy { key, admitted, by } => match limits.spec_for(&key) {
+            // the script moves the newest send at or before where the send is held, as the
+            // engine does. Redis keeps no answer delay, so the admission is not sent.
+            Lesson::ArrivedBy {
+                key, held_at, by, ..
+            } => match limits.spec_for(&key) {
                 BudgetSpec::Window(spec) => {
                     invocation
                         .key(key_name(&self.prefix, &key))
                         .arg("late")
-                        .arg(now.as_micros().saturating_sub(admitted.as_micros()))
+                        .arg(now.as_micros().saturating_sub(held_at.as_micros()))
                         .arg(now.as_micros().saturating_sub(by.as_micros()))
                         .arg(spec.span_micros());
                 }

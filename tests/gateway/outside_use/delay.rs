@@ -1,6 +1,7 @@
 //! Calls reach HubSpot later than hubgate sends them: the upstream's latency jumps from
-//! 1 ms to 300 ms and back mid-run, and many owners bursting at once queue at HubSpot
-//! before they are counted. With default margins, no window is ever over the limit.
+//! 1 ms to 300 ms and back mid-run, many owners bursting at once queue at HubSpot before
+//! they are counted, and calls are on their way for longer than a window. With default
+//! margins, no window is ever over the limit.
 
 use super::*;
 use hubgate_sim::Faults;
@@ -114,4 +115,32 @@ async fn six_owners_bursting_at_once_into_a_queue_at_hubspot_draw_no_429() {
     println!("six owners × ten callers into an arrival queue: {rejected} × 429, mean window fill {fill:.3}");
     assert_eq!(rejected, 0);
     assert!(fill >= 0.9, "mean window fill {fill}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_reach_hubspot_more_than_a_window_after_they_left_hold_their_slots_until_answered(
+) {
+    const LIMIT: u64 = 20;
+    const WINDOW: Duration = Duration::from_secs(1);
+    let _turn = heavy_turn().await;
+    let sim = Arc::new(Hubspot::start(sim_config(&world(LIMIT, WINDOW, 1))).await);
+    // Each call is on its way to HubSpot for anything up to two and a half windows: one
+    // sent now may be counted after calls sent a window later.
+    sim.set_faults(Faults {
+        latency_ms: 1,
+        latency_jitter_ms: 2_500,
+        ..Faults::default()
+    });
+    let gateway = Arc::new(sim.gateway(|_| {}).await);
+    let sampler = Sampler::start(sim.clone(), 1, 101);
+    let start = Instant::now();
+    let run_for = Duration::from_secs(8);
+    let callers = saturate(&gateway, TOKENS[0], 30, start + run_for);
+    let answered = join(callers).await;
+    let judged = judge(&sampler.samples(), start, WINDOW, run_for, WINDOW, LIMIT);
+    println!("transit 1 ms to 2.5 s: {answered} answered, {judged:?}");
+    assert_eq!(judged.rejected, 0, "{judged:?}");
+    // Each slot is held from its admission until a window after its answer, 1.25 s later
+    // on average: about 1 / 2.25 of the window is what can be used.
+    assert!(judged.fill >= 0.3, "{judged:?}");
 }

@@ -115,6 +115,7 @@ async fn a_send_one_replica_made_late_holds_its_slot_for_every_replica() {
             Lesson::ArrivedBy {
                 key: APP,
                 admitted,
+                held_at: admitted,
                 by: sent,
             },
             clock.now(),

@@ -39,8 +39,8 @@ fn a_send_holds_its_slot_from_the_latest_moment_it_can_have_arrived() {
     }
     // Two of the burst were answered only 300 ms later: HubSpot may have counted them then.
     let opened = Tick::from_millis(1_300);
-    log.observe_arrival_bound(t0, opened);
-    log.observe_arrival_bound(t0, opened);
+    log.observe_arrival_bound(t0, t0, opened);
+    log.observe_arrival_bound(t0, t0, opened);
     assert_eq!(
         log.sends().collect::<Vec<_>>(),
         vec![t0, opened, opened],
@@ -53,11 +53,46 @@ fn a_send_holds_its_slot_from_the_latest_moment_it_can_have_arrived() {
         Err(Tick::from_millis(2_300))
     );
     // Nothing moves earlier, and nothing admitted after `admitted` moves.
-    log.observe_arrival_bound(Tick::from_millis(2_000), Tick::from_millis(1_500));
-    log.observe_arrival_bound(Tick::from_millis(999), Tick::from_millis(5_000));
+    log.observe_arrival_bound(
+        Tick::from_millis(2_000),
+        Tick::from_millis(2_000),
+        Tick::from_millis(1_500),
+    );
+    log.observe_arrival_bound(
+        Tick::from_millis(999),
+        Tick::from_millis(999),
+        Tick::from_millis(5_000),
+    );
     assert_eq!(
         log.sends().collect::<Vec<_>>(),
         vec![opened, opened, Tick::from_millis(2_000)]
+    );
+}
+
+#[test]
+fn a_send_still_on_its_way_keeps_its_slot_through_bounds_taken_less_than_a_span_apart() {
+    let mut log = SlidingLog::new(spec(2, 1_000));
+    let t0 = Tick::from_millis(1_000);
+    assert_eq!(log.try_reserve(t0), Ok(()));
+    let other = Tick::from_millis(1_100);
+    assert_eq!(log.try_reserve(other), Ok(()));
+    // The first send is still unanswered at 1.6 s and 2.2 s: each bound moves it on from
+    // where the last one left it, not the other send (admitted after it) nor a third.
+    let (first, second) = (Tick::from_millis(1_600), Tick::from_millis(2_200));
+    log.observe_arrival_bound(t0, t0, first);
+    log.observe_arrival_bound(t0, first, second);
+    assert_eq!(log.sends().collect::<Vec<_>>(), vec![other, second]);
+    // Its answer at 2.5 s holds it a span from then; the delay measured is from admission.
+    let answered = Tick::from_millis(2_500);
+    log.observe_arrival_bound(t0, second, answered);
+    assert_eq!(log.sends().collect::<Vec<_>>(), vec![other, answered]);
+    assert_eq!(log.answer_delay(answered), Duration::from_millis(1_500));
+    // Unmoved, it would have freed its slot at 2 s, while HubSpot may have counted it as
+    // late as 2.5 s.
+    assert_eq!(log.try_reserve(Tick::from_millis(2_100)), Ok(()));
+    assert_eq!(
+        log.try_reserve(Tick::from_millis(2_100)),
+        Err(Tick::from_millis(3_500))
     );
 }
 
@@ -206,7 +241,7 @@ fn another_clients_use_seen_in_headers_is_left_to_it_then_forgotten() {
     // HubSpot counted 11 when our fifth call arrived: 6 are someone else's, and one slot
     // more is headroom for its next call.
     let answered = Tick::from_millis(10_001);
-    log.observe_arrival_bound(t0, answered);
+    log.observe_arrival_bound(t0, t0, answered);
     log.observe_usage(answered, 11, 20, t0);
     assert_eq!(log.held_for_outside(answered), 7);
     assert_eq!(log.remaining(answered), 20 - 7 - 5);
@@ -238,7 +273,7 @@ fn a_burst_whose_calls_overtake_each_other_invents_no_other_client() {
     // The fifth admitted arrived twelfth: seven sends admitted after it overtook it on
     // other connections. They are ours too, not someone else's.
     let answered = Tick::from_millis(1_020);
-    log.observe_arrival_bound(Tick(t0.as_micros() + 4), answered);
+    log.observe_arrival_bound(Tick(t0.as_micros() + 4), Tick(t0.as_micros() + 4), answered);
     log.observe_usage(answered, 12, 20, Tick(t0.as_micros() + 4));
     assert_eq!(log.held_for_outside(answered), 0);
     // Beside a stream of 16 calls, a call that had the window to itself reads it exactly:
@@ -298,7 +333,7 @@ fn after_a_quiet_spell_one_send_goes_first_and_the_rest_wait_for_its_count() {
     assert_eq!(log.try_reserve(t0), Err(Tick::from_millis(1_050)));
     // Its answer, 2 ms later, brings HubSpot's count: nobody else is here, so the rest go.
     let answered = Tick::from_millis(1_002);
-    log.observe_arrival_bound(t0, answered);
+    log.observe_arrival_bound(t0, t0, answered);
     log.observe_usage(answered, 1, 10, t0);
     for _ in 0..4 {
         assert_eq!(log.try_reserve(answered), Ok(()));
@@ -442,7 +477,7 @@ proptest::proptest! {
                 Step::Answer { back, delay } => {
                     let Some(&at) = admitted.iter().rev().nth(back) else { continue };
                     let by = at.saturating_add_micros(delay);
-                    log.observe_arrival_bound(at, by);
+                    log.observe_arrival_bound(at, at, by);
                     model.observe_arrival_bound(at, by);
                 }
                 Step::Usage { back, hub_used } => {
