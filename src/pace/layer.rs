@@ -19,7 +19,7 @@ use super::clock::Clock;
 use super::closing::LastSend;
 use super::coalesce::{read, Batches, Coalesced, InFlight, Offer};
 use super::learn;
-use super::pacer::{Ask, Pacer, Refusal};
+use super::pacer::{Admission, Ask, Pacer, Refusal};
 use super::replay::{self, Prepared, ReplayBuffer};
 use super::retry::{self, Failure, Skip};
 use crate::config::{CoalesceConfig, RetryConfig};
@@ -245,7 +245,7 @@ impl PaceShared {
                 };
                 match self.clone().coalesce(read, offer, &send, &pacing).await {
                     Coalesced::Answered(answer) => return answer,
-                    Coalesced::Admitted(waited) => Some(waited),
+                    Coalesced::Admitted(admission) => Some(admission),
                     Coalesced::Alone => None,
                 }
             }
@@ -291,14 +291,14 @@ impl PaceShared {
     }
 
     /// Sends `call` until HubSpot answers for good: waits for budget before each attempt
-    /// (but the first, when `admitted` says it already waited that long), learns from
+    /// (but the first, when `admitted_first` says it was already admitted), learns from
     /// every answer, retries what passes.
     pub(crate) async fn attempts(
         &self,
         call: Call,
         send: &Sender,
         pacing: &PacePolicy,
-        mut admitted_first: Option<Duration>,
+        mut admitted_first: Option<Admission>,
     ) -> Result<Response<Body>, BoxError> {
         let Call {
             parts,
@@ -314,12 +314,16 @@ impl PaceShared {
         let mut retries = 0u32;
         let mut queued = Duration::ZERO;
         loop {
-            if let Some(waited) = admitted_first.take() {
+            // The tick this attempt's sends were stamped at in its budgets' logs; a call
+            // that spends no budget has none, and its own time is as good as any.
+            let mut admitted = self.clock.now();
+            if let Some(admission) = admitted_first.take() {
                 self.metrics
-                    .observe_queue_wait(seat.priority.as_label(), waited);
-                queued += waited;
+                    .observe_queue_wait(seat.priority.as_label(), admission.waited);
+                queued += admission.waited;
+                admitted = admission.at;
             } else if !keys.is_empty() {
-                let admitted = self.pacer.admit(Ask {
+                let admitting = self.pacer.admit(Ask {
                     owner,
                     keys: keys.clone(),
                     seat,
@@ -327,22 +331,21 @@ impl PaceShared {
                     retry: retries > 0,
                 });
                 // Dropping the wait on shutdown leaves the queue with nothing spent.
-                let waited = tokio::select! {
+                let admission = tokio::select! {
                     biased;
                     () = self.last_send.reached() => return Err(PaceError::ShuttingDown.into()),
-                    admitted = admitted => admitted.map_err(|refusal| self.refused(owner, refusal))?,
+                    admission = admitting => admission.map_err(|refusal| self.refused(owner, refusal))?,
                 };
                 // Only admitted calls: refusals are counted by outcome in
                 // hubgate_requests_total.
                 self.metrics
-                    .observe_queue_wait(seat.priority.as_label(), waited);
-                queued += waited;
+                    .observe_queue_wait(seat.priority.as_label(), admission.waited);
+                queued += admission.waited;
+                admitted = admission.at;
             }
             if self.last_send.passed() {
                 return Err(PaceError::ShuttingDown.into());
             }
-            // This attempt's sends were stamped in its budgets' logs at or before this tick.
-            let admitted = self.clock.now();
             let body = match (&replayable, streaming.take()) {
                 (Some(bytes), _) => body::full(bytes.clone()),
                 (None, Some(body)) => body,

@@ -352,8 +352,10 @@ impl SlidingLog {
             return Tick::MAX;
         }
         let capacity = self.capacity_at(now) as usize;
-        let now = self
-            .effective(now)
+        // Judged at `now` itself, not the newest send's tick when that is later: the send
+        // is stamped at `now` (see `commit`), and any `capacity + 1` sends in a row, this
+        // one among them, then start with one whose hold ended by `now`.
+        let now = now
             .max(self.blocked_until)
             .max(self.probe_out_until(now).unwrap_or(Tick::ZERO))
             .max(self.spaced_from(now, capacity));
@@ -371,7 +373,7 @@ impl SlidingLog {
     /// keeps saturated arithmetic at the end of time from admitting an extra send.
     pub fn check(&self, now: Tick) -> Result<(), Tick> {
         let free = self.next_free(now);
-        if free == Tick::MAX || free > self.effective(now) {
+        if free == Tick::MAX || free > now {
             Err(free)
         } else {
             Ok(())
@@ -379,8 +381,14 @@ impl SlidingLog {
     }
 
     /// Records one send at `now` without checking; callers check first (see `BudgetBook`).
+    ///
+    /// The send is stamped at `now` exactly, in its place among any sends stamped later
+    /// (another thread's, a moment before, or sends moved to their answers): an answer's
+    /// bound then finds the very stamp its call's admission left (`observe_arrival_bound`
+    /// with `held_at` = `now`). Stamped at the newest tick instead, a send admitted a
+    /// moment after another on a second thread would sit later than its admission, and
+    /// its answer would move nothing.
     pub fn commit(&mut self, now: Tick) {
-        let now = self.effective(now);
         if self.ends_quiet_spell(now) && !self.probe_unanswered() {
             self.probe = now;
         }
@@ -394,7 +402,7 @@ impl SlidingLog {
             self.gone_hint = self.gone_hint.saturating_sub(1);
         }
         if self.capacity > 0 {
-            self.sends.push_back(now);
+            self.sends.insert_sorted(now);
             // Keeps the next search for sends gone from the window short when no answer
             // brings HubSpot's count (which moves it on too).
             self.gone_hint = self.gone_by(now) as u32;

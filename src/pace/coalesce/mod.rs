@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, Notify};
 pub(crate) use identical::InFlight;
 use read::{BatchKey, Read};
 
-use super::pacer::Refusal;
+use super::pacer::{Admission, Refusal};
 use crate::proxy::body::{Body, BoxError};
 
 /// A batch read's answer is 100 records at most; more than this is not one to split.
@@ -38,8 +38,8 @@ pub(crate) const MAX_BATCH_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 pub(crate) enum Coalesced {
     /// A batch read answered it (or the pacer refused it): this is its answer.
     Answered(Result<Response<Body>, BoxError>),
-    /// It found a free slot and was admitted at once, after this wait: it goes alone.
-    Admitted(Duration),
+    /// It found a free slot and was admitted at once: it goes alone.
+    Admitted(Admission),
     /// It must go alone through the queue (its batch could not answer it).
     Alone,
 }

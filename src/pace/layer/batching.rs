@@ -43,7 +43,7 @@ impl PaceShared {
                     self.pacer.admit_now(&ask)
                 };
                 match at_once {
-                    Some(Ok(waited)) => return Coalesced::Admitted(waited),
+                    Some(Ok(admission)) => return Coalesced::Admitted(admission),
                     Some(Err(refusal)) => {
                         return Coalesced::Answered(Err(self.refused(call.owner, refusal).into()))
                     }
@@ -145,8 +145,8 @@ impl PaceShared {
         };
         let admitted_at = tokio::time::Instant::now();
         let readers = self.batches.close(&batch);
-        let waited = match verdict {
-            Ok(waited) => waited,
+        let admission = match verdict {
+            Ok(admission) => admission,
             Err(refusal) => {
                 for reader in readers {
                     let _ = reader.reply.send(Delivery::Refused(refusal.clone()));
@@ -182,7 +182,7 @@ impl PaceShared {
             started: tokio::time::Instant::now(),
             retried_as: Method::GET,
         };
-        let answer = self.attempts(call, &send, &pacing, Some(waited)).await;
+        let answer = self.attempts(call, &send, &pacing, Some(admission)).await;
         let size = readers.len();
         self.metrics.observe_batch(size);
         let answer = match answer {

@@ -37,7 +37,17 @@ pub enum Refusal {
 }
 
 /// A call's verdict as its lane's driver delivers it.
-pub(super) type Verdict = Result<Duration, Refusal>;
+pub(super) type Verdict = Result<Admission, Refusal>;
+
+/// A call let through: how long it waited, and the tick its budgets were reserved at,
+/// which is where their logs stamped its send. Its answer's lessons must start from that
+/// stamp and no later one: a later tick could find the send of a call admitted after it
+/// and already answered, and move that one instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub waited: Duration,
+    pub at: Tick,
+}
 
 /// What waits in a lane.
 #[derive(Debug)]
@@ -145,6 +155,7 @@ pub(super) fn settle(
     state: &mut LaneState,
     ticket: QueueTicket,
     reservation: Reservation,
+    reserved_at: Tick,
     clock: &Clock,
 ) -> Option<Tick> {
     let verdict = match reservation {
@@ -168,7 +179,10 @@ pub(super) fn settle(
         if verdict.is_ok() {
             state.shares.record(head.item.seat, clock.now());
         }
-        let verdict = verdict.map(|sent| sent.saturating_duration_since(head.item.arrived));
+        let verdict = verdict.map(|sent| Admission {
+            waited: sent.saturating_duration_since(head.item.arrived),
+            at: reserved_at,
+        });
         let _ = head.item.reply.send(verdict);
     }
     None

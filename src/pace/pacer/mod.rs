@@ -28,7 +28,7 @@ use hubgate_engine::{
 };
 use tokio::sync::{oneshot, Notify};
 
-pub use lane::Refusal;
+pub use lane::{Admission, Refusal};
 pub use shares::{FairWindows, HighReserve};
 
 use crate::config::RetryConfig;
@@ -164,9 +164,9 @@ impl Pacer {
     }
 
     /// Waits until the call may be sent and reserves its budgets, or says why not. The
-    /// result is the time waited. Dropping the future (the caller went away) leaves the
+    /// result is the time waited and the tick the budgets were reserved at. Dropping the future (the caller went away) leaves the
     /// queue without spending anything.
-    pub async fn admit(&self, ask: Ask) -> Result<Duration, Refusal> {
+    pub async fn admit(&self, ask: Ask) -> Result<Admission, Refusal> {
         let Ask {
             owner,
             keys,
@@ -244,7 +244,7 @@ impl Pacer {
     /// has a free slot without I/O), or says why it never will; `None` when it would wait.
     /// Nothing is queued: what would wait is the caller's to place (a coalesced read joins
     /// a batch instead).
-    pub fn admit_now(&self, ask: &Ask) -> Option<Result<Duration, Refusal>> {
+    pub fn admit_now(&self, ask: &Ask) -> Option<Result<Admission, Refusal>> {
         let inner = &self.inner;
         let (now, unix_ms) = (inner.clock.now(), inner.clock.unix_ms());
         let lane = inner.lane(ask.owner, LaneKind::of(&ask.keys));
@@ -290,7 +290,7 @@ impl PacerInner {
         keys: &Keys,
         now: Tick,
         unix_ms: i64,
-    ) -> Option<Result<Duration, Refusal>> {
+    ) -> Option<Result<Admission, Refusal>> {
         state.idle_since = now;
         if seat.priority == Priority::High {
             state.last_high = Some(now);
@@ -309,7 +309,10 @@ impl PacerInner {
         match self.store.try_reserve_now(keys, now, unix_ms) {
             Some(Reservation::Granted) => {
                 state.shares.record(seat, now);
-                Some(Ok(Duration::ZERO))
+                Some(Ok(Admission {
+                    waited: Duration::ZERO,
+                    at: now,
+                }))
             }
             Some(Reservation::DailyExhausted(e)) => Some(Err(Refusal::DailyExhausted {
                 resets_at_unix_ms: e.resets_at_unix_ms,
@@ -422,7 +425,7 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                 let mut state = lock(&lane.state);
                 // A prefix of the batch is answered; the asks after it stay queued as they were.
                 let settled = batch.iter().zip(answers).find_map(|((ticket, _), answer)| {
-                    settle(&mut state, *ticket, answer, &inner.clock)
+                    settle(&mut state, *ticket, answer, now, &inner.clock)
                 });
                 match settled {
                     Some(wake_at) => wake_at,

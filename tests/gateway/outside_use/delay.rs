@@ -85,6 +85,20 @@ async fn a_latency_that_jumps_to_300_ms_and_back_draws_no_429_and_the_margin_fol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_owners_bursting_at_once_into_a_queue_at_hubspot_draw_no_429() {
+    six_owners_burst_into_a_queue_at_hubspot(0).await;
+}
+
+/// Two worker threads reserve for their calls at the same moment: a call's answer must
+/// move its own stamp, though a call on the other thread read the clock after it and was
+/// stamped before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_owners_bursting_at_once_through_two_worker_threads_draw_no_429() {
+    six_owners_burst_into_a_queue_at_hubspot(2).await;
+}
+
+/// Six owners × ten callers saturating their budgets through a gateway with `workers`
+/// worker threads, into a simulator that counts arrivals one at a time.
+async fn six_owners_burst_into_a_queue_at_hubspot(workers: usize) {
     const LIMIT: u64 = 40;
     const WINDOW: Duration = Duration::from_secs(2);
     let _turn = heavy_turn().await;
@@ -95,7 +109,7 @@ async fn six_owners_bursting_at_once_into_a_queue_at_hubspot_draw_no_429() {
         arrival_service_us: 500,
         ..Faults::default()
     });
-    let gateway = Arc::new(sim.gateway(|_| {}).await);
+    let gateway = Arc::new(sim.gateway(|config| config.server.workers = workers).await);
     let samplers: Vec<Sampler> = (1..=6)
         .map(|i| Sampler::start(sim.clone(), i, 100 + i))
         .collect();
@@ -112,7 +126,7 @@ async fn six_owners_bursting_at_once_into_a_queue_at_hubspot_draw_no_429() {
         rejected += judged.rejected;
         fill += judged.fill / samplers.len() as f64;
     }
-    println!("six owners × ten callers into an arrival queue: {rejected} × 429, mean window fill {fill:.3}");
+    println!("six owners × ten callers into an arrival queue, {workers} worker threads: {rejected} × 429, mean window fill {fill:.3}");
     assert_eq!(rejected, 0);
     assert!(fill >= 0.9, "mean window fill {fill}");
 }

@@ -52,10 +52,12 @@ impl SendLog {
         self.ticks.iter().copied()
     }
 
-    /// Appends a send no earlier than the newest.
-    pub(super) fn push_back(&mut self, tick: Tick) {
-        debug_assert!(self.back().is_none_or(|last| last <= tick));
-        self.ticks.push_back(tick);
+    /// Inserts a send in its place by time: at the end, or a few places before it when
+    /// sends stamped a little later (on another thread, or moved to their answers) are
+    /// already there.
+    pub(super) fn insert_sorted(&mut self, tick: Tick) {
+        let at = self.partition_near(self.ticks.len(), |t| t <= tick);
+        self.ticks.insert(at, tick);
     }
 
     pub(super) fn pop_front(&mut self) {
@@ -158,11 +160,11 @@ mod tests {
             // Rotated starts put the ring's wrap at every place in the log.
             let mut log = ring(ticks.len());
             for _ in 0..rotate {
-                log.push_back(Tick(0));
+                log.ticks.push_back(Tick(0));
                 log.pop_front();
             }
             for &t in &ticks {
-                log.push_back(Tick(t));
+                log.ticks.push_back(Tick(t));
             }
             for at in 0..=22u64 {
                 let whole = ticks.partition_point(|&t| t <= at);
@@ -179,7 +181,7 @@ mod tests {
         for len in [100u64, 1_000_000] {
             let mut log = SendLog::default();
             for t in 0..len {
-                log.push_back(Tick(t));
+                log.ticks.push_back(Tick(t));
             }
             let probes = std::cell::Cell::new(0u32);
             let probes = &probes;
@@ -213,11 +215,11 @@ mod tests {
                 for to in ticks[index]..=14 {
                     let mut log = ring(ticks.len());
                     for _ in 0..rotate {
-                        log.push_back(Tick(0));
+                        log.ticks.push_back(Tick(0));
                         log.pop_front();
                     }
                     for &t in &ticks {
-                        log.push_back(Tick(t));
+                        log.ticks.push_back(Tick(t));
                     }
                     let wrapped = !log.ticks.as_slices().1.is_empty();
                     assert_eq!(wrapped, rotate > 0 && log.ticks.capacity() == ticks.len());
