@@ -100,6 +100,16 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// The tick that names the stamp a reservation asked for at `asked_at`, and granted by
+    /// `answered_at`, left in each window's log, for the lessons of its call's answer
+    /// (`Lesson::ArrivedBy`'s `held_at`). A store in memory stamps at `asked_at` exactly;
+    /// a store that stamps on a clock of its own says the earliest local tick no earlier
+    /// than its stamp. Too early a tick would take an older send for the call's own and
+    /// hold both a window longer; too late a one could take a later call's.
+    fn stamp_tick(&self, asked_at: Tick, _answered_at: Tick) -> Tick {
+        asked_at
+    }
+
     /// The same as `reserve` when the store can answer without I/O; `None` when it cannot,
     /// and the caller must queue and let the lane's driver do the round trip.
     fn try_reserve_now(&self, keys: &[BudgetKey], now: Tick, unix_ms: i64) -> Option<Reservation>;

@@ -422,10 +422,11 @@ async fn drive(inner: Arc<PacerInner>, lane: Arc<Lane>) {
                         inner.store.reserve_many(&asks, now, unix_ms).await
                     }
                 };
+                let stamped = inner.store.stamp_tick(now, inner.clock.now());
                 let mut state = lock(&lane.state);
                 // A prefix of the batch is answered; the asks after it stay queued as they were.
                 let settled = batch.iter().zip(answers).find_map(|((ticket, _), answer)| {
-                    settle(&mut state, *ticket, answer, now, &inner.clock)
+                    settle(&mut state, *ticket, answer, stamped, &inner.clock)
                 });
                 match settled {
                     Some(wake_at) => wake_at,

@@ -523,6 +523,13 @@ impl BudgetStore for RedisStore {
         false
     }
 
+    /// Redis stamps a send at its own `TIME` while the script runs, somewhere between the
+    /// ask and its answer: the answer's arrival is the first local tick surely not before
+    /// it, and errs late only by the reply's way back.
+    fn stamp_tick(&self, _asked_at: Tick, answered_at: Tick) -> Tick {
+        answered_at
+    }
+
     fn set_limits(&self, limits: Limits, unix_ms: i64) {
         let inner = &self.inner;
         inner.failover.set_limits(&limits, inner.replicas, unix_ms);
