@@ -104,7 +104,7 @@ async fn serve(
     let metrics = Metrics::with_max_owner_series(config.metrics.max_owner_series);
     // With `[server] workers`, caller connections are served on threads of their own;
     // everything else (admin, reloads, background tasks) stays on this runtime.
-    let workers = match config.server.workers {
+    let workers = match config.server.workers.threads() {
         0 => None,
         count => Some(Arc::new(Workers::start(count).map_err(|e| {
             anyhow::anyhow!("cannot start the worker threads ([server] workers): {e}")

@@ -38,7 +38,7 @@ pub use oauth::AppConfig;
 pub use oauth_store::OAuthStoreConfig;
 pub use problems::{ConfigErrors, Problem, Problems};
 pub use retry::RetryConfig;
-pub use server::ServerConfig;
+pub use server::{ServerConfig, Workers};
 pub use store::StoreConfig;
 pub use upstream::{UpstreamConfig, UpstreamTarget};
 

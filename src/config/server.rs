@@ -37,8 +37,9 @@ pub struct ServerConfig {
     /// `net.core.somaxconn`), so a burst of new connections costs no SYN retries.
     pub listen_backlog: u32,
     /// Threads serving caller connections, each with its own runtime and upstream
-    /// connection pool; 0: none, connections share the main runtime's threads.
-    pub workers: usize,
+    /// connection pool: `"auto"` one per core, or a number; 0: none, connections share the
+    /// main runtime's threads.
+    pub workers: Workers,
     /// A connection with no call in flight this long is closed (HTTP/2: GOAWAY).
     pub idle_timeout_ms: u64,
     /// HTTP/2: a ping goes to a connection quiet for this long (0: none) ...
@@ -54,6 +55,33 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
 }
 
+/// `[server] workers`: a number of worker threads, or `"auto"` for one per core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Workers {
+    Count(usize),
+    Auto(Auto),
+}
+
+/// The one word `workers` takes besides a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auto {
+    Auto,
+}
+
+impl Workers {
+    /// How many worker threads to start; 0: none.
+    pub fn threads(self) -> usize {
+        match self {
+            Workers::Count(count) => count,
+            Workers::Auto(Auto::Auto) => {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            }
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -67,7 +95,7 @@ impl Default for ServerConfig {
             response_write_timeout_ms: 30_000,
             max_connections: 10_000,
             listen_backlog: 4096,
-            workers: 0,
+            workers: Workers::Auto(Auto::Auto),
             idle_timeout_ms: 120_000,
             h2_keep_alive_interval_ms: 20_000,
             h2_keep_alive_timeout_ms: 20_000,
@@ -122,7 +150,7 @@ impl ServerConfig {
                 "must be at least 1024: HubSpot calls carry a bearer token and more",
             );
         }
-        if self.workers > 1024 {
+        if matches!(self.workers, Workers::Count(count) if count > 1024) {
             problems.add(
                 "server.workers",
                 "must be at most 1024 (0: none); more threads than cores only add switching",
@@ -176,17 +204,23 @@ mod tests {
     }
 
     #[test]
-    fn workers_are_off_by_default_and_bounded() {
-        assert_eq!(ServerConfig::default().workers, 0, "off unless asked for");
+    fn workers_are_one_per_core_by_default_and_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(ServerConfig::default().workers.threads(), cores);
+        let parse = |toml: &str| toml::from_str::<ServerConfig>(toml).map(|c| c.workers.threads());
+        assert_eq!(parse("workers = \"auto\"").unwrap(), cores);
+        assert_eq!(parse("workers = 0").unwrap(), 0, "off when asked");
+        assert_eq!(parse("workers = 3").unwrap(), 3);
+        assert!(parse("workers = \"many\"").is_err());
         let mut problems = Problems::default();
         ServerConfig {
-            workers: 1024,
+            workers: Workers::Count(1024),
             ..ServerConfig::default()
         }
         .check(&mut problems);
         assert!(problems.is_empty(), "{}", problems.summary());
         ServerConfig {
-            workers: 1025,
+            workers: Workers::Count(1025),
             ..ServerConfig::default()
         }
         .check(&mut problems);

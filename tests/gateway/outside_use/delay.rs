@@ -109,7 +109,10 @@ async fn six_owners_burst_into_a_queue_at_hubspot(workers: usize) {
         arrival_service_us: 500,
         ..Faults::default()
     });
-    let gateway = Arc::new(sim.gateway(|config| config.server.workers = workers).await);
+    let gateway = Arc::new(
+        sim.gateway(|config| config.server.workers = hubgate::config::Workers::Count(workers))
+            .await,
+    );
     let samplers: Vec<Sampler> = (1..=6)
         .map(|i| Sampler::start(sim.clone(), i, 100 + i))
         .collect();
