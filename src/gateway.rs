@@ -24,6 +24,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::observe::Observer;
 use crate::ops::reload::Reloader;
 use crate::proxy::body::{self, Body};
+use crate::proxy::linger::LingeringBody;
 use crate::proxy::peer::{LocalAddr, PeerAddr};
 use crate::proxy::stack::{self, ProxyService};
 use crate::workers::Workers;
@@ -426,7 +427,12 @@ impl hyper::service::Service<Request<Incoming>> for CallerConnection {
     type Future = Counted<Oneshot<ProxyService, Request<Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(body::stream);
+        // HTTP/2 ends a stream's unread body on its own, without closing the connection.
+        let mut request = if request.version() == http::Version::HTTP_2 {
+            request.map(body::stream)
+        } else {
+            request.map(|incoming| body::stream(LingeringBody::new(incoming)))
+        };
         request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(LocalAddr(self.local));
         Counted::new(self.service.clone().oneshot(request), self.activity.begin())

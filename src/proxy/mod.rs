@@ -9,6 +9,7 @@ pub(crate) mod forward;
 mod guard;
 mod hop;
 pub mod identify;
+pub(crate) mod linger;
 pub mod outcome;
 pub mod peer;
 mod respond;

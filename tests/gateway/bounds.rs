@@ -63,6 +63,39 @@ async fn streamed_oversized_body_gets_413() {
     still_serves(&gateway).await;
 }
 
+/// An HTTP/1 client writes its whole body before it reads the answer: hubgate reads the
+/// rest of a body it refused (and throws it away), so the client gets its 413 and not a
+/// broken pipe.
+#[tokio::test]
+async fn a_body_megabytes_over_the_limit_is_read_to_its_end_so_the_caller_gets_its_413() {
+    let upstream = echo::start().await;
+    let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
+        c.server.max_body_bytes = 10_000
+    })
+    .await;
+    for _ in 0..3 {
+        let chunks = (0..64)
+            .map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![7u8; 64 * 1024]))));
+        let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
+        let request = Request::post(gateway.url("/files/v3/files"))
+            .body(StreamBody::new(stream::iter(chunks)))
+            .unwrap();
+        let response = client
+            .request(request)
+            .await
+            .expect("an answer, not a broken pipe");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        assert_hubspot_error(
+            parts.status,
+            &parts.headers,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        );
+    }
+    still_serves(&gateway).await;
+}
+
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let upstream = echo::start().await;
