@@ -42,6 +42,11 @@ pub(crate) enum PoolError {
     Sent(#[source] hyper::Error),
 }
 
+/// How often a request a reused connection handed back unsent goes out again: enough for
+/// a few connections the upstream closed at once, and an end to it should a connection
+/// keep refusing one (an h2 upstream refusing streams without closing).
+const UNSENT_RETRIES: u32 = 4;
+
 /// What the upstream speaks, learned from the first connection's ALPN.
 const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
@@ -157,6 +162,7 @@ impl UpstreamPool {
         mut request: Request<Body>,
     ) -> Result<Response<PooledBody>, PoolError> {
         let inner = &self.inner;
+        let mut retries = 0;
         loop {
             match inner.checkout().await? {
                 Checkout::Http1 { mut sender, reused } => {
@@ -170,7 +176,10 @@ impl UpstreamPool {
                             return Ok(PooledBody::wrap(response, Some(giveback)));
                         }
                         Err(mut failed) => match failed.take_message() {
-                            Some(unsent) if reused => request = unsent,
+                            Some(unsent) if reused && retries < UNSENT_RETRIES => {
+                                retries += 1;
+                                request = unsent;
+                            }
                             _ => return Err(PoolError::Sent(failed.into_error())),
                         },
                     }
@@ -180,7 +189,10 @@ impl UpstreamPool {
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok(PooledBody::wrap(response, None)),
                         Err(mut failed) => match failed.take_message() {
-                            Some(unsent) if reused => request = unsent,
+                            Some(unsent) if reused && retries < UNSENT_RETRIES => {
+                                retries += 1;
+                                request = unsent;
+                            }
                             _ => return Err(PoolError::Sent(failed.into_error())),
                         },
                     }
