@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use super::body::{self, Body, BoxError, CallerBodyError};
 use super::hop;
 use super::outcome::Outcome;
-use super::upstream::{ConnectStep, UpstreamClients};
+use super::upstream::pool::{PoolError, UpstreamPools};
+use super::upstream::ConnectStep;
 use crate::config::UpstreamTarget;
 use crate::ops::metrics::Metrics;
 
@@ -60,7 +61,7 @@ pub(crate) struct Forward {
 
 #[derive(Debug)]
 struct ForwardInner {
-    clients: UpstreamClients,
+    pools: UpstreamPools,
     target: UpstreamTarget,
     /// `Host` sent upstream: the upstream's authority, whatever the caller used.
     host: HeaderValue,
@@ -74,7 +75,7 @@ struct ForwardInner {
 
 impl Forward {
     pub(crate) fn new(
-        clients: UpstreamClients,
+        pools: UpstreamPools,
         target: UpstreamTarget,
         response_timeout: Duration,
         body_idle_timeout: Duration,
@@ -84,7 +85,7 @@ impl Forward {
         let display = target.display().into();
         Ok(Forward {
             inner: Arc::new(ForwardInner {
-                clients,
+                pools,
                 target,
                 host,
                 display,
@@ -102,7 +103,8 @@ impl tower::Service<Request<Body>> for Forward {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The pooled client queues internally; readiness is decided by the layers above.
+        // The pool opens connections as calls need them; readiness is decided by the
+        // layers above.
         Poll::Ready(Ok(()))
     }
 
@@ -116,8 +118,8 @@ impl ForwardInner {
     async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, BoxError> {
         let (mut parts, body) = request.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;
-        // The pooled client picks h1 or h2 per connection by ALPN; it rejects a request
-        // that insists on a version, so callers' h2 requests are handed over as h1.1.
+        // The pool picks h1 or h2 per connection by ALPN; callers' h2 requests are handed
+        // over as h1.1 and go out as whatever the upstream connection speaks.
         parts.version = Version::HTTP_11;
         hop::strip(&mut parts.headers);
         // hyper already answered the caller's `Expect: 100-continue` when the body was
@@ -130,7 +132,7 @@ impl ForwardInner {
         let started = Instant::now();
         let sent = tokio::time::timeout(
             self.response_timeout,
-            self.clients.here().request(upstream_request),
+            self.pools.here().send(upstream_request),
         )
         .await;
         let response = match sent {
@@ -193,15 +195,15 @@ impl ForwardInner {
         Uri::from_parts(parts).map_err(|e| invalid(&e))
     }
 
-    fn classify_failure(&self, error: &hyper_util::client::legacy::Error) -> BoxError {
+    fn classify_failure(&self, error: &PoolError) -> BoxError {
         if let Some(found) = CallerBodyError::found_in(error) {
             // The caller's body failed while streaming: the upstream saw a cut-off body
             // (never a complete one), and the fault is the caller's, not the upstream's.
             return Box::new(found.detached());
         }
         let reason = describe(error);
-        let failure = if error.is_connect() {
-            match ConnectStep::of(error) {
+        let failure = if let PoolError::Connect(connecting) = error {
+            match ConnectStep::of(connecting.as_ref()) {
                 ConnectStep::Tls => UpstreamError::Tls {
                     upstream: self.target.display(),
                     reason,

@@ -94,7 +94,7 @@ pub(crate) fn build(
     let target = config
         .upstream_target()
         .map_err(|e| anyhow::anyhow!("[upstream] base_url: {e}"))?;
-    let clients = upstream::build_clients(&config.upstream, workers)?;
+    let pools = upstream::build_pools(&config.upstream, &target, workers)?;
     let limits = InboundLimits {
         upstream_host: target.host().to_string(),
         max_header_bytes: config.server.max_header_bytes,
@@ -106,7 +106,7 @@ pub(crate) fn build(
         &config.identity,
         &config.credentials,
         &config.apps,
-        clients.shared().clone(),
+        upstream::build_client(&config.upstream)?,
         target.clone(),
         metrics.clone(),
     )?;
@@ -139,7 +139,7 @@ pub(crate) fn build(
         resolver: resolver.clone(),
     };
     let forward = Forward::new(
-        clients,
+        pools,
         target,
         Duration::from_millis(config.upstream.response_timeout_ms),
         Duration::from_millis(config.upstream.body_idle_timeout_ms),

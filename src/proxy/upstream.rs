@@ -1,5 +1,6 @@
-//! The one pooled HTTP client that talks to HubSpot: rustls with webpki roots plus an
-//! optional CA bundle, HTTP/1.1 and h2 by ALPN, plain http:// for tests and the simulator.
+//! How hubgate talks to HubSpot: one connector (rustls with webpki roots plus an optional
+//! CA bundle, HTTP/1.1 and h2 by ALPN, plain http:// for tests and the simulator), under
+//! the pools of forwarded calls ([`pool`]) and hyper-util's client for hubgate's own calls.
 //! Opening a connection (TCP, then TLS) is bounded as a whole, and its failures say which
 //! step failed.
 
@@ -20,30 +21,11 @@ use tokio::net::TcpStream;
 use super::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
 
+pub mod pool;
+
+/// hyper-util's pooled client, for calls hubgate makes of its own (introspection, OAuth,
+/// the load tool); forwarded calls go out through [`pool`].
 pub type UpstreamClient = Client<UpstreamConnector, Body>;
-
-/// An upstream pool per worker thread (`crate::workers`) and one for calls made anywhere
-/// else: a worker's calls go out on connections whose tasks run on that worker, so no
-/// call crosses threads on its way to HubSpot and back.
-#[derive(Debug, Clone)]
-pub struct UpstreamClients {
-    per_worker: Arc<[UpstreamClient]>,
-    shared: UpstreamClient,
-}
-
-impl UpstreamClients {
-    /// The pool for the thread this runs on.
-    pub fn here(&self) -> &UpstreamClient {
-        crate::workers::current()
-            .and_then(|worker| self.per_worker.get(worker))
-            .unwrap_or(&self.shared)
-    }
-
-    /// The pool for calls made off the worker threads.
-    pub fn shared(&self) -> &UpstreamClient {
-        &self.shared
-    }
-}
 
 type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
@@ -137,26 +119,32 @@ impl tower::Service<Uri> for UpstreamConnector {
     }
 }
 
-/// Builds the clients once at start-up: one pool for each of `workers`, and a shared one.
-pub fn build_clients(config: &UpstreamConfig, workers: usize) -> anyhow::Result<UpstreamClients> {
-    let connector = connector(config)?;
-    let client = || {
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone())
-    };
-    Ok(UpstreamClients {
-        per_worker: (0..workers).map(|_| client()).collect(),
-        shared: client(),
-    })
-}
-
 /// Builds one client, whose connection pool every call through it shares.
 pub fn build_client(config: &UpstreamConfig) -> anyhow::Result<UpstreamClient> {
-    Ok(build_clients(config, 0)?.shared)
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector(config)?))
+}
+
+/// The pools forwarded calls go out on: one for each of `workers`, and a shared one.
+pub(crate) fn build_pools(
+    config: &UpstreamConfig,
+    target: &crate::config::UpstreamTarget,
+    workers: usize,
+) -> anyhow::Result<pool::UpstreamPools> {
+    let settings = pool::PoolSettings {
+        max_idle: config.pool_max_idle_per_host,
+        idle_timeout: Duration::from_millis(config.pool_idle_timeout_ms),
+    };
+    Ok(pool::UpstreamPools::new(
+        &connector(config)?,
+        target,
+        settings,
+        workers,
+    ))
 }
 
 fn connector(config: &UpstreamConfig) -> anyhow::Result<UpstreamConnector> {

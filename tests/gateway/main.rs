@@ -31,3 +31,4 @@ mod reload;
 mod retries;
 mod tls_upstream;
 mod upstream_and_store_faults;
+mod upstream_pool;

@@ -2,6 +2,7 @@
 //! test, trusted through `[upstream] ca_file` and refused without it.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,14 +30,26 @@ fn acceptor(pki: &TestPki, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
 
 /// An HTTPS upstream on 127.0.0.1:0 that answers every call with 200 and the ALPN protocol.
 async fn tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
+    tls_upstream_counted(pki, None).await.0
+}
+
+/// [`tls_upstream`], with a count of the connections it accepted; with `close_after`, each
+/// connection is dropped that long after it was accepted, as an upstream's idle timer does.
+async fn tls_upstream_counted(
+    pki: &TestPki,
+    close_after: Option<Duration>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let acceptor = acceptor(pki, &[b"h2", b"http/1.1"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
@@ -49,13 +62,16 @@ async fn tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let serving = builder.serve_connection(TokioIo::new(tls), service);
+                match close_after {
+                    Some(after) => drop(tokio::time::timeout(after, serving).await),
+                    None => drop(serving.await),
+                }
             });
         }
     });
-    addr
+    (addr, connections)
 }
 
 #[tokio::test]
@@ -74,6 +90,63 @@ async fn upstream_tls_is_trusted_through_ca_file() {
     let body = String::from_utf8(body.to_vec()).unwrap();
     // h2 is negotiated by ALPN when the upstream offers it, as api.hubapi.com does.
     assert_eq!(body, "tls ok HTTP/2.0 /crm/v3/objects/contacts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_is_one_connection_shared_by_concurrent_calls() {
+    let pki = make_pki();
+    let (upstream, connections) = tls_upstream_counted(&pki, None).await;
+    let ca_file = pki.ca_file();
+    let ca_path = ca_file.path().to_str().unwrap().to_string();
+    let gateway = Arc::new(
+        Gateway::start(&format!("https://{upstream}"), |c| {
+            c.upstream.ca_file = ca_path
+        })
+        .await,
+    );
+    // The first call learns by ALPN that the upstream speaks h2.
+    let (status, _, _) = get(&gateway.url("/crm/v3/objects/contacts")).await;
+    assert_eq!(status, StatusCode::OK);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move { get(&gateway.url("/crm/v3/objects/contacts")).await })
+        })
+        .collect();
+    for call in calls {
+        let (status, _, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"tls ok HTTP/2.0 /crm/v3/objects/contacts");
+    }
+    let opened = connections.load(Ordering::SeqCst);
+    eprintln!("21 calls to an h2 upstream: {opened} connections");
+    assert_eq!(opened, 1, "every call shared the first h2 connection");
+}
+
+#[tokio::test]
+async fn a_shared_h2_connection_the_upstream_closed_is_opened_again() {
+    let pki = make_pki();
+    let (upstream, connections) =
+        tls_upstream_counted(&pki, Some(Duration::from_millis(200))).await;
+    let ca_file = pki.ca_file();
+    let ca_path = ca_file.path().to_str().unwrap().to_string();
+    // The pool's reconnection, not hubgate's retries of a failed call.
+    let gateway = Gateway::start(&format!("https://{upstream}"), |c| {
+        c.upstream.ca_file = ca_path;
+        c.retry.max_retries = 0;
+    })
+    .await;
+    for i in 0..3 {
+        let (status, _, body) = get(&gateway.url("/crm/v3/objects/contacts")).await;
+        assert_eq!(status, StatusCode::OK, "call {i}: {body:?}");
+        assert_eq!(&body[..], b"tls ok HTTP/2.0 /crm/v3/objects/contacts");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        3,
+        "one h2 connection per call"
+    );
 }
 
 #[tokio::test]
