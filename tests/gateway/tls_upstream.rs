@@ -98,9 +98,11 @@ async fn an_h2_upstream_is_one_connection_shared_by_concurrent_calls() {
     let (upstream, connections) = tls_upstream_counted(&pki, None).await;
     let ca_file = pki.ca_file();
     let ca_path = ca_file.path().to_str().unwrap().to_string();
+    // One worker thread, so one pool: each worker keeps connections of its own.
     let gateway = Arc::new(
         Gateway::start(&format!("https://{upstream}"), |c| {
-            c.upstream.ca_file = ca_path
+            c.upstream.ca_file = ca_path;
+            c.server.workers = hubgate::config::Workers::Count(1);
         })
         .await,
     );

@@ -83,7 +83,11 @@ impl CountingUpstream {
 #[tokio::test]
 async fn sequential_calls_go_out_on_one_keep_alive_connection() {
     let upstream = CountingUpstream::start(None).await;
-    let gateway = Gateway::start(&format!("http://{}", upstream.addr), |_| {}).await;
+    // One worker thread, so one pool: each worker keeps connections of its own.
+    let gateway = Gateway::start(&format!("http://{}", upstream.addr), |c| {
+        c.server.workers = hubgate::config::Workers::Count(1)
+    })
+    .await;
     for i in 0..30 {
         // A body read to its end, no body at all (204), and a HEAD answer, in turn.
         let (method, path) = match i % 3 {
