@@ -9,7 +9,8 @@
 # connection of its own with nothing else done, on one thread, which is what the hyper
 # stack itself costs. Prints a markdown
 # table: median requests/s, latency and CPU per call. hubgate runs twice, as configured by
-# default and with `[server] workers = WORKERS` (default: one per core). With
+# default (a worker thread per core) and with `[server] workers = WORKERS` (default: 0, no
+# worker threads: connections on the main multi-threaded runtime). With
 # HUBGATE_BEFORE naming another hubgate build (an earlier commit's), it takes its turn too,
 # for a before-and-after.
 # Usage: bench/owners_overhead.sh [SECONDS] [ROUNDS] [OWNERS] [CONNECTIONS]
@@ -65,7 +66,7 @@ if [ -n "${HUBGATE_BEFORE:-}" ]; then
 fi
 gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
 targets+=(hubgate); base[hubgate]="http://127.0.0.1:$gw_port"; spender[hubgate]="$gw_pid"
-workers=${WORKERS:-$(nproc)}
+workers=${WORKERS:-0}
 gw_server="workers = $workers" gw_upstream="http://127.0.0.1:$up_port" start_gateway "$owners_toml"
 targets+=(workers); base[workers]="http://127.0.0.1:$gw_port"; spender[workers]="$gw_pid"
 
@@ -91,7 +92,7 @@ declare -A names=(
   [nginx]="through nginx \`proxy_pass\` (1 worker, upstream keepalive)"
   [bare]="through a bare hyper forwarder, 1 thread (\`examples/bare_proxy.rs\`)"
   [before]="through hubgate, before (HUBGATE_BEFORE)"
-  [hubgate]="through hubgate (default: no worker threads)"
+  [hubgate]="through hubgate (default: a worker thread per core)"
   [workers]="through hubgate, \`[server] workers = $workers\`"
 )
 named=()
