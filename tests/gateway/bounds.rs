@@ -38,47 +38,21 @@ async fn declared_oversized_body_gets_413_before_any_upload() {
     );
 }
 
-#[tokio::test]
-async fn streamed_oversized_body_gets_413() {
-    let upstream = echo::start().await;
-    let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
-        c.server.max_body_bytes = 10_000
-    })
-    .await;
-    let chunks =
-        (0..100).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![7u8; 1000]))));
-    let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(gateway.url("/files/v3/files"))
-        .body(StreamBody::new(stream::iter(chunks)))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    assert_hubspot_error(
-        parts.status,
-        &parts.headers,
-        &body,
-        StatusCode::PAYLOAD_TOO_LARGE,
-    );
-    still_serves(&gateway).await;
-}
-
-/// An HTTP/1 client writes its whole body before it reads the answer: hubgate reads the
-/// rest of a body it refused (and throws it away), so the client gets its 413 and not a
-/// broken pipe.
-#[tokio::test]
-async fn a_body_megabytes_over_the_limit_is_read_to_its_end_so_the_caller_gets_its_413() {
+/// POSTs `chunks` chunks of `chunk_bytes` each as one streamed body (no declared length)
+/// through a gateway that accepts 10,000 bytes, and checks that the answer is its 413.
+async fn streamed_body_over_the_limit_gets_413(chunks: usize, chunk_bytes: usize) {
     let upstream = echo::start().await;
     let gateway = Gateway::start(&format!("http://{upstream}"), |c| {
         c.server.max_body_bytes = 10_000
     })
     .await;
     for _ in 0..3 {
-        let chunks = (0..64)
-            .map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![7u8; 64 * 1024]))));
+        let frames = (0..chunks).map(move |_| {
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![7u8; chunk_bytes])))
+        });
         let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
         let request = Request::post(gateway.url("/files/v3/files"))
-            .body(StreamBody::new(stream::iter(chunks)))
+            .body(StreamBody::new(stream::iter(frames)))
             .unwrap();
         let response = client
             .request(request)
@@ -94,6 +68,19 @@ async fn a_body_megabytes_over_the_limit_is_read_to_its_end_so_the_caller_gets_i
         );
     }
     still_serves(&gateway).await;
+}
+
+#[tokio::test]
+async fn streamed_oversized_body_gets_413() {
+    streamed_body_over_the_limit_gets_413(100, 1000).await;
+}
+
+/// An HTTP/1 client writes its whole body before it reads the answer: hubgate reads the
+/// rest of a body it refused (and throws it away), so the client gets its 413 and not a
+/// broken pipe.
+#[tokio::test]
+async fn a_body_megabytes_over_the_limit_is_read_to_its_end_so_the_caller_gets_its_413() {
+    streamed_body_over_the_limit_gets_413(64, 64 * 1024).await;
 }
 
 #[tokio::test]
