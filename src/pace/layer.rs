@@ -315,35 +315,38 @@ impl PaceShared {
         let mut retries = 0u32;
         let mut queued = Duration::ZERO;
         loop {
+            let admission = match admitted_first.take() {
+                Some(admission) => Some(admission),
+                None if !keys.is_empty() => {
+                    let admitting = self.pacer.admit(Ask {
+                        owner,
+                        keys: keys.clone(),
+                        seat,
+                        max_wait: max_wait.saturating_sub(started.elapsed()),
+                        retry: retries > 0,
+                    });
+                    // Dropping the wait on shutdown leaves the queue with nothing spent.
+                    Some(tokio::select! {
+                        biased;
+                        () = self.last_send.reached() => return Err(PaceError::ShuttingDown.into()),
+                        admission = admitting => admission.map_err(|refusal| self.refused(owner, refusal))?,
+                    })
+                }
+                None => None,
+            };
             // The tick this attempt's sends were stamped at in its budgets' logs; a call
             // that spends no budget has none, and its own time is as good as any.
-            let mut admitted = self.clock.now();
-            if let Some(admission) = admitted_first.take() {
-                self.metrics
-                    .observe_queue_wait(seat.priority.as_label(), admission.waited);
-                queued += admission.waited;
-                admitted = admission.at;
-            } else if !keys.is_empty() {
-                let admitting = self.pacer.admit(Ask {
-                    owner,
-                    keys: keys.clone(),
-                    seat,
-                    max_wait: max_wait.saturating_sub(started.elapsed()),
-                    retry: retries > 0,
-                });
-                // Dropping the wait on shutdown leaves the queue with nothing spent.
-                let admission = tokio::select! {
-                    biased;
-                    () = self.last_send.reached() => return Err(PaceError::ShuttingDown.into()),
-                    admission = admitting => admission.map_err(|refusal| self.refused(owner, refusal))?,
-                };
-                // Only admitted calls: refusals are counted by outcome in
-                // hubgate_requests_total.
-                self.metrics
-                    .observe_queue_wait(seat.priority.as_label(), admission.waited);
-                queued += admission.waited;
-                admitted = admission.at;
-            }
+            let admitted = match admission {
+                Some(admission) => {
+                    // Only admitted calls: refusals are counted by outcome in
+                    // hubgate_requests_total.
+                    self.metrics
+                        .observe_queue_wait(seat.priority.as_label(), admission.waited);
+                    queued += admission.waited;
+                    admission.at
+                }
+                None => self.clock.now(),
+            };
             if self.last_send.passed() {
                 return Err(PaceError::ShuttingDown.into());
             }

@@ -164,8 +164,8 @@ impl Pacer {
     }
 
     /// Waits until the call may be sent and reserves its budgets, or says why not. The
-    /// result is the time waited and the tick the budgets were reserved at. Dropping the future (the caller went away) leaves the
-    /// queue without spending anything.
+    /// result is the time waited and the tick the budgets were reserved at. Dropping the
+    /// future (the caller went away) leaves the queue without spending anything.
     pub async fn admit(&self, ask: Ask) -> Result<Admission, Refusal> {
         let Ask {
             owner,
